@@ -1,0 +1,374 @@
+"""The local lab: a real sshd on 127.0.0.1, a `deploy` user in the docker group, a seed-shaped sample
+app with a bare git origin, and the action run exactly as GitHub's runner runs a container action.
+
+Used by the e2e tests, the demo and the benchmark. Needs root, dockerd, and the images of
+lab/images/build.sh. All traffic stays on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import secrets
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import docker
+
+from bluegreen.config import INPUTS
+
+LAB_ROOT = Path("/var/lib/bluegreen-lab")
+TEMPLATE = Path(__file__).parent / "app_template"
+DEPLOY_USER = "deploy"
+ACTION_IMAGE = "bluegreen-action:lab"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def sh(*argv: str | Path, env: Mapping[str, str] | None = None, cwd: Path | None = None, input: str | None = None) -> str:
+    full_env = {**os.environ, **(env or {})}
+    done = subprocess.run([str(a) for a in argv], env=full_env, cwd=cwd, input=input, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(map(str, argv))} failed ({done.returncode}): {done.stderr.strip() or done.stdout.strip()}")
+    return done.stdout
+
+
+def as_deploy(*argv: str | Path, cwd: Path | None = None) -> str:
+    return sh("runuser", "-u", DEPLOY_USER, "--", "env", f"HOME=/home/{DEPLOY_USER}", *argv, cwd=cwd)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_port(port: int, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+def ensure_deploy_user() -> None:
+    try:
+        pwd.getpwnam(DEPLOY_USER)
+    except KeyError:
+        sh("useradd", "--create-home", "--shell", "/bin/sh", "--groups", "docker", DEPLOY_USER)
+    # A locked password ('!') makes sshd refuse even key logins without PAM; '*' only disables passwords.
+    sh("usermod", "--password", "*", "--append", "--groups", "docker", DEPLOY_USER)
+
+
+@dataclass
+class SshHost:
+    port: int
+    known_hosts: str
+    fingerprint: str
+    key: str
+    process: subprocess.Popen[bytes]
+    root: Path
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+
+
+def client_key(root: Path, name: str = "id_ed25519", passphrase: str = "", kind: str = "ed25519") -> tuple[str, str]:
+    """A new client key pair (private text, public line), made with ssh-keygen."""
+    path = root / name
+    path.unlink(missing_ok=True)
+    sh("ssh-keygen", "-q", "-t", kind, "-N", passphrase, "-C", f"lab-{name}", "-f", path)
+    return path.read_text(), (root / f"{name}.pub").read_text().strip()
+
+
+def authorize(host: SshHost, public_line: str) -> None:
+    keys = host.root / "authorized_keys" / DEPLOY_USER
+    keys.write_text(keys.read_text() + public_line + "\n")
+
+
+def start_sshd(allow_forwarding: bool = True) -> SshHost:
+    """sshd on a free 127.0.0.1 port with its own host key; the deploy user logs in with a new key."""
+    ensure_deploy_user()
+    root = LAB_ROOT / f"sshd-{uuid.uuid4().hex[:8]}"
+    (root / "authorized_keys").mkdir(parents=True, mode=0o755)
+    os.chmod(LAB_ROOT, 0o755)
+    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+    sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", root / "host_ed25519")
+    key, public = client_key(root)
+    keys = root / "authorized_keys" / DEPLOY_USER
+    keys.write_text(public + "\n")
+    keys.chmod(0o644)
+    port = free_port()
+    config = root / "sshd_config"
+    config.write_text(
+        "\n".join(
+            [
+                f"Port {port}",
+                "ListenAddress 127.0.0.1",
+                f"HostKey {root / 'host_ed25519'}",
+                f"PidFile {root / 'sshd.pid'}",
+                f"AuthorizedKeysFile {root / 'authorized_keys'}/%u",
+                "PasswordAuthentication no",
+                "KbdInteractiveAuthentication no",
+                "UsePAM no",
+                f"AllowUsers {DEPLOY_USER}",
+                f"AllowTcpForwarding {'yes' if allow_forwarding else 'no'}",
+                "ClientAliveInterval 10",
+                "ClientAliveCountMax 3",
+                "LogLevel ERROR",
+                "",
+            ]
+        )
+    )
+    process = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(config)], stdin=subprocess.DEVNULL)
+    wait_port(port)
+    host_public = (root / "host_ed25519.pub").read_text().split()
+    fingerprint = sh("ssh-keygen", "-l", "-E", "sha256", "-f", root / "host_ed25519.pub").split()[1]
+    return SshHost(port, f"[127.0.0.1]:{port} {host_public[0]} {host_public[1]}", fingerprint, key, process, root)
+
+
+@dataclass
+class LabApp:
+    """A seed-shaped app: bare origin, a root-owned work clone to commit from, and the host's app-dir."""
+
+    name: str
+    root: Path
+    ports: dict[str, int]
+    exit_on_sigterm: bool = False
+    origin: Path = field(init=False)
+    work: Path = field(init=False)
+    app_dir: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.origin = self.root / "origin.git"
+        self.work = self.root / "work"
+        self.app_dir = Path(f"/home/{DEPLOY_USER}/apps/{self.name}")
+
+    @property
+    def nginx_container(self) -> str:
+        return f"{self.name}-nginx"
+
+    def public_url(self, path: str = "/") -> str:
+        return f"http://127.0.0.1:{self.ports['PUBLIC_PORT']}{path}"
+
+    def health_urls(self, color: str) -> str:
+        c = color.upper()
+        return f"http://127.0.0.1:{self.ports[c + '_BACKEND']}/api/v1/\nhttp://127.0.0.1:{self.ports[c + '_FRONTEND']}/"
+
+    def render(self, text: str) -> str:
+        values = {**{k: str(v) for k, v in self.ports.items()}, "NAME": self.name, "EXIT_ON_SIGTERM": "1" if self.exit_on_sigterm else "0"}
+        for key, value in values.items():
+            text = text.replace(f"@{key}@", value)
+        return text
+
+    def commit(self, message: str, files: Mapping[str, str]) -> str:
+        """Write files (relative path -> text) into the work clone, commit and push to origin main."""
+        for rel, text in files.items():
+            path = self.work / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+        sh("chown", "-R", f"{DEPLOY_USER}:{DEPLOY_USER}", self.root)
+        as_deploy("git", "-C", self.work, "add", "-A")
+        as_deploy("git", "-C", self.work, "-c", "user.name=lab", "-c", "user.email=lab@localhost", "commit", "--quiet", "-m", message)
+        as_deploy("git", "-C", self.work, "push", "--quiet", "origin", "HEAD:main")
+        return as_deploy("git", "-C", self.work, "rev-parse", "HEAD").strip()
+
+    def version(self, version: str, status: int = 200) -> str:
+        return self.commit(f"version {version}", {"app/VERSION": version + "\n", "app/STATUS": f"{status}\n"})
+
+    def compose(self, stack: str, *args: str) -> str:
+        file = self.app_dir / f"docker-compose.{stack}.yml"
+        return as_deploy("docker-compose", "--project-name", f"{self.name}-{stack}", "--project-directory", self.app_dir, "--file", file, *args)
+
+    def bootstrap(self, color: str = "green") -> None:
+        """Bring the host to 'color live', the way the seed's script leaves it."""
+        shutil.copyfile(self.app_dir / f"nginx/upstream.{color}.conf", self.app_dir / "nginx/conf.d/upstream.conf")
+        (self.app_dir / ".active_env").write_text(color + "\n")
+        sh("chown", f"{DEPLOY_USER}:{DEPLOY_USER}", self.app_dir / "nginx/conf.d/upstream.conf", self.app_dir / ".active_env")
+        self.compose("base", "up", "-d")
+        self.compose(color, "up", "-d", "--build")
+        wait_port(self.ports["PUBLIC_PORT"])
+        for port in (self.ports[f"{color.upper()}_BACKEND"], self.ports[f"{color.upper()}_FRONTEND"]):
+            wait_port(port)
+
+    def containers(self, stack: str) -> list[docker.models.containers.Container]:
+        client = docker.from_env()
+        found: list[docker.models.containers.Container] = client.containers.list(all=True, filters={"label": f"com.docker.compose.project={self.name}-{stack}"})
+        return found
+
+    def teardown(self) -> None:
+        client = docker.from_env()
+        for container in client.containers.list(all=True):
+            if container.labels.get("com.docker.compose.project", "").startswith(self.name + "-"):
+                container.remove(force=True)
+        shutil.rmtree(self.app_dir, ignore_errors=True)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def make_app(name: str | None = None, exit_on_sigterm: bool = False) -> LabApp:
+    """A new sample app at v1: origin, work clone, and the deploy user's app-dir clone."""
+    ensure_deploy_user()
+    name = name or f"bg{secrets.token_hex(3)}"
+    names = ["PUBLIC_PORT", "DB_PORT", "BLUE_BACKEND", "BLUE_FRONTEND", "GREEN_BACKEND", "GREEN_FRONTEND"]
+    ports: dict[str, int] = {}
+    while len(set(ports.values())) < len(names):
+        ports = {n: free_port() for n in names}
+    app = LabApp(name, LAB_ROOT / f"app-{name}", ports, exit_on_sigterm)
+    app.root.mkdir(parents=True)
+    shutil.copytree(TEMPLATE, app.work)
+    for path in app.work.rglob("*"):
+        if path.is_file():
+            path.write_text(app.render(path.read_text()))
+    sh("chown", "-R", f"{DEPLOY_USER}:{DEPLOY_USER}", app.root)
+    as_deploy("git", "init", "--quiet", "--bare", "--initial-branch=main", app.origin)
+    as_deploy("git", "init", "--quiet", "--initial-branch=main", app.work)
+    as_deploy("git", "-C", app.work, "remote", "add", "origin", app.origin)
+    app.commit("v1", {})
+    app.app_dir.parent.mkdir(parents=True, exist_ok=True)
+    sh("chown", f"{DEPLOY_USER}:{DEPLOY_USER}", app.app_dir.parent)
+    as_deploy("git", "clone", "--quiet", app.origin, app.app_dir)
+    return app
+
+
+@dataclass
+class ActionRun:
+    status: int
+    stdout: str
+    stderr: str
+    summary: str
+    outputs: dict[str, str]
+
+    @property
+    def log(self) -> str:
+        return self.stdout + self.stderr
+
+
+def build_action_image(tag: str = ACTION_IMAGE) -> None:
+    sh("docker", "build", "--quiet", "--network", "host", "--tag", tag, REPO_ROOT)
+
+
+def parse_outputs(text: str) -> dict[str, str]:
+    """Read a GITHUB_OUTPUT file: `name=value` lines and `name<<DELIM` ... `DELIM` blocks."""
+    out: dict[str, str] = {}
+    lines = iter(text.splitlines())
+    for line in lines:
+        if "<<" in line:
+            name, delim = line.split("<<", 1)
+            value = []
+            for inner in lines:
+                if inner == delim:
+                    break
+                value.append(inner)
+            out[name] = "\n".join(value)
+        elif "=" in line:
+            name, value_text = line.split("=", 1)
+            out[name] = value_text
+    return out
+
+
+def action_env(inputs: Mapping[str, str], workdir: Path, extra: Mapping[str, str] | None = None) -> tuple[dict[str, str], list[str]]:
+    """The environment GitHub's runner gives a container action, and the `docker run` arguments for it."""
+    home, workflow, commands, workspace = (workdir / d for d in ("_github_home", "_github_workflow", "_runner_file_commands", "workspace"))
+    for d in (home, workflow, commands, workspace):
+        d.mkdir(parents=True, exist_ok=True)
+    suffix = uuid.uuid4()
+    summary, output = f"step_summary_{suffix}", f"set_output_{suffix}"
+    (commands / summary).touch()
+    (commands / output).touch()
+    env = {
+        "HOME": "/github/home",
+        "CI": "true",
+        "GITHUB_ACTIONS": "true",
+        "GITHUB_ACTION": "__org_bluegreen-action",
+        "GITHUB_ACTION_REPOSITORY": "org/bluegreen-action",
+        "GITHUB_ACTOR": "lab",
+        "GITHUB_EVENT_NAME": "push",
+        "GITHUB_EVENT_PATH": "/github/workflow/event.json",
+        "GITHUB_JOB": "deploy",
+        "GITHUB_REF": "refs/heads/main",
+        "GITHUB_REPOSITORY": "lab/app",
+        "GITHUB_RUN_ATTEMPT": "1",
+        "GITHUB_RUN_ID": str(int(time.time() * 1000)),
+        "GITHUB_RUN_NUMBER": "1",
+        "GITHUB_SERVER_URL": "https://github.com",
+        "GITHUB_SHA": inputs.get("ref", ""),
+        "GITHUB_WORKFLOW": "deploy",
+        "GITHUB_WORKSPACE": "/github/workspace",
+        "GITHUB_STEP_SUMMARY": f"/github/file_commands/{summary}",
+        "GITHUB_OUTPUT": f"/github/file_commands/{output}",
+        "GITHUB_ENV": "/github/file_commands/set_env",
+        "GITHUB_PATH": "/github/file_commands/add_path",
+        "RUNNER_OS": "Linux",
+        "RUNNER_TEMP": "/home/runner/work/_temp",
+        **{"INPUT_" + name.upper(): value for name, value in inputs.items()},
+        **(extra or {}),
+    }
+    (workflow / "event.json").write_text("{}")
+    volumes = [
+        "-v", "/var/run/docker.sock:/var/run/docker.sock",
+        "-v", f"{home}:/github/home",
+        "-v", f"{workflow}:/github/workflow",
+        "-v", f"{commands}:/github/file_commands",
+        "-v", f"{workspace}:/github/workspace",
+    ]
+    return env, volumes
+
+
+def docker_run_argv(env: Mapping[str, str], volumes: list[str], name: str, image: str = ACTION_IMAGE) -> list[str]:
+    """`docker run` as the runner builds it: values stay in the environment, only names on the command line."""
+    argv = ["docker", "run", "--name", name, "--label", "bluegreen-lab-action", "--workdir", "/github/workspace", "--rm"]
+    for key in env:
+        argv += ["-e", key]
+    return [*argv, *volumes, "--network", "host", image]
+
+
+def run_action(inputs: Mapping[str, str], extra_env: Mapping[str, str] | None = None, image: str = ACTION_IMAGE, timeout: float = 600) -> ActionRun:
+    workdir = LAB_ROOT / f"run-{uuid.uuid4().hex[:8]}"
+    env, volumes = action_env(inputs, workdir, extra_env)
+    argv = docker_run_argv(env, volumes, workdir.name, image)
+    try:
+        done = subprocess.run(argv, env={**os.environ, **env}, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
+        commands = workdir / "_runner_file_commands"
+        return ActionRun(
+            done.returncode,
+            done.stdout,
+            done.stderr,
+            (commands / Path(env["GITHUB_STEP_SUMMARY"]).name).read_text(),
+            parse_outputs((commands / Path(env["GITHUB_OUTPUT"]).name).read_text()),
+        )
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def lab_inputs(host: SshHost, app: LabApp, ref: str, **overrides: str) -> dict[str, str]:
+    """Every declared input, as the runner passes them (defaults filled in from action.yml)."""
+    inputs = {spec.name: spec.default for spec in INPUTS}
+    inputs.update(
+        {
+            "host": "127.0.0.1",
+            "port": str(host.port),
+            "username": DEPLOY_USER,
+            "key": host.key,
+            "known-hosts": host.known_hosts,
+            "app-dir": str(app.app_dir),
+            "ref": ref,
+            "project-name": app.name,
+            "blue-health-urls": app.health_urls("blue"),
+            "green-health-urls": app.health_urls("green"),
+            "health-timeout": "30",
+            "health-interval": "1",
+            "nginx-container": app.nginx_container,
+            "public-url": app.public_url("/api/v1/"),
+        }
+    )
+    inputs.update({k.replace("_", "-"): v for k, v in overrides.items()})
+    return inputs

@@ -1,0 +1,165 @@
+"""Pure command builders: each returns an argv list (or the shell line that runs it). No I/O here.
+
+Every remote command is an argv; `shell_line` quotes it with shlex so that no value ever reaches the
+remote shell unquoted, and wraps it in `timeout` so the host itself enforces the time limit.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+Argv = list[str]
+ComposeVariant = Literal["v2", "v1"]
+
+# Lists nginx processes as "pid ppid title" lines by reading /proc, so it works in any nginx image
+# (no ps needed). A constant: no input is ever interpolated into it.
+NGINX_PROCESSES_SCRIPT = (
+    'for d in /proc/[0-9]*; do '
+    't=$(tr "\\000" " " < "$d/cmdline" 2>/dev/null) || continue; '
+    'case "$t" in "nginx: "*) '
+    'p=$(sed -n "s/^PPid:[[:space:]]*//p" "$d/status" 2>/dev/null); '
+    'echo "${d#/proc/} $p $t";; esac; done'
+)
+
+
+def shell_line(argv: Sequence[str], timeout: int | None = None) -> str:
+    """The quoted command line for an SSH exec request, with a host-side timeout."""
+    if timeout is not None:
+        argv = ["timeout", "--kill-after=5", str(timeout), *argv]
+    return shlex.join(argv)
+
+
+def compose_detect(variant: ComposeVariant) -> Argv:
+    return ["docker", "compose", "version"] if variant == "v2" else ["docker-compose", "version"]
+
+
+@dataclass(frozen=True)
+class Compose:
+    """Compose commands for one project, for the variant detected on the host."""
+
+    variant: ComposeVariant
+    project: str
+    file: str
+    project_dir: str
+
+    def _base(self) -> Argv:
+        head = ["docker", "compose"] if self.variant == "v2" else ["docker-compose"]
+        return [*head, "--project-name", self.project, "--project-directory", self.project_dir, "--file", self.file]
+
+    def up_base(self) -> Argv:
+        """Shared infrastructure: create what is missing, never recreate what runs."""
+        return [*self._base(), "up", "--detach", "--no-recreate"]
+
+    def up_color(self) -> Argv:
+        argv = [*self._base(), "up", "--detach", "--build", "--force-recreate", "--remove-orphans"]
+        if self.variant == "v2":
+            argv.append("--wait")
+        return argv
+
+    def down(self, stop_timeout: int) -> Argv:
+        return [*self._base(), "down", "--remove-orphans", "--timeout", str(stop_timeout)]
+
+    def ps_ids(self) -> Argv:
+        return [*self._base(), "ps", "--quiet"]
+
+    def logs(self, tail: int) -> Argv:
+        return [*self._base(), "logs", "--no-color", "--tail", str(tail)]
+
+    def config_check(self) -> Argv:
+        return [*self._base(), "config", "--quiet"]
+
+
+def git_is_checkout(app_dir: str) -> Argv:
+    return ["git", "-C", app_dir, "rev-parse", "--is-inside-work-tree"]
+
+
+def git_fetch(app_dir: str) -> Argv:
+    return ["git", "-C", app_dir, "fetch", "--quiet", "--force", "--tags", "origin", "+refs/heads/*:refs/remotes/origin/*"]
+
+
+def git_fetch_ref(app_dir: str, ref: str) -> Argv:
+    return ["git", "-C", app_dir, "fetch", "--quiet", "origin", ref]
+
+
+def git_resolve(app_dir: str, candidate: str) -> Argv:
+    return ["git", "-C", app_dir, "rev-parse", "--verify", "--quiet", candidate + "^{commit}"]
+
+
+def ref_candidates(ref: str) -> list[str]:
+    """Names to try, in order, for a ref after a fetch: the ref itself (a SHA or tag), then the remote branch."""
+    return [ref, f"refs/remotes/origin/{ref}", "FETCH_HEAD"]
+
+
+def git_checkout(app_dir: str, sha: str) -> Argv:
+    return ["git", "-C", app_dir, "checkout", "--quiet", "--force", "--detach", sha]
+
+
+def git_head(app_dir: str) -> Argv:
+    return ["git", "-C", app_dir, "rev-parse", "HEAD"]
+
+
+def git_ls_files(app_dir: str, path: str) -> Argv:
+    """Prints `path` if git tracks it."""
+    return ["git", "-C", app_dir, "ls-files", "--full-name", "--", path]
+
+
+def git_skip_worktree(app_dir: str, path: str) -> Argv:
+    """Tell git never to write a tracked file in the work tree (the live upstream target)."""
+    return ["git", "-C", app_dir, "update-index", "--skip-worktree", "--", path]
+
+
+def read_file(path: str) -> Argv:
+    return ["cat", "--", path]
+
+
+def write_file(path: str) -> Argv:
+    """Write stdin into `path` in place: same inode, so a single-file bind mount sees the change."""
+    return ["tee", "--", path]
+
+
+def append_file(path: str) -> Argv:
+    return ["tee", "-a", "--", path]
+
+
+def file_inode(path: str) -> Argv:
+    return ["stat", "-c", "%i", "--", path]
+
+
+def nginx(container: str, *args: str) -> Argv:
+    if container:
+        return ["docker", "exec", container, "nginx", *args]
+    return ["nginx", *args]
+
+
+def nginx_processes(container: str) -> Argv:
+    argv = ["sh", "-c", NGINX_PROCESSES_SCRIPT]
+    return ["docker", "exec", container, *argv] if container else argv
+
+
+def container_exists(container: str) -> Argv:
+    return ["docker", "inspect", "--type", "container", "--format", "{{.State.Running}}", container]
+
+
+def container_logs(container_id: str, tail: int) -> Argv:
+    return ["docker", "logs", "--tail", str(tail), container_id]
+
+
+def probe_url(url: str, timeout: int) -> Argv:
+    """Probe a URL from the host itself (the fallback when the host refuses port forwarding)."""
+    return ["curl", "--silent", "--output", "/dev/null", "--write-out", "%{http_code}", "--max-time", str(timeout), "--", url]
+
+
+
+def make_dirs(path: str) -> Argv:
+    return ["mkdir", "-p", "--", path]
+
+
+def hold_lock(lock_file: str) -> Argv:
+    """Take an exclusive flock on the host and hold it while stdin stays open.
+
+    Prints `locked` once held; exits 1 at once if another deploy holds it. The kernel drops the lock
+    when the process ends: at release, when the SSH session dies, or at the host-side timeout."""
+    return ["flock", "--nonblock", "--conflict-exit-code", "1", lock_file, "sh", "-c", "echo locked; exec cat >/dev/null"]

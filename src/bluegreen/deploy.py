@@ -1,0 +1,398 @@
+"""The deploy orchestrator: named steps in the seed's order, with the failure path beside them.
+
+connect → lock → preflight → live color → sync → base → build → health → switch → drain → stop old → record
+
+Any failure before the switch is committed tears the target color down and leaves (or puts back)
+the previous upstream; the base stack is never touched after its idempotent `up`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import posixpath
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import asyncssh
+import httpx
+
+from . import commands
+from .commands import Compose, ComposeVariant
+from .config import COLORS, Color, Config, other_color
+from .health import wait_healthy
+from .nginx import Nginx, NginxError, SwitchResult, live_color
+from .remote import CommandFailed, Remote, RemoteError
+from .report import Report, Reporter, StepRecord
+
+BUILD_TIMEOUT = 1800
+STOP_TIMEOUT_MIN = 10
+LOCK_MAX_SECONDS = 7200
+LOG_TAIL = 50
+STATE_DIR = ".bluegreen"
+
+
+class DeployError(RuntimeError):
+    def __init__(self, message: str, fix: str = "") -> None:
+        self.fix = fix
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """Who runs this deploy, from the GITHUB_* variables; recorded in the lock and the journal."""
+
+    repository: str = ""
+    run_id: str = ""
+    attempt: str = ""
+    url: str = ""
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | os._Environ[str]) -> RunInfo:
+        server, repo, run = env.get("GITHUB_SERVER_URL", ""), env.get("GITHUB_REPOSITORY", ""), env.get("GITHUB_RUN_ID", "")
+        url = f"{server}/{repo}/actions/runs/{run}" if server and repo and run else ""
+        return cls(repo, run, env.get("GITHUB_RUN_ATTEMPT", ""), url)
+
+
+class Deployer:
+    def __init__(self, config: Config, out: Reporter, run: RunInfo) -> None:
+        self.cfg = config
+        self.out = out
+        self.run_info = run
+        self.report = Report(ref=config.ref)
+        self.remote: Remote | None = None
+        self.variant: ComposeVariant = "v2"
+        self.nginx: Nginx | None = None
+        self.lock: asyncssh.SSHClientProcess[str] | None = None
+        self.switch: SwitchResult | None = None
+        self.target_touched = False
+        self.committed = False
+        self.started = time.time()
+        self.state_dir = config.app_path(STATE_DIR)
+
+    # -- plumbing ---------------------------------------------------------------------------------
+
+    @property
+    def host(self) -> Remote:
+        assert self.remote is not None
+        return self.remote
+
+    @property
+    def proxy(self) -> Nginx:
+        assert self.nginx is not None
+        return self.nginx
+
+    def compose(self, stack: str) -> Compose:
+        file = self.cfg.app_path(self.cfg.base_compose_file) if stack == "base" else self.cfg.compose_path(stack)  # type: ignore[arg-type]
+        return Compose(self.variant, self.cfg.project(stack), file, self.cfg.app_dir)
+
+    @asynccontextmanager
+    async def step(self, name: str, title: str) -> AsyncIterator[StepRecord]:
+        record = StepRecord(name, title)
+        self.report.steps.append(record)
+        start = time.monotonic()
+        with self.out.group(title):
+            try:
+                yield record
+                record.status = "ok"
+            except BaseException:
+                record.status = "failed"
+                self.report.failed_step = title
+                raise
+            finally:
+                record.seconds = time.monotonic() - start
+                self.out.info(f"{title}: {record.status} in {record.seconds:.1f}s" + (f" ({record.detail})" if record.detail else ""))
+
+    async def run_checked(self, argv: list[str], what: str, fix: str, timeout: int = 120) -> str:
+        try:
+            result = await self.host.run(argv, timeout=timeout)
+        except CommandFailed as err:
+            self.out.host_output(f"output of {what}", err.stderr or err.stdout)
+            raise DeployError(f"{what} failed: {err}", fix) from None
+        return result.stdout
+
+    # -- the deploy -------------------------------------------------------------------------------
+
+    async def run(self) -> Report:
+        try:
+            await self.steps()
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            self.fail("the run was cancelled (SIGINT/SIGTERM)", "rerun the job: a rerun deploys the same commit and resumes from any state")
+            await self.recover()
+        except (DeployError, RemoteError, NginxError, CommandFailed) as err:
+            self.fail(str(err), getattr(err, "fix", ""))
+            await self.recover()
+        finally:
+            await self.close()
+        return self.report
+
+    async def steps(self) -> None:
+        cfg = self.cfg
+        async with self.step("connect", f"Connect to {cfg.username}@{cfg.host}:{cfg.port}") as s:
+            if cfg.insecure_skip_host_key_check:
+                self.warn("the host key is not checked (insecure-skip-host-key-check: true); pin it with known-hosts or fingerprint", "Host key not checked")
+            self.remote = await Remote.connect(cfg)
+            s.detail = "host key verified" if not cfg.insecure_skip_host_key_check else "host key NOT checked"
+        async with self.step("preflight", "Check the host"):
+            await self.preflight()
+        async with self.step("lock", "Take the deploy lock"):
+            await self.take_lock()
+        async with self.step("live", "Find the live color") as s:
+            live = await self.find_live_color()
+            self.report.live = live or ""
+            self.report.target = other_color(live) if live else "blue"
+            s.detail = f"nginx serves {live}" if live else "nginx serves neither color yet"
+        async with self.step("sync", f"Sync {cfg.ref}") as s:
+            self.report.sha = await self.sync()
+            s.detail = self.report.sha[:12]
+        if await self.already_live():
+            return
+        target: Color = self.report.target
+        if cfg.base_compose_file:
+            async with self.step("base", "Bring up the base stack"):
+                await self.run_checked(self.compose("base").up_base(), "base compose up", f"check {cfg.base_compose_file} with 'docker-compose config'", BUILD_TIMEOUT)
+        async with self.step("build", f"Build and start {target}"):
+            self.target_touched = True
+            stack = self.compose(target)
+            await self.run_checked(stack.down(STOP_TIMEOUT_MIN), f"clearing the idle {target} stack", "check the compose file", BUILD_TIMEOUT)
+            await self.run_checked(stack.up_color(), f"building and starting {target}", f"fix the build or {stack.file}; the compose output is above", BUILD_TIMEOUT)
+        async with self.step("health", f"Health-check {target}") as s:
+            report = await wait_healthy(self.host, cfg.health_urls[target], cfg.health_timeout, cfg.health_interval)
+            self.report.health = report
+            for note in report.notes:
+                self.out.info(note)
+            s.detail = f"{sum(r.healthy for r in report.results)}/{len(report.results)} URLs healthy"
+            if not report.healthy:
+                bad = report.failing()[0]
+                raise DeployError(
+                    f"{bad.url} did not answer 2xx within {cfg.health_timeout}s (last: {bad.last}, {bad.attempts} attempts)",
+                    f"check the {target} containers' logs below; raise health-timeout if the app needs longer to start",
+                )
+        async with self.step("switch", f"Switch nginx to {target}") as s:
+            content = await self.run_checked(commands.read_file(cfg.upstream_path(target)), f"reading {cfg.upstream_file}", f"commit {cfg.upstream_file.replace('{color}', target)}")
+            try:
+                self.switch = await self.proxy.switch(content)
+            except NginxError:
+                self.report.restored.append(f"upstream file {cfg.upstream_target} put back as it was (nginx -t rejected the new one)")
+                raise
+            s.detail = f"reload took {self.switch.reload_seconds:.1f}s"
+            await self.check_public_url()
+            self.committed = True
+            self.report.switched = True
+        async with self.step("drain", "Drain old nginx workers") as s:
+            seconds, left = await self.proxy.drain(self.switch.old_workers, cfg.drain_timeout)
+            s.detail = f"{len(self.switch.old_workers)} old workers gone in {seconds:.1f}s" if not left else f"{left} old workers still busy after {seconds:.0f}s"
+            if left:
+                self.warn(f"{left} old nginx workers still had requests in flight after drain-timeout ({cfg.drain_timeout}s); they are cut when {self.report.live} stops", "Drain timeout")
+        if self.report.live:
+            old: Color = self.report.live  # type: ignore[assignment]
+            async with self.step("stop", f"Stop {old}"):
+                await self.run_checked(self.compose(old).down(STOP_TIMEOUT_MIN), f"stopping {old}", "stop it by hand with docker-compose down; the new color already serves", BUILD_TIMEOUT)
+        async with self.step("record", "Record the deploy"):
+            await self.record("success")
+
+    # -- steps ------------------------------------------------------------------------------------
+
+    async def preflight(self) -> None:
+        cfg = self.cfg
+        checkout = await self.host.run(commands.git_is_checkout(cfg.app_dir), check=False)
+        if checkout.stdout.strip() != "true":
+            raise DeployError(f"app-dir {cfg.app_dir} is missing or not a git checkout on the host", f"clone the app there: git clone <repo> {cfg.app_dir}")
+        for variant in ("v2", "v1"):
+            if (await self.host.run(commands.compose_detect(variant), check=False)).ok:
+                self.variant = variant
+                break
+        else:
+            probe = await self.host.run(["docker", "version", "--format", "{{.Server.Version}}"], check=False)
+            if "permission denied" in probe.stderr:
+                raise DeployError(f"{cfg.username} may not use docker on the host", f"add the user to the docker group: usermod -aG docker {cfg.username}")
+            raise DeployError("neither 'docker compose' nor 'docker-compose' works on the host", "install Docker with the Compose plugin (v2) or docker-compose (v1)")
+        self.out.info(f"compose: {'docker compose (v2)' if self.variant == 'v2' else 'docker-compose (v1)'}")
+        self.nginx = Nginx(self.host, cfg.nginx_container, cfg.upstream_target_path)
+        await self.proxy.check_available()
+
+    async def take_lock(self) -> None:
+        await self.run_checked(commands.make_dirs(self.state_dir), f"creating {self.state_dir}", "make app-dir writable by the deploy user")
+        await self.host.run(commands.write_file(posixpath.join(self.state_dir, ".gitignore")), input="*\n")
+        lock_file = posixpath.join(self.state_dir, "lock")
+        owner_file = posixpath.join(self.state_dir, "lock.json")
+        deadline = time.monotonic() + self.cfg.lock_timeout
+        last_note = 0.0
+        while True:
+            process = await self.host.conn.create_process(commands.shell_line(commands.hold_lock(lock_file), LOCK_MAX_SECONDS))
+            line = await process.stdout.readline()
+            if line.strip() == "locked":
+                self.lock = process
+                owner = {**self.run_info.__dict__, "started": _now()}
+                await self.host.run(commands.write_file(owner_file), input=json.dumps(owner) + "\n")
+                return
+            process.close()
+            if time.monotonic() >= deadline:
+                holder = (await self.host.run(commands.read_file(owner_file), check=False)).stdout.strip()
+                raise DeployError(
+                    f"another deploy still holds the lock on {self.cfg.app_dir} after {self.cfg.lock_timeout}s (owner: {holder or 'unknown'})",
+                    "wait for it to finish, or raise lock-timeout; use concurrency: in the workflow to queue deploys",
+                )
+            if time.monotonic() - last_note >= 10:
+                holder = (await self.host.run(commands.read_file(owner_file), check=False)).stdout.strip()
+                self.out.info(f"waiting for the deploy lock, held by {holder or 'another deploy'}")
+                last_note = time.monotonic()
+            await asyncio.sleep(2)
+
+    async def find_live_color(self) -> Color | None:
+        cfg = self.cfg
+        dump = await self.proxy.dump()
+        upstreams: dict[Color, str] = {}
+        for color in COLORS:
+            upstreams[color] = (await self.host.run(commands.read_file(cfg.upstream_path(color)), check=False)).stdout
+        live = live_color(dump, upstreams)
+        cached = (await self.host.run(commands.read_file(cfg.app_path(".active_env")), check=False)).stdout.strip()
+        if cached in COLORS and live and cached != live:
+            self.warn(f".active_env says {cached} but nginx serves {live}; trusting nginx (a previous run probably died after the switch)", "Live color drift")
+        if live is None and cached in COLORS:
+            self.warn(f"nginx serves neither upstream file; .active_env says {cached}, so {cached} is treated as live", "Live color unknown")
+            return cached
+        return live
+
+    async def sync(self) -> str:
+        cfg = self.cfg
+        app = cfg.app_dir
+        await self.run_checked(commands.git_fetch(app), "git fetch", f"check that {cfg.username} can fetch the app's origin remote in {app} (deploy key, network)")
+        sha = ""
+        for candidate in commands.ref_candidates(cfg.ref):
+            if candidate == "FETCH_HEAD" and not (await self.host.run(commands.git_fetch_ref(app, cfg.ref), check=False)).ok:
+                break
+            resolved = await self.host.run(commands.git_resolve(app, candidate), check=False)
+            if resolved.ok:
+                sha = resolved.stdout.strip()
+                break
+        if not sha:
+            raise DeployError(f"ref {cfg.ref} was not found in the origin of {app}", "push the commit first, or give an existing commit, branch or tag as ref")
+        if not cfg.upstream_target.startswith("/"):
+            tracked = await self.host.run(commands.git_ls_files(app, cfg.upstream_target), check=False)
+            if tracked.stdout.strip():
+                await self.host.run(commands.git_skip_worktree(app, cfg.upstream_target))
+        await self.run_checked(commands.git_checkout(app, sha), f"git checkout {sha[:12]}", f"check the work tree in {app}")
+        for path, name in ((cfg.compose_path(self.report.target), "compose-file"), (cfg.upstream_path(self.report.target), "upstream-file")):  # type: ignore[arg-type]
+            if not (await self.host.run(["test", "-f", path], check=False)).ok:
+                raise DeployError(f"{path} does not exist at {sha[:12]} ({name})", f"commit the file, or set {name} to where it is")
+        if cfg.base_compose_file and not (await self.host.run(["test", "-f", cfg.app_path(cfg.base_compose_file)], check=False)).ok:
+            raise DeployError(f"{cfg.app_path(cfg.base_compose_file)} does not exist at {sha[:12]} (base-compose-file)", "commit it, or set base-compose-file to '' if there is no base stack")
+        return sha
+
+    async def already_live(self) -> bool:
+        """A rerun of a deploy that completed: the live color already runs this commit and is healthy."""
+        live = self.report.live
+        journal = posixpath.join(self.state_dir, "journal.jsonl")
+        lines = (await self.host.run(["tail", "-n", "20", journal], check=False)).stdout.splitlines()
+        done = [e for e in map(_json, lines) if e.get("result") == "success"]
+        if not live or not done or done[-1].get("to") != live or done[-1].get("ref") != self.report.sha:
+            return False
+        async with self.step("already-live", f"Check {live}, which already runs {self.report.sha[:12]}") as s:
+            health = await wait_healthy(self.host, self.cfg.health_urls[live], min(self.cfg.health_timeout, 10), 1)  # type: ignore[index]
+            s.detail = "healthy" if health.healthy else "not healthy: redeploying"
+        if health.healthy:
+            self.report.already_live = True
+            self.report.target = live
+            self.out.info(f"{self.report.sha[:12]} is already live on {live} and healthy; nothing to do")
+        return health.healthy
+
+    async def check_public_url(self) -> None:
+        url = self.cfg.public_url
+        if not url:
+            return
+        last = ""
+        async with httpx.AsyncClient(timeout=5) as client:
+            for _ in range(5):
+                try:
+                    response = await client.get(url)
+                    last = f"HTTP {response.status_code}"
+                    if 200 <= response.status_code < 300:
+                        return
+                except httpx.HTTPError as err:
+                    last = type(err).__name__
+                await asyncio.sleep(1)
+        raise DeployError(f"public-url {url} did not answer 2xx after the switch (last: {last})", "check the new upstream file: it must point at the new color's ports")
+
+    async def record(self, result: str) -> None:
+        cfg = self.cfg
+        color = self.report.active_color
+        if color:
+            await self.host.run(commands.write_file(cfg.app_path(".active_env")), input=color + "\n")
+        entry = {
+            "time": _now(),
+            "ref": self.report.sha or cfg.ref,
+            "from": self.report.live,
+            "to": self.report.target,
+            "result": result,
+            "steps": {s.name: round(s.seconds, 2) for s in self.report.steps},
+            "run": self.run_info.url,
+        }
+        journal = posixpath.join(self.state_dir, "journal.jsonl")
+        await self.host.run(commands.append_file(journal), input=json.dumps(entry) + "\n")
+        lines = (await self.host.run(["tail", "-n", "5", journal], check=False)).stdout.splitlines()
+        self.report.journal = [e for e in map(_json, reversed(lines)) if e]
+
+    # -- failure path -----------------------------------------------------------------------------
+
+    def warn(self, message: str, title: str) -> None:
+        self.report.warnings.append(message)
+        self.out.warning(message, title)
+
+    def fail(self, message: str, fix: str) -> None:
+        self.report.error = message
+        self.report.fix = fix
+        title = f"Deploy failed: {self.report.failed_step or 'start'}"
+        self.out.error(f"{message}" + (f" Fix: {fix}" if fix else ""), title)
+
+    async def recover(self) -> None:
+        """Leave the host serving the previous color: put back the upstream, remove the target."""
+        if self.remote is None or self.report.already_live:
+            return
+        target = self.report.target
+        try:
+            if self.committed:
+                await self.record("failed-after-switch")
+                return
+            if self.switch is not None:
+                await self.proxy.restore(self.switch.previous)
+                self.report.rolled_back = True
+                self.report.restored.append(f"nginx upstream switched back to {self.report.live or 'its previous content'} and reloaded")
+            if self.target_touched and target:
+                stack = self.compose(target)
+                logs = await self.host.run(stack.logs(LOG_TAIL), check=False, timeout=60)
+                self.report.logs = self.out.scrub(logs.stdout + logs.stderr)
+                self.out.host_output(f"last {LOG_TAIL} log lines of {target}", logs.stdout + logs.stderr)
+                await self.host.run(stack.down(STOP_TIMEOUT_MIN), check=False, timeout=120)
+                self.report.restored.append(f"{target} containers removed; {self.report.live or 'nothing'} keeps serving")
+            if self.report.sha:
+                await self.record("failed")
+        except (RemoteError, CommandFailed, NginxError) as err:
+            self.report.restored.append(f"recovery did not finish: {err}")
+            self.out.error(f"recovery did not finish: {err}", "Recovery incomplete")
+
+    async def close(self) -> None:
+        if self.lock is not None:
+            self.lock.stdin.write_eof()
+            self.lock.close()
+            self.lock = None
+        if self.remote is not None:
+            await self.remote.close()
+
+
+def _json(line: str) -> dict[str, object]:
+    try:
+        value = json.loads(line)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -1,0 +1,159 @@
+"""Reporting: the job summary, annotations, log groups and step outputs, through github-action-utils."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import github_action_utils as gha
+
+from .health import HealthReport
+
+
+@dataclass
+class StepRecord:
+    name: str
+    title: str
+    status: str = "running"
+    seconds: float = 0.0
+    detail: str = ""
+
+
+@dataclass
+class Report:
+    ref: str
+    sha: str = ""
+    live: str = ""
+    target: str = ""
+    steps: list[StepRecord] = field(default_factory=list)
+    health: HealthReport | None = None
+    switched: bool = False
+    rolled_back: bool = False
+    already_live: bool = False
+    error: str = ""
+    fix: str = ""
+    failed_step: str = ""
+    restored: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    logs: str = ""
+    journal: list[dict[str, object]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.error
+
+    @property
+    def active_color(self) -> str:
+        if self.already_live:
+            return self.live
+        return self.target if self.switched and not self.rolled_back else self.live
+
+    def outputs(self) -> dict[str, str]:
+        return {
+            "active-color": self.active_color,
+            "previous-color": self.live,
+            "deployed-ref": self.sha if self.ok else "",
+            "switched": str(self.switched and not self.rolled_back).lower(),
+            "rolled-back": str(self.rolled_back).lower(),
+        }
+
+    def headline(self) -> str:
+        arrow = f"{self.live or 'none'} → {self.target or '?'}"
+        short = self.sha[:12] or self.ref
+        if self.already_live:
+            return f"### ✅ `{short}` is already live on {self.live}: nothing to do"
+        if self.ok:
+            return f"### ✅ Deployed `{short}`: {arrow}"
+        return f"### ❌ Deploy of `{short}` failed at {self.failed_step or 'start'}: {arrow} not completed"
+
+    def summary_markdown(self) -> str:
+        lines = [self.headline(), ""]
+        if not self.ok:
+            lines += [f"**Cause:** {self.error}", ""]
+            if self.fix:
+                lines += [f"**Fix:** {self.fix}", ""]
+            serving = self.active_color or "unknown"
+            lines += [f"**Serving now:** {serving}" + (" (previous color kept)" if not self.switched or self.rolled_back else ""), ""]
+            if self.restored:
+                lines += ["**Restored:**", *[f"- {item}" for item in self.restored], ""]
+        lines += ["| step | status | duration |", "| --- | --- | --- |"]
+        icons = {"ok": "✅", "failed": "❌", "skipped": "⏭️", "running": "⏹️"}
+        for step in self.steps:
+            detail = f" ({step.detail})" if step.detail else ""
+            lines.append(f"| {step.title}{detail} | {icons.get(step.status, step.status)} {step.status} | {step.seconds:.1f}s |")
+        total = sum(step.seconds for step in self.steps)
+        lines += [f"| **total** | | **{total:.1f}s** |", ""]
+        if self.health:
+            lines += [f"**Health of {self.target}** (via {self.health.via})", "", "| URL | result | attempts | healthy after |", "| --- | --- | --- | --- |"]
+            for item in self.health.results:
+                after = f"{item.seconds:.1f}s" if item.healthy else "—"
+                lines.append(f"| `{item.url}` | {'✅' if item.healthy else '❌'} {item.last} | {item.attempts} | {after} |")
+            lines += [*[f"> {note}" for note in self.health.notes], ""]
+        if self.warnings:
+            lines += ["**Warnings:**", *[f"- {w}" for w in self.warnings], ""]
+        if self.logs:
+            lines += [f"<details><summary>Last log lines of {self.target}</summary>", "", "```", self.logs.rstrip(), "```", "</details>", ""]
+        if self.journal:
+            lines += ["**Recent deploys on this host**", "", "| time | ref | switch | result |", "| --- | --- | --- | --- |"]
+            for entry in self.journal:
+                lines.append(f"| {entry.get('time', '')} | `{str(entry.get('ref', ''))[:12]}` | {entry.get('from') or 'none'} → {entry.get('to')} | {entry.get('result')} |")
+            lines.append("")
+        return "\n".join(lines)
+
+
+class Reporter:
+    """Writes workflow commands to stdout and files under GITHUB_*; masks secrets first."""
+
+    def __init__(self, secret_values: Iterable[str]) -> None:
+        self.secrets = sorted({s for s in secret_values if s}, key=len, reverse=True)
+        for value in self.secrets:
+            gha.add_mask(value)
+
+    def scrub(self, text: str) -> str:
+        for value in self.secrets:
+            text = text.replace(value, "***")
+        return text
+
+    def info(self, message: str) -> None:
+        print(self.scrub(message), flush=True)
+
+    @contextmanager
+    def group(self, title: str) -> Iterator[None]:
+        gha.start_group(title)
+        sys.stdout.flush()
+        try:
+            yield
+        finally:
+            gha.end_group()
+            sys.stdout.flush()
+
+    def host_output(self, label: str, text: str) -> None:
+        """Print text captured on the host so that no line of it can act as a workflow command."""
+        if not text.strip():
+            return
+        print(f"{label}:")
+        with gha.stop_commands(secrets.token_hex(16)):
+            print(self.scrub(text.rstrip()))
+        sys.stdout.flush()
+
+    def warning(self, message: str, title: str) -> None:
+        gha.warning(self.scrub(message), title=title)
+        sys.stdout.flush()
+
+    def error(self, message: str, title: str) -> None:
+        gha.error(self.scrub(message), title=title)
+        sys.stdout.flush()
+
+    def finish(self, report: Report) -> None:
+        if os.environ.get("GITHUB_OUTPUT"):
+            for name, value in report.outputs().items():
+                gha.set_output(name, value)
+        summary = self.scrub(report.summary_markdown())
+        if os.environ.get("GITHUB_STEP_SUMMARY"):
+            gha.append_job_summary(summary)
+        else:
+            print(summary)
