@@ -14,10 +14,12 @@ import shutil
 import socket
 import subprocess
 import time
+import urllib.request
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import docker
 
@@ -47,6 +49,12 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def urllib_open(url: str, timeout: float = 10) -> Any:
+    """GET a URL on the lab (loopback only)."""
+    assert url.startswith("http://127.0.0.1:"), url
+    return urllib.request.urlopen(url, timeout=timeout)
 
 
 def wait_port(port: int, timeout: float = 15) -> None:

@@ -348,7 +348,7 @@ class Deployer:
     def fail(self, message: str, fix: str) -> None:
         self.report.error = message
         self.report.fix = fix
-        title = f"Deploy failed: {self.report.failed_step or 'start'}"
+        title = f"Deploy failed at {self.report.failed_step or 'start'}"
         self.out.error(f"{message}" + (f" Fix: {fix}" if fix else ""), title)
 
     async def recover(self) -> None:

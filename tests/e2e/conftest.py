@@ -1,0 +1,88 @@
+"""Fixtures for the end-to-end tests: the real lab (dockerd, sshd, nginx, compose), shared per session."""
+
+from __future__ import annotations
+
+import os
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import docker
+import pytest
+
+from lab import lab
+
+pytestmark = pytest.mark.e2e
+
+
+def _lab_available() -> str:
+    if os.geteuid() != 0:
+        return "the lab needs root"
+    try:
+        docker.from_env().ping()
+    except Exception as err:
+        return f"dockerd is not reachable ({err}); run scripts/bootstrap"
+    return ""
+
+
+@pytest.fixture(scope="session")
+def action_image() -> str:
+    reason = _lab_available()
+    if reason:
+        pytest.fail(reason)
+    lab.build_action_image()
+    return lab.ACTION_IMAGE
+
+
+@pytest.fixture(scope="session")
+def ssh_host(action_image: str) -> Iterator[lab.SshHost]:
+    host = lab.start_sshd()
+    yield host
+    host.stop()
+
+
+@pytest.fixture
+def app() -> Iterator[lab.LabApp]:
+    made = lab.make_app()
+    yield made
+    made.teardown()
+
+
+@dataclass
+class Load:
+    """Steady GETs through nginx on a background thread while the block runs; records every answer."""
+
+    url: str
+    statuses: list[int] = field(default_factory=list)
+    bodies: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                with urllib.request.urlopen(self.url, timeout=10) as response:
+                    self.statuses.append(response.status)
+                    self.bodies.append(response.read().decode())
+            except urllib.error.HTTPError as err:
+                self.statuses.append(err.code)
+            except OSError as err:
+                self.errors.append(str(err))
+            self._stop.wait(0.02)
+
+    def __enter__(self) -> Load:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        assert self._thread is not None
+        self._thread.join(15)
+
+    @property
+    def failures(self) -> list[str]:
+        return self.errors + [f"HTTP {s}" for s in self.statuses if not 200 <= s < 300]

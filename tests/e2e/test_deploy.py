@@ -1,0 +1,70 @@
+"""The main path, end to end: the action image run as GitHub's runner runs it, against the lab host."""
+
+from __future__ import annotations
+
+import json
+
+from lab import lab
+
+from .conftest import Load
+
+
+def started_at(container: object) -> str:
+    container.reload()  # type: ignore[attr-defined]
+    return str(container.attrs["State"]["StartedAt"])  # type: ignore[attr-defined]
+
+
+def served(app: lab.LabApp) -> dict[str, str]:
+    with lab.urllib_open(app.public_url("/api/v1/")) as response:
+        body: dict[str, str] = json.loads(response.read())
+    return body
+
+
+def test_green_v1_live_deploys_v2_to_blue_then_back_to_green(action_image: str, ssh_host: lab.SshHost, app: lab.LabApp) -> None:
+    app.bootstrap("green")
+    base_before = {c.name: started_at(c) for c in app.containers("base")}
+    assert len(base_before) == 2
+    sha = app.version("v2")
+
+    with Load(app.public_url("/api/v1/")) as load:
+        run = lab.run_action(lab.lab_inputs(ssh_host, app, sha))
+
+    assert run.status == 0, run.log
+    assert served(app) == {"role": "backend", "color": "blue", "version": "v2"}
+    assert app.containers("green") == []
+    assert {c.name for c in app.containers("blue") if c.status == "running"} == {f"{app.name}-blue_backend_1", f"{app.name}-blue_frontend_1"}
+    assert {c.name: started_at(c) for c in app.containers("base")} == base_before
+    assert (app.app_dir / ".active_env").read_text().strip() == "blue"
+    assert run.outputs == {"active-color": "blue", "previous-color": "green", "deployed-ref": sha, "switched": "true", "rolled-back": "false"}
+    assert "green → blue" in run.summary and sha[:12] in run.summary
+    assert load.failures == [] and len(load.statuses) > 10
+
+    sha3 = app.version("v3")
+    run = lab.run_action(lab.lab_inputs(ssh_host, app, sha3))
+    assert run.status == 0, run.log
+    assert served(app) == {"role": "backend", "color": "green", "version": "v3"}
+    assert app.containers("blue") == []
+    assert run.outputs["active-color"] == "green" and run.outputs["previous-color"] == "blue"
+    assert "blue → green" in run.summary
+
+
+def test_unhealthy_version_fails_and_green_keeps_serving(action_image: str, ssh_host: lab.SshHost, app: lab.LabApp) -> None:
+    app.bootstrap("green")
+    sha = app.version("v2-broken", status=503)
+    inputs = lab.lab_inputs(ssh_host, app, sha, health_timeout="5")
+
+    with Load(app.public_url("/api/v1/")) as load:
+        run = lab.run_action(inputs)
+
+    assert run.status != 0
+    backend_url = app.health_urls("blue").split()[0]
+    errors = [line for line in run.stdout.splitlines() if line.startswith("::error")]
+    assert len(errors) == 1, run.log
+    assert "title=Deploy failed at Health-check blue::" in errors[0] and backend_url in errors[0] and "HTTP 503" in errors[0]
+    assert load.failures == [] and {json.loads(b)["color"] for b in load.bodies} == {"green"}
+    assert served(app)["color"] == "green"
+    assert app.containers("blue") == []
+    assert (app.app_dir / ".active_env").read_text().strip() == "green"
+    assert run.outputs == {"active-color": "green", "previous-color": "green", "deployed-ref": "", "switched": "false", "rolled-back": "false"}
+    assert "failed at Health-check blue" in run.summary
+    assert "blue containers removed; green keeps serving" in run.summary
