@@ -322,11 +322,16 @@ def action_env(inputs: Mapping[str, str], workdir: Path, extra: Mapping[str, str
     }
     (workflow / "event.json").write_text("{}")
     volumes = [
-        "-v", "/var/run/docker.sock:/var/run/docker.sock",
-        "-v", f"{home}:/github/home",
-        "-v", f"{workflow}:/github/workflow",
-        "-v", f"{commands}:/github/file_commands",
-        "-v", f"{workspace}:/github/workspace",
+        "-v",
+        "/var/run/docker.sock:/var/run/docker.sock",
+        "-v",
+        f"{home}:/github/home",
+        "-v",
+        f"{workflow}:/github/workflow",
+        "-v",
+        f"{commands}:/github/file_commands",
+        "-v",
+        f"{workspace}:/github/workspace",
     ]
     return env, volumes
 

@@ -17,7 +17,7 @@ ComposeVariant = Literal["v2", "v1"]
 # Lists nginx processes as "pid ppid title" lines by reading /proc, so it works in any nginx image
 # (no ps needed). A constant: no input is ever interpolated into it.
 NGINX_PROCESSES_SCRIPT = (
-    'for d in /proc/[0-9]*; do '
+    "for d in /proc/[0-9]*; do "
     't=$(tr "\\000" " " < "$d/cmdline" 2>/dev/null) || continue; '
     'case "$t" in "nginx: "*) '
     'p=$(sed -n "s/^PPid:[[:space:]]*//p" "$d/status" 2>/dev/null); '
@@ -150,7 +150,6 @@ def container_logs(container_id: str, tail: int) -> Argv:
 def probe_url(url: str, timeout: int) -> Argv:
     """Probe a URL from the host itself (the fallback when the host refuses port forwarding)."""
     return ["curl", "--silent", "--output", "/dev/null", "--write-out", "%{http_code}", "--max-time", str(timeout), "--", url]
-
 
 
 def make_dirs(path: str) -> Argv:

@@ -113,7 +113,6 @@ class Config:
         return f"{self.project_name}-{stack}"
 
 
-
 def secret_values(raw: Mapping[str, str]) -> list[str]:
     """Values that must never appear in logs: each body line of the key, and the passphrase.
 

@@ -164,4 +164,3 @@ def _last_line(text: str) -> str:
     lines = [line for line in text.strip().splitlines() if line.strip()]
     failing = [line for line in lines if "emerg" in line or "error" in line or "failed" in line]
     return (failing or lines or ["no output"])[-1].strip()
-

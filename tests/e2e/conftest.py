@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 
 import docker
 import pytest
-
 from lab import lab
 
 pytestmark = pytest.mark.e2e

@@ -11,19 +11,20 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROLE, PORT = sys.argv[1], int(sys.argv[2])
 COLOR = os.environ.get("COLOR", "?")
-VERSION = open(os.path.join(HERE, "VERSION")).read().strip()
-STATUS = int(open(os.path.join(HERE, "STATUS")).read().strip())
+VERSION = Path(HERE, "VERSION").read_text().strip()
+STATUS = int(Path(HERE, "STATUS").read_text().strip())
 
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
-    def do_GET(self):
+    def do_GET(self) -> None:
         url = urlsplit(self.path)
         if url.path == "/slow":
             time.sleep(float(parse_qs(url.query).get("s", ["3"])[0]))
@@ -34,7 +35,7 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, *args):
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 
@@ -46,7 +47,7 @@ class Server(ThreadingHTTPServer):
 server = Server(("127.0.0.1", PORT), Handler)
 
 
-def stop(*_):
+def stop(*_: object) -> None:
     if os.environ.get("EXIT_ON_SIGTERM") == "1":
         os._exit(0)
     threading.Thread(target=server.shutdown).start()

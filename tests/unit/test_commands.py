@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import shlex
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bluegreen import commands
+from bluegreen.commands import Compose
+
+
+@given(st.lists(st.text(), min_size=1, max_size=6))
+def test_shell_line_round_trips_any_argv(argv: list[str]) -> None:
+    assert shlex.split(commands.shell_line(argv)) == argv
+
+
+def test_shell_line_adds_a_host_side_timeout() -> None:
+    assert shlex.split(commands.shell_line(["cat", "x; rm -rf /"], 30)) == ["timeout", "--kill-after=5", "30", "cat", "x; rm -rf /"]
+
+
+def test_compose_v1_and_v2_argv() -> None:
+    v1 = Compose("v1", "app-blue", "/srv/app/docker-compose.blue.yml", "/srv/app")
+    v2 = Compose("v2", "app-blue", "/srv/app/docker-compose.blue.yml", "/srv/app")
+    head = ["--project-name", "app-blue", "--project-directory", "/srv/app", "--file", "/srv/app/docker-compose.blue.yml"]
+    assert v1.up_color() == ["docker-compose", *head, "up", "--detach", "--build", "--force-recreate", "--remove-orphans"]
+    assert v2.up_color() == ["docker", "compose", *head, "up", "--detach", "--build", "--force-recreate", "--remove-orphans", "--wait"]
+    assert v1.up_base() == ["docker-compose", *head, "up", "--detach", "--no-recreate"]
+    assert v2.down(12) == ["docker", "compose", *head, "down", "--remove-orphans", "--timeout", "12"]
+    assert commands.compose_detect("v2") == ["docker", "compose", "version"]
+    assert commands.compose_detect("v1") == ["docker-compose", "version"]
+
+
+def test_nginx_runs_in_the_container_or_on_the_host() -> None:
+    assert commands.nginx("web", "-s", "reload") == ["docker", "exec", "web", "nginx", "-s", "reload"]
+    assert commands.nginx("", "-t") == ["nginx", "-t"]
+    assert commands.nginx_processes("web")[:3] == ["docker", "exec", "web"]
+
+
+def test_git_commands_take_values_as_single_arguments() -> None:
+    assert commands.git_checkout("/srv/my app", "abc") == ["git", "-C", "/srv/my app", "checkout", "--quiet", "--force", "--detach", "abc"]
+    assert commands.ref_candidates("main") == ["main", "refs/remotes/origin/main", "FETCH_HEAD"]
+
+
+def test_lock_is_held_by_flock_with_a_constant_script() -> None:
+    argv = commands.hold_lock("/srv/app/.bluegreen/lock")
+    assert argv[:5] == ["flock", "--nonblock", "--conflict-exit-code", "1", "/srv/app/.bluegreen/lock"]
+    assert argv[-1] == "echo locked; exec cat >/dev/null"
+
+
+def test_write_keeps_the_inode() -> None:
+    assert commands.write_file("/x") == ["tee", "--", "/x"]

@@ -1,0 +1,156 @@
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bluegreen.config import INPUTS, ConfigError, inputs_from_env, load_config, secret_values
+
+KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAAline1\nBBBBline2\n-----END OPENSSH PRIVATE KEY-----\n"
+
+
+def raw(**overrides: str) -> dict[str, str]:
+    values = {spec.name: spec.default for spec in INPUTS}
+    values.update(
+        {
+            "host": "deploy.example.com",
+            "username": "deploy",
+            "key": KEY,
+            "fingerprint": "SHA256:" + "A" * 43,
+            "app-dir": "/srv/app",
+            "ref": "0123456789abcdef0123456789abcdef01234567",
+            "blue-health-urls": "http://127.0.0.1:8001/api/v1/\nhttp://127.0.0.1:3001/",
+            "green-health-urls": "http://127.0.0.1:8002/api/v1/ http://127.0.0.1:3002/",
+        }
+    )
+    values.update({k.replace("_", "-"): v for k, v in overrides.items()})
+    return values
+
+
+def error_for(**overrides: str) -> ConfigError:
+    with pytest.raises(ConfigError) as caught:
+        load_config(raw(**overrides))
+    return caught.value
+
+
+def test_defaults_and_derived_values() -> None:
+    cfg = load_config(raw())
+    assert cfg.port == 22 and cfg.project_name == "app" and cfg.health_timeout == 60
+    assert cfg.health_urls["blue"] == ("http://127.0.0.1:8001/api/v1/", "http://127.0.0.1:3001/")
+    assert cfg.health_urls["green"] == ("http://127.0.0.1:8002/api/v1/", "http://127.0.0.1:3002/")
+    assert cfg.compose_path("green") == "/srv/app/docker-compose.green.yml"
+    assert cfg.upstream_path("blue") == "/srv/app/nginx/upstream.blue.conf"
+    assert cfg.upstream_target_path == "/srv/app/nginx/conf.d/upstream.conf"
+    assert cfg.project("base") == "app-base"
+
+
+def test_empty_base_compose_file_means_none() -> None:
+    assert load_config(raw(**{"base-compose-file": ""})).base_compose_file == ""
+
+
+def test_absolute_upstream_target_is_allowed_for_nginx_on_the_host() -> None:
+    cfg = load_config(raw(**{"upstream-target": "/etc/nginx/conf.d/upstream.conf"}))
+    assert cfg.upstream_target_path == "/etc/nginx/conf.d/upstream.conf"
+
+
+@pytest.mark.parametrize("name", [s.name for s in INPUTS if s.required])
+def test_every_required_input_is_named_when_missing(name: str) -> None:
+    err = error_for(**{name: ""})
+    assert err.input == name and "is required" in str(err)
+
+
+def test_a_host_key_pin_is_required_unless_explicitly_skipped() -> None:
+    err = error_for(fingerprint="")
+    assert err.input == "known-hosts" and "ssh-keyscan" in err.fix
+    assert load_config(raw(fingerprint="", **{"insecure-skip-host-key-check": "true"})).insecure_skip_host_key_check
+
+
+def test_several_fingerprints_newline_or_comma_separated() -> None:
+    a, b, c = ("SHA256:" + ch * 43 for ch in "abc")
+    assert load_config(raw(fingerprint=f"{a}\n{b}, {c}")).fingerprints == (a, b, c)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "words"),
+    [
+        ("host", "user@host", "not a host name"),
+        ("host", "-oProxyCommand=x", "not a host name"),
+        ("port", "70000", "out of range"),
+        ("port", "22; rm -rf /", "not a whole number"),
+        ("username", "root;id", "not a valid user name"),
+        ("username", "-l", "not a valid user name"),
+        ("fingerprint", "MD5:aa:bb", "not a SHA256"),
+        ("insecure-skip-host-key-check", "maybe", "not a boolean"),
+        ("app-dir", "srv/app", "not absolute"),
+        ("app-dir", "/srv/../etc", "contains '..'"),
+        ("app-dir", "/srv/app\n/etc", "control character"),
+        ("app-dir", "/", "root directory"),
+        ("ref", "$(reboot)", "not a valid git ref"),
+        ("ref", "--upload-pack=evil", "not a valid git ref"),
+        ("ref", "main..dev", "not a valid git ref"),
+        ("project-name", "My App", "not a valid compose project name"),
+        ("base-compose-file", "/etc/passwd", "is absolute"),
+        ("compose-file", "docker-compose.yml", "no {color} placeholder"),
+        ("compose-file", "../{color}.yml", "contains '..'"),
+        ("compose-file", "{color}/{name}.yml", "placeholder other than"),
+        ("upstream-file", "nginx/upstream.conf", "no {color} placeholder"),
+        ("upstream-target", "--config=x", "starts with '-'"),
+        ("blue-health-urls", "ftp://127.0.0.1/", "not an http(s) URL"),
+        ("green-health-urls", "http://u:p@127.0.0.1/", "carries credentials"),
+        ("green-health-urls", "http://127.0.0.1:99999/", "invalid port"),
+        ("health-timeout", "0", "out of range"),
+        ("health-interval", "-1", "not a whole number"),
+        ("nginx-container", "nginx; reboot", "not a container name"),
+        ("public-url", "javascript:alert(1)", "not an http(s) URL"),
+        ("drain-timeout", "1e3", "not a whole number"),
+        ("lock-timeout", "`id`", "not a whole number"),
+    ],
+)
+def test_bad_values_name_the_input_and_the_fix(name: str, value: str, words: str) -> None:
+    err = error_for(**{name: value})
+    assert err.input == name
+    assert words in err.problem
+    assert err.fix
+    assert str(err).startswith(f"input '{name}': ")
+
+
+def test_health_interval_longer_than_timeout() -> None:
+    err = error_for(**{"health-timeout": "5", "health-interval": "10"})
+    assert err.input == "health-interval"
+
+
+def test_inputs_from_env_reads_runner_names_and_falls_back_to_github_sha() -> None:
+    env = {"INPUT_APP-DIR": "/srv/x", "INPUT_REF": "", "GITHUB_SHA": "abc123", "INPUT_BASE-COMPOSE-FILE": ""}
+    values = inputs_from_env(env)
+    assert values["app-dir"] == "/srv/x" and values["ref"] == "abc123" and values["base-compose-file"] == ""
+    assert inputs_from_env({})["base-compose-file"] == "docker-compose.base.yml"
+
+
+def test_secret_values_are_the_key_body_lines_and_the_passphrase() -> None:
+    assert secret_values({"key": KEY, "passphrase": "hunter2"}) == ["AAAAline1", "BBBBline2", "hunter2"]
+
+
+_PATH_INPUTS = ["base-compose-file", "compose-file", "upstream-file", "upstream-target"]
+
+
+@given(st.sampled_from(_PATH_INPUTS), st.text(min_size=1, max_size=40))
+def test_accepted_paths_stay_inside_app_dir_or_are_absolute_without_dotdot(name: str, value: str) -> None:
+    try:
+        cfg = load_config(raw(**{name: value}))
+    except ConfigError as err:
+        assert err.input == name
+        return
+    path = getattr(cfg, name.replace("-", "_"))
+    assert ".." not in path.split("/") and "\n" not in path and not path.startswith("-")
+    assert not path.startswith("/") or name == "upstream-target"
+
+
+@given(st.text(max_size=60))
+def test_any_ref_is_accepted_only_as_a_safe_git_name(value: str) -> None:
+    try:
+        cfg = load_config(raw(ref=value))
+    except ConfigError as err:
+        assert err.input == "ref"
+        return
+    assert cfg.ref == value.strip() and not cfg.ref.startswith("-") and ".." not in cfg.ref
+    assert all(ch.isalnum() or ch in "._/+-" for ch in cfg.ref)

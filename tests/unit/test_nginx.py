@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+from bluegreen.config import Color
+from bluegreen.nginx import config_sections, live_color, normalize, parse_processes, servers, worker_pids
+
+BLUE = "# blue\nupstream backend {\n    server 127.0.0.1:8001;\n    keepalive 16;\n}\n"
+GREEN = "# green\nupstream backend {\n    server 127.0.0.1:8002;\n    keepalive 16;\n}\n"
+
+
+def dump(upstream: str) -> str:
+    return (
+        "nginx: the configuration file /etc/nginx/nginx.conf syntax is ok\n"
+        "# configuration file /etc/nginx/nginx.conf:\n"
+        "http { include /etc/nginx/conf.d/*.conf; server { listen 80; location / { proxy_pass http://backend; } } }\n\n"
+        "# configuration file /etc/nginx/conf.d/upstream.conf:\n" + upstream + "\n"
+    )
+
+
+def test_normalize_drops_comments_and_folds_space() -> None:
+    assert normalize(BLUE) == "upstream backend { server 127.0.0.1:8001; keepalive 16; }"
+
+
+def test_sections_of_a_dump() -> None:
+    assert config_sections(dump(GREEN))[1] == normalize(GREEN)
+
+
+def test_live_color_is_what_nginx_loaded() -> None:
+    ups: dict[Color, str] = {"blue": BLUE, "green": GREEN}
+    assert live_color(dump(GREEN), ups) == "green"
+    assert live_color(dump(BLUE), ups) == "blue"
+    assert live_color(dump("upstream backend { server 10.0.0.1:80; }"), ups) is None
+
+
+def test_live_color_falls_back_to_server_addresses() -> None:
+    reformatted = "upstream backend { server 127.0.0.1:8002 max_fails=3; }"
+    assert servers(reformatted) == {"127.0.0.1:8002"}
+    assert live_color(dump(reformatted), {"blue": BLUE, "green": GREEN}) == "green"
+
+
+def test_identical_color_files_are_ambiguous() -> None:
+    assert live_color(dump(BLUE), {"blue": BLUE, "green": BLUE}) is None
+
+
+def test_workers_are_children_of_a_master() -> None:
+    procs = parse_processes("1 0 nginx: master process nginx -g daemon off; \n30 1 nginx: worker process \n31 1 nginx: worker process is shutting down \n77 70 nginx: worker process \ngarbage\n")
+    assert worker_pids(procs) == {30, 31}
