@@ -199,14 +199,45 @@ class LabApp:
 
     def bootstrap(self, color: str = "green") -> None:
         """Bring the host to 'color live', the way the seed's script leaves it."""
+        self.write_live(color)
+        self.compose("base", "up", "-d")
+        self.compose(color, "up", "-d", "--build")
+        self.wait_ready(color)
+
+    def seed_layout(self) -> str:
+        """Commit fixed container_names, as the seed's compose files have them."""
+        files = {}
+        for stack in ("base", "blue", "green"):
+            rel = f"docker-compose.{stack}.yml"
+            text = (self.work / rel).read_text()
+            for service in ("db", "backend", "frontend"):
+                text = text.replace(f"  {service}:\n", f"  {service}:\n    container_name: {self.name}_{service}{'' if stack == 'base' else '_' + stack}\n")
+            files[rel] = text
+        return self.commit("seed layout: fixed container names", files)
+
+    def bootstrap_seed(self, color: str = "green") -> None:
+        """'color' live the way the seed's script leaves a host: one directory-named project for all three files."""
+        self.write_live(color)
+        for stack in ("base", color):
+            as_deploy("docker-compose", "--file", f"docker-compose.{stack}.yml", "up", "-d", "--build", cwd=self.app_dir)
+        self.wait_ready(color)
+
+    def pull(self) -> None:
+        """The seed's step 1, on the host's checkout."""
+        as_deploy("git", "-C", self.app_dir, "pull", "--quiet", "origin", "main")
+
+    def write_live(self, color: str) -> None:
         shutil.copyfile(self.app_dir / f"nginx/upstream.{color}.conf", self.app_dir / "nginx/conf.d/upstream.conf")
         (self.app_dir / ".active_env").write_text(color + "\n")
         sh("chown", f"{DEPLOY_USER}:{DEPLOY_USER}", self.app_dir / "nginx/conf.d/upstream.conf", self.app_dir / ".active_env")
-        self.compose("base", "up", "-d")
-        self.compose(color, "up", "-d", "--build")
+
+    def wait_ready(self, color: str) -> None:
         wait_port(self.ports["PUBLIC_PORT"])
         for port in (self.ports[f"{color.upper()}_BACKEND"], self.ports[f"{color.upper()}_FRONTEND"]):
             wait_port(port)
+
+    def nginx(self, *args: str) -> str:
+        return sh("docker", "exec", self.nginx_container, "nginx", *args)
 
     def containers(self, stack: str) -> list[docker.models.containers.Container]:
         client = docker.from_env()
@@ -216,7 +247,7 @@ class LabApp:
     def teardown(self) -> None:
         client = docker.from_env()
         for container in client.containers.list(all=True):
-            if container.labels.get("com.docker.compose.project", "").startswith(self.name + "-"):
+            if container.labels.get("com.docker.compose.project.working_dir") == str(self.app_dir):
                 container.remove(force=True)
         shutil.rmtree(self.app_dir, ignore_errors=True)
         shutil.rmtree(self.root, ignore_errors=True)

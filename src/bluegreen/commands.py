@@ -62,14 +62,11 @@ class Compose:
     def down(self, stop_timeout: int) -> Argv:
         return [*self._base(), "down", "--remove-orphans", "--timeout", str(stop_timeout)]
 
-    def ps_ids(self) -> Argv:
-        return [*self._base(), "ps", "--quiet"]
-
     def logs(self, tail: int) -> Argv:
         return [*self._base(), "logs", "--no-color", "--tail", str(tail)]
 
-    def config_check(self) -> Argv:
-        return [*self._base(), "config", "--quiet"]
+    def services(self) -> Argv:
+        return [*self._base(), "config", "--services"]
 
 
 def git_is_checkout(app_dir: str) -> Argv:
@@ -101,16 +98,6 @@ def git_head(app_dir: str) -> Argv:
     return ["git", "-C", app_dir, "rev-parse", "HEAD"]
 
 
-def git_ls_files(app_dir: str, path: str) -> Argv:
-    """Prints `path` if git tracks it."""
-    return ["git", "-C", app_dir, "ls-files", "--full-name", "--", path]
-
-
-def git_skip_worktree(app_dir: str, path: str) -> Argv:
-    """Tell git never to write a tracked file in the work tree (the live upstream target)."""
-    return ["git", "-C", app_dir, "update-index", "--skip-worktree", "--", path]
-
-
 def read_file(path: str) -> Argv:
     return ["cat", "--", path]
 
@@ -122,10 +109,6 @@ def write_file(path: str) -> Argv:
 
 def append_file(path: str) -> Argv:
     return ["tee", "-a", "--", path]
-
-
-def file_inode(path: str) -> Argv:
-    return ["stat", "-c", "%i", "--", path]
 
 
 def nginx(container: str, *args: str) -> Argv:
@@ -143,10 +126,6 @@ def container_exists(container: str) -> Argv:
     return ["docker", "inspect", "--type", "container", "--format", "{{.State.Running}}", container]
 
 
-def container_logs(container_id: str, tail: int) -> Argv:
-    return ["docker", "logs", "--tail", str(tail), container_id]
-
-
 def probe_url(url: str, timeout: int) -> Argv:
     """Probe a URL from the host itself (the fallback when the host refuses port forwarding)."""
     return ["curl", "--silent", "--output", "/dev/null", "--write-out", "%{http_code}", "--max-time", str(timeout), "--", url]
@@ -162,3 +141,38 @@ def hold_lock(lock_file: str) -> Argv:
     Prints `locked` once held; exits 1 at once if another deploy holds it. The kernel drops the lock
     when the process ends: at release, when the SSH session dies, or at the host-side timeout."""
     return ["flock", "--nonblock", "--conflict-exit-code", "1", lock_file, "sh", "-c", "echo locked; exec cat >/dev/null"]
+
+
+# Containers that compose made from files in app-dir, under any project: how hosts set up by the
+# seed's script (one directory-named project, fixed container_name) are found and adopted.
+CONTAINER_FORMAT = "\t".join(
+    [
+        "{{.ID}}",
+        "{{.Names}}",
+        "{{.Status}}",
+        '{{.Label "com.docker.compose.project"}}',
+        '{{.Label "com.docker.compose.service"}}',
+        '{{.Label "com.docker.compose.project.config_files"}}',
+    ]
+)
+
+
+def app_containers(app_dir: str) -> Argv:
+    return ["docker", "ps", "--all", "--no-trunc", "--filter", f"label=com.docker.compose.project.working_dir={app_dir}", "--format", CONTAINER_FORMAT]
+
+
+def stop_containers(ids: list[str], stop_timeout: int) -> Argv:
+    return ["docker", "stop", "--time", str(stop_timeout), *ids]
+
+
+def remove_containers(ids: list[str]) -> Argv:
+    return ["docker", "rm", "--force", *ids]
+
+
+def path_exists(path: str) -> Argv:
+    return ["test", "-e", path]
+
+
+def move(source: str, destination: str) -> Argv:
+    """rename(2): the inode moves with the name."""
+    return ["mv", "-f", "--", source, destination]

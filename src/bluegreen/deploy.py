@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import posixpath
 import time
@@ -27,6 +28,7 @@ from .health import wait_healthy
 from .nginx import Nginx, NginxError, SwitchResult, live_color
 from .remote import CommandFailed, Remote, RemoteError
 from .report import Report, Reporter, StepRecord
+from .stacks import Container, foreign, parse_containers
 
 BUILD_TIMEOUT = 1800
 STOP_TIMEOUT_MIN = 10
@@ -156,11 +158,11 @@ class Deployer:
         target: Color = self.report.target
         if cfg.base_compose_file:
             async with self.step("base", "Bring up the base stack"):
-                await self.run_checked(self.compose("base").up_base(), "base compose up", f"check {cfg.base_compose_file} with 'docker-compose config'", BUILD_TIMEOUT)
+                await self.base_up()
         async with self.step("build", f"Build and start {target}"):
             self.target_touched = True
             stack = self.compose(target)
-            await self.run_checked(stack.down(STOP_TIMEOUT_MIN), f"clearing the idle {target} stack", "check the compose file", BUILD_TIMEOUT)
+            await self.remove_foreign(target, STOP_TIMEOUT_MIN)
             await self.run_checked(stack.up_color(), f"building and starting {target}", f"fix the build or {stack.file}; the compose output is above", BUILD_TIMEOUT)
         async with self.step("health", f"Health-check {target}") as s:
             report = await wait_healthy(self.host, cfg.health_urls[target], cfg.health_timeout, cfg.health_interval)
@@ -186,14 +188,18 @@ class Deployer:
             self.committed = True
             self.report.switched = True
         async with self.step("drain", "Drain old nginx workers") as s:
-            seconds, left = await self.proxy.drain(self.switch.old_workers, cfg.drain_timeout)
-            s.detail = f"{len(self.switch.old_workers)} old workers gone in {seconds:.1f}s" if not left else f"{left} old workers still busy after {seconds:.0f}s"
+            drained, left = await self.proxy.drain(self.switch.old_workers, cfg.drain_timeout)
+            s.detail = f"{len(self.switch.old_workers)} old workers gone in {drained:.1f}s" if not left else f"{left} old workers still busy after {drained:.0f}s"
             if left:
                 self.warn(f"{left} old nginx workers still had requests in flight after drain-timeout ({cfg.drain_timeout}s); they are cut when {self.report.live} stops", "Drain timeout")
         if self.report.live:
             old: Color = self.report.live  # type: ignore[assignment]
-            async with self.step("stop", f"Stop {old}"):
-                await self.run_checked(self.compose(old).down(STOP_TIMEOUT_MIN), f"stopping {old}", "stop it by hand with docker-compose down; the new color already serves", BUILD_TIMEOUT)
+            async with self.step("stop", f"Stop {old}") as s:
+                # Requests still in flight on old workers get the rest of the drain window as stop grace.
+                grace = max(STOP_TIMEOUT_MIN, math.ceil(cfg.drain_timeout - drained))
+                s.detail = f"stop timeout {grace}s"
+                await self.remove_foreign(old, grace)
+                await self.run_checked(self.compose(old).down(grace), f"stopping {old}", "stop it by hand with docker-compose down; the new color already serves", BUILD_TIMEOUT)
         async with self.step("record", "Record the deploy"):
             await self.record("success")
 
@@ -216,6 +222,8 @@ class Deployer:
         self.out.info(f"compose: {'docker compose (v2)' if self.variant == 'v2' else 'docker-compose (v1)'}")
         self.nginx = Nginx(self.host, cfg.nginx_container, cfg.upstream_target_path)
         await self.proxy.check_available()
+        if await self.put_back_upstream():
+            self.warn(f"a previous run died while {cfg.upstream_target} was set aside for git checkout; it was put back", "Upstream file restored")
 
     async def take_lock(self) -> None:
         await self.run_checked(commands.make_dirs(self.state_dir), f"creating {self.state_dir}", "make app-dir writable by the deploy user")
@@ -274,11 +282,8 @@ class Deployer:
                 break
         if not sha:
             raise DeployError(f"ref {cfg.ref} was not found in the origin of {app}", "push the commit first, or give an existing commit, branch or tag as ref")
-        if not cfg.upstream_target.startswith("/"):
-            tracked = await self.host.run(commands.git_ls_files(app, cfg.upstream_target), check=False)
-            if tracked.stdout.strip():
-                await self.host.run(commands.git_skip_worktree(app, cfg.upstream_target))
-        await self.run_checked(commands.git_checkout(app, sha), f"git checkout {sha[:12]}", f"check the work tree in {app}")
+        async with self.upstream_set_aside():
+            await self.run_checked(commands.git_checkout(app, sha), f"git checkout {sha[:12]}", f"check the work tree in {app}")
         for path, name in ((cfg.compose_path(self.report.target), "compose-file"), (cfg.upstream_path(self.report.target), "upstream-file")):  # type: ignore[arg-type]
             if not (await self.host.run(["test", "-f", path], check=False)).ok:
                 raise DeployError(f"{path} does not exist at {sha[:12]} ({name})", f"commit the file, or set {name} to where it is")
@@ -302,6 +307,56 @@ class Deployer:
             self.report.target = live
             self.out.info(f"{self.report.sha[:12]} is already live on {live} and healthy; nothing to do")
         return health.healthy
+
+    @asynccontextmanager
+    async def upstream_set_aside(self) -> AsyncIterator[None]:
+        """Keep the checkout away from the live upstream file: rename it aside and back (rename keeps
+        the inode, so a single-file bind mount still sees it, and git never overwrites it)."""
+        target = self.cfg.upstream_target_path
+        inside = target.startswith(self.cfg.app_dir + "/")
+        if inside and (await self.host.run(commands.path_exists(target), check=False)).ok:
+            await self.host.run(commands.move(target, self.upstream_stash))
+        try:
+            yield
+        finally:
+            await self.put_back_upstream()
+
+    @property
+    def upstream_stash(self) -> str:
+        return self.cfg.upstream_target_path + ".bluegreen-live"
+
+    async def put_back_upstream(self) -> bool:
+        if not (await self.host.run(commands.path_exists(self.upstream_stash), check=False)).ok:
+            return False
+        await self.host.run(commands.move(self.upstream_stash, self.cfg.upstream_target_path))
+        return True
+
+    async def base_up(self) -> None:
+        """Bring up what the base stack lacks; base services already running under another project
+        (a host set up by the seed's script) are adopted as they are."""
+        cfg = self.cfg
+        stack = self.compose("base")
+        services = (await self.run_checked(stack.services(), "reading the base compose file", f"check {cfg.base_compose_file} with 'docker-compose config'")).split()
+        adopted = {c.service for c in foreign(await self.containers(), stack.file, stack.project) if c.running}
+        missing = [s for s in services if s not in adopted]
+        if adopted:
+            self.out.info(f"base services already running under another project, left as they are: {', '.join(sorted(adopted))}")
+        if missing:
+            await self.run_checked([*stack.up_base(), *missing], "base compose up", f"check {cfg.base_compose_file} with 'docker-compose config'", BUILD_TIMEOUT)
+
+    async def containers(self) -> list[Container]:
+        return parse_containers(await self.run_checked(commands.app_containers(self.cfg.app_dir), "listing containers", "check that docker works for the deploy user"))
+
+    async def remove_foreign(self, color: Color, stop_timeout: int) -> None:
+        """Stop and remove `color`'s containers that another project made (the seed's layout)."""
+        stack = self.compose(color)
+        found = foreign(await self.containers(), stack.file, stack.project)
+        if not found:
+            return
+        ids = [c.id for c in found]
+        self.out.info(f"{color}: adopting containers made by project {found[0].project}: {', '.join(c.name for c in found)}")
+        await self.run_checked(commands.stop_containers(ids, stop_timeout), f"stopping {color}'s old containers", "stop them by hand with docker stop", BUILD_TIMEOUT)
+        await self.run_checked(commands.remove_containers(ids), f"removing {color}'s old containers", "remove them by hand with docker rm")
 
     async def check_public_url(self) -> None:
         url = self.cfg.public_url

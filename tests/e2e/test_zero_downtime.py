@@ -1,0 +1,110 @@
+"""Issue 3's correctness rules, end to end under load: drift, seed adoption, bind mounts, tracked
+upstream files, and draining a long request."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+
+import docker
+from lab import lab
+
+from .conftest import Load
+from .test_deploy import served, started_at
+
+
+def test_drift_nginx_serves_blue_but_active_env_says_green(action_image: str, ssh_host: lab.SshHost, app: lab.LabApp) -> None:
+    """A run that died right after the reload: blue serves, green still runs, .active_env still says green."""
+    app.bootstrap("green")
+    app.compose("blue", "up", "-d", "--build")
+    app.wait_ready("blue")
+    target = app.app_dir / "nginx/conf.d/upstream.conf"
+    target.write_text((app.app_dir / "nginx/upstream.blue.conf").read_text())
+    app.nginx("-s", "reload")
+    sha = app.version("v2")
+
+    with Load(app.public_url("/api/v1/")) as load:
+        run = lab.run_action(lab.lab_inputs(ssh_host, app, sha))
+
+    assert run.status == 0, run.log
+    assert any(line.startswith("::warning title=Live color drift::") and "trusting nginx" in line for line in run.stdout.splitlines()), run.log
+    assert run.outputs["previous-color"] == "blue" and run.outputs["active-color"] == "green"
+    assert served(app) == {"role": "backend", "color": "green", "version": "v2"}
+    assert load.failures == [] and len(load.statuses) > 10
+    # blue served until the switch and green after it: blue, the live color, was never rebuilt
+    colors = [json.loads(b)["color"] for b in load.bodies]
+    assert colors[0] == "blue" and colors[-1] == "green"
+    assert colors == sorted(colors)
+    assert app.containers("blue") == []
+    assert (app.app_dir / ".active_env").read_text().strip() == "green"
+
+
+def test_adopts_a_host_set_up_by_the_seed_script(action_image: str, ssh_host: lab.SshHost, app: lab.LabApp) -> None:
+    app.seed_layout()
+    app.pull()
+    app.bootstrap_seed("green")
+    client_names = {c.name for c in docker.from_env().containers.list(filters={"label": f"com.docker.compose.project={app.name}"})}
+    assert client_names == {f"{app.name}_db", app.nginx_container, f"{app.name}_backend_green", f"{app.name}_frontend_green"}
+    base_started = {name: started_at(docker.from_env().containers.get(name)) for name in (f"{app.name}_db", app.nginx_container)}
+    sha = app.version("v2")
+
+    with Load(app.public_url("/api/v1/")) as load:
+        run = lab.run_action(lab.lab_inputs(ssh_host, app, sha))
+
+    assert run.status == 0, run.log
+    assert served(app) == {"role": "backend", "color": "blue", "version": "v2"}
+    assert {n: started_at(docker.from_env().containers.get(n)) for n in base_started} == base_started
+    remaining = {c.name for c in docker.from_env().containers.list(all=True, filters={"label": f"com.docker.compose.project={app.name}"})}
+    assert remaining == {f"{app.name}_db", app.nginx_container}
+    assert {c.name for c in app.containers("blue")} == {f"{app.name}_backend_blue", f"{app.name}_frontend_blue"}
+    assert load.failures == []
+
+    run = lab.run_action(lab.lab_inputs(ssh_host, app, app.version("v3")))
+    assert run.status == 0, run.log
+    assert served(app) == {"role": "backend", "color": "green", "version": "v3"}
+
+
+def test_single_file_bind_mount_of_a_tracked_upstream_target(action_image: str, ssh_host: lab.SshHost, app: lab.LabApp) -> None:
+    """The harshest layout: nginx mounts the one file, and git tracks it with other content."""
+    base = (app.work / "docker-compose.base.yml").read_text().replace("./nginx/conf.d:/etc/nginx/conf.d:ro", "./nginx/conf.d/upstream.conf:/etc/nginx/conf.d/upstream.conf:ro")
+    app.commit(
+        "track the upstream target; mount it as a single file",
+        {"docker-compose.base.yml": base, "nginx/conf.d/.gitignore": "", "nginx/conf.d/upstream.conf": "# tracked placeholder, never served\n"},
+    )
+    app.pull()
+    app.bootstrap("green")
+    target = app.app_dir / "nginx/conf.d/upstream.conf"
+    inode = os.stat(target).st_ino
+
+    for version, color in (("v2", "blue"), ("v3", "green")):
+        sha = app.commit(f"{version}, and new tracked placeholder text", {"app/VERSION": version + "\n", "nginx/conf.d/upstream.conf": f"# placeholder {version}\n"})
+        with Load(app.public_url("/api/v1/")) as load:
+            run = lab.run_action(lab.lab_inputs(ssh_host, app, sha))
+        assert run.status == 0, run.log
+        assert served(app) == {"role": "backend", "color": color, "version": version}
+        assert os.stat(target).st_ino == inode
+        assert target.read_text() == (app.app_dir / f"nginx/upstream.{color}.conf").read_text()
+        assert load.failures == []
+
+
+def test_drain_lets_a_long_request_in_flight_finish(action_image: str, ssh_host: lab.SshHost, app: lab.LabApp) -> None:
+    app.bootstrap("green")
+    sha = app.version("v2")
+    answers: list[tuple[int, str]] = []
+
+    def long_request() -> None:
+        with lab.urllib_open(app.public_url("/slow?s=8"), timeout=30) as response:
+            answers.append((response.status, response.read().decode()))
+
+    slow = threading.Thread(target=long_request)
+    slow.start()
+    run = lab.run_action(lab.lab_inputs(ssh_host, app, sha))
+    slow.join(30)
+
+    assert run.status == 0, run.log
+    assert answers and answers[0][0] == 200 and json.loads(answers[0][1])["color"] == "green"
+    drain_row = next(line for line in run.summary.splitlines() if line.startswith("| Drain old nginx workers"))
+    assert "old workers gone in" in drain_row
+    assert float(drain_row.split("gone in ")[1].split("s)")[0]) > 1.0
+    assert served(app)["color"] == "blue"
