@@ -16,7 +16,7 @@ import subprocess
 import time
 import urllib.request
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +65,15 @@ def wait_port(port: int, timeout: float = 15) -> None:
                 return
         time.sleep(0.1)
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 15) -> None:
+    """Poll a condition (no fixed sleeps as synchronisation)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
 
 
 def ensure_deploy_user() -> None:
@@ -210,8 +219,8 @@ class LabApp:
         for stack in ("base", "blue", "green"):
             rel = f"docker-compose.{stack}.yml"
             text = (self.work / rel).read_text()
-            for service in ("db", "backend", "frontend"):
-                text = text.replace(f"  {service}:\n", f"  {service}:\n    container_name: {self.name}_{service}{'' if stack == 'base' else '_' + stack}\n")
+            for service in ("db", f"backend_{stack}", f"frontend_{stack}"):
+                text = text.replace(f"  {service}:\n", f"  {service}:\n    container_name: {self.name}_{service}\n")
             files[rel] = text
         return self.commit("seed layout: fixed container names", files)
 

@@ -65,9 +65,6 @@ class Compose:
     def logs(self, tail: int) -> Argv:
         return [*self._base(), "logs", "--no-color", "--tail", str(tail)]
 
-    def services(self) -> Argv:
-        return [*self._base(), "config", "--services"]
-
 
 def git_is_checkout(app_dir: str) -> Argv:
     return ["git", "-C", app_dir, "rev-parse", "--is-inside-work-tree"]

@@ -28,7 +28,7 @@ from .health import wait_healthy
 from .nginx import Nginx, NginxError, SwitchResult, live_color
 from .remote import CommandFailed, Remote, RemoteError
 from .report import Report, Reporter, StepRecord
-from .stacks import Container, foreign, parse_containers
+from .stacks import Container, compose_services, foreign, parse_containers
 
 BUILD_TIMEOUT = 1800
 STOP_TIMEOUT_MIN = 10
@@ -72,6 +72,7 @@ class Deployer:
         self.switch: SwitchResult | None = None
         self.target_touched = False
         self.committed = False
+        self._containers: list[Container] | None = None
         self.started = time.time()
         self.state_dir = config.app_path(STATE_DIR)
 
@@ -207,23 +208,22 @@ class Deployer:
 
     async def preflight(self) -> None:
         cfg = self.cfg
-        checkout = await self.host.run(commands.git_is_checkout(cfg.app_dir), check=False)
+        checkout, v2, v1 = await asyncio.gather(
+            self.host.run(commands.git_is_checkout(cfg.app_dir), check=False),
+            self.host.run(commands.compose_detect("v2"), check=False),
+            self.host.run(commands.compose_detect("v1"), check=False),
+        )
         if checkout.stdout.strip() != "true":
             raise DeployError(f"app-dir {cfg.app_dir} is missing or not a git checkout on the host", f"clone the app there: git clone <repo> {cfg.app_dir}")
-        for variant in ("v2", "v1"):
-            if (await self.host.run(commands.compose_detect(variant), check=False)).ok:
-                self.variant = variant
-                break
-        else:
+        if not (v2.ok or v1.ok):
             probe = await self.host.run(["docker", "version", "--format", "{{.Server.Version}}"], check=False)
             if "permission denied" in probe.stderr:
                 raise DeployError(f"{cfg.username} may not use docker on the host", f"add the user to the docker group: usermod -aG docker {cfg.username}")
             raise DeployError("neither 'docker compose' nor 'docker-compose' works on the host", "install Docker with the Compose plugin (v2) or docker-compose (v1)")
+        self.variant = "v2" if v2.ok else "v1"
         self.out.info(f"compose: {'docker compose (v2)' if self.variant == 'v2' else 'docker-compose (v1)'}")
         self.nginx = Nginx(self.host, cfg.nginx_container, cfg.upstream_target_path)
         await self.proxy.check_available()
-        if await self.put_back_upstream():
-            self.warn(f"a previous run died while {cfg.upstream_target} was set aside for git checkout; it was put back", "Upstream file restored")
 
     async def take_lock(self) -> None:
         await self.run_checked(commands.make_dirs(self.state_dir), f"creating {self.state_dir}", "make app-dir writable by the deploy user")
@@ -255,12 +255,14 @@ class Deployer:
 
     async def find_live_color(self) -> Color | None:
         cfg = self.cfg
-        dump = await self.proxy.dump()
-        upstreams: dict[Color, str] = {}
-        for color in COLORS:
-            upstreams[color] = (await self.host.run(commands.read_file(cfg.upstream_path(color)), check=False)).stdout
-        live = live_color(dump, upstreams)
-        cached = (await self.host.run(commands.read_file(cfg.app_path(".active_env")), check=False)).stdout.strip()
+        if await self.put_back_upstream():
+            self.warn(f"a previous run died while {cfg.upstream_target} was set aside for git checkout; it was put back", "Upstream file restored")
+        dump, (blue, green, active_env) = await asyncio.gather(
+            self.proxy.dump(),
+            asyncio.gather(*(self.host.run(commands.read_file(path), check=False) for path in (cfg.upstream_path("blue"), cfg.upstream_path("green"), cfg.app_path(".active_env")))),
+        )
+        live = live_color(dump, {"blue": blue.stdout, "green": green.stdout})
+        cached = active_env.stdout.strip()
         if cached in COLORS and live and cached != live:
             self.warn(f".active_env says {cached} but nginx serves {live}; trusting nginx (a previous run probably died after the switch)", "Live color drift")
         if live is None and cached in COLORS:
@@ -336,16 +338,22 @@ class Deployer:
         (a host set up by the seed's script) are adopted as they are."""
         cfg = self.cfg
         stack = self.compose("base")
-        services = (await self.run_checked(stack.services(), "reading the base compose file", f"check {cfg.base_compose_file} with 'docker-compose config'")).split()
         adopted = {c.service for c in foreign(await self.containers(), stack.file, stack.project) if c.running}
-        missing = [s for s in services if s not in adopted]
-        if adopted:
-            self.out.info(f"base services already running under another project, left as they are: {', '.join(sorted(adopted))}")
+        fix = f"check {cfg.base_compose_file} with 'docker-compose config'"
+        if not adopted:
+            await self.run_checked(stack.up_base(), "base compose up", fix, BUILD_TIMEOUT)
+            return
+        self.out.info(f"base services already running under another project, left as they are: {', '.join(sorted(adopted))}")
+        missing = [s for s in compose_services(await self.run_checked(commands.read_file(stack.file), "reading the base compose file", fix)) if s not in adopted]
         if missing:
-            await self.run_checked([*stack.up_base(), *missing], "base compose up", f"check {cfg.base_compose_file} with 'docker-compose config'", BUILD_TIMEOUT)
+            await self.run_checked([*stack.up_base(), *missing], "base compose up", fix, BUILD_TIMEOUT)
 
     async def containers(self) -> list[Container]:
-        return parse_containers(await self.run_checked(commands.app_containers(self.cfg.app_dir), "listing containers", "check that docker works for the deploy user"))
+        """The app's containers under any project, listed once per deploy (after the lock, before any change)."""
+        if self._containers is None:
+            listing = await self.run_checked(commands.app_containers(self.cfg.app_dir), "listing containers", "check that docker works for the deploy user")
+            self._containers = parse_containers(listing)
+        return self._containers
 
     async def remove_foreign(self, color: Color, stop_timeout: int) -> None:
         """Stop and remove `color`'s containers that another project made (the seed's layout)."""
@@ -378,8 +386,6 @@ class Deployer:
     async def record(self, result: str) -> None:
         cfg = self.cfg
         color = self.report.active_color
-        if color:
-            await self.host.run(commands.write_file(cfg.app_path(".active_env")), input=color + "\n")
         entry = {
             "time": _now(),
             "ref": self.report.sha or cfg.ref,
@@ -390,7 +396,10 @@ class Deployer:
             "run": self.run_info.url,
         }
         journal = posixpath.join(self.state_dir, "journal.jsonl")
-        await self.host.run(commands.append_file(journal), input=json.dumps(entry) + "\n")
+        writes = [self.host.run(commands.append_file(journal), input=json.dumps(entry) + "\n")]
+        if color:
+            writes.append(self.host.run(commands.write_file(cfg.app_path(".active_env")), input=color + "\n"))
+        await asyncio.gather(*writes)
         lines = (await self.host.run(["tail", "-n", "5", journal], check=False)).stdout.splitlines()
         self.report.journal = [e for e in map(_json, reversed(lines)) if e]
 

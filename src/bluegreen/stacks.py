@@ -9,6 +9,8 @@ from __future__ import annotations
 import posixpath
 from dataclasses import dataclass
 
+import yaml
+
 
 @dataclass(frozen=True)
 class Container:
@@ -35,3 +37,10 @@ def foreign(containers: list[Container], compose_file: str, project: str) -> lis
     """Containers made from `compose_file` (matched by file name) under a project other than ours."""
     name = posixpath.basename(compose_file)
     return [c for c in containers if c.project != project and name in {posixpath.basename(f) for f in c.config_files}]
+
+
+def compose_services(text: str) -> list[str]:
+    """The service names of a compose file."""
+    data = yaml.safe_load(text) or {}
+    services = data.get("services") if isinstance(data, dict) else None
+    return [str(name) for name in services] if isinstance(services, dict) else []

@@ -32,7 +32,7 @@ def test_green_v1_live_deploys_v2_to_blue_then_back_to_green(action_image: str, 
     assert run.status == 0, run.log
     assert served(app) == {"role": "backend", "color": "blue", "version": "v2"}
     assert app.containers("green") == []
-    assert {c.name for c in app.containers("blue") if c.status == "running"} == {f"{app.name}-blue_backend_1", f"{app.name}-blue_frontend_1"}
+    assert {c.name for c in app.containers("blue") if c.status == "running"} == {f"{app.name}-blue_backend_blue_1", f"{app.name}-blue_frontend_blue_1"}
     assert {c.name: started_at(c) for c in app.containers("base")} == base_before
     assert (app.app_dir / ".active_env").read_text().strip() == "blue"
     assert run.outputs == {"active-color": "blue", "previous-color": "green", "deployed-ref": sha, "switched": "true", "rolled-back": "false"}

@@ -22,6 +22,7 @@ def test_drift_nginx_serves_blue_but_active_env_says_green(action_image: str, ss
     target = app.app_dir / "nginx/conf.d/upstream.conf"
     target.write_text((app.app_dir / "nginx/upstream.blue.conf").read_text())
     app.nginx("-s", "reload")
+    lab.wait_for(lambda: served(app)["color"] == "blue", "nginx to serve blue after the reload")
     sha = app.version("v2")
 
     with Load(app.public_url("/api/v1/")) as load:
