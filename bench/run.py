@@ -11,6 +11,7 @@ after the reload leaves it), and a no-load warm-cache wall time comparison. Prin
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import statistics
 import subprocess
@@ -110,8 +111,9 @@ class HealthWatch:
         self._thread.join(5)
 
 
-def live_color(app: lab.LabApp) -> str:
-    return (app.app_dir / "nginx/conf.d/upstream.conf").read_text().split(":")[0].lstrip("# ").strip()
+def served_color(app: lab.LabApp) -> str:
+    with lab.urllib_open(app.public_url("/api/v1/")) as response:
+        return str(json.loads(response.read())["color"])
 
 
 def series(tool: Tool, exit_on_sigterm: bool, deploys: int) -> Row:
@@ -121,7 +123,7 @@ def series(tool: Tool, exit_on_sigterm: bool, deploys: int) -> Row:
         with Load(app.ports["PUBLIC_PORT"]) as load:
             for i in range(deploys):
                 version = f"v{i + 2}"
-                target = "blue" if live_color(app) == "green" else "green"
+                target = "blue" if served_color(app) == "green" else "green"
                 sha = app.version(version)
                 with HealthWatch(app.health_urls(target).split()[0], version) as watch:
                     start = time.monotonic()
@@ -129,9 +131,8 @@ def series(tool: Tool, exit_on_sigterm: bool, deploys: int) -> Row:
                     row.walls.append(time.monotonic() - start)
                 row.deploys += 1
                 row.deploy_failures += not ok
-                deadline = time.monotonic() + 10
-                while version not in load.counts.first_seen and time.monotonic() < deadline:
-                    time.sleep(0.05)
+                if ok:
+                    lab.wait_for(lambda v=version: v in load.counts.first_seen, f"{version} to be served", 10)  # type: ignore[misc]
                 if watch.at and version in load.counts.first_seen:
                     row.switches.append(load.counts.first_seen[version] - watch.at)
         row.counts = load.counts
@@ -150,14 +151,14 @@ def drift(tool: Tool) -> Row:
         app.wait_ready("blue")
         (app.app_dir / "nginx/conf.d/upstream.conf").write_text((app.app_dir / "nginx/upstream.blue.conf").read_text())
         app.nginx("-s", "reload")
+        lab.wait_for(lambda: served_color(app) == "blue", "nginx to serve blue")
         with Load(app.ports["PUBLIC_PORT"]) as load:
-            time.sleep(1)
             sha = app.version("v2")
             start = time.monotonic()
             ok = tool.deploy(app, sha)
             row.walls.append(time.monotonic() - start)
             row.deploys, row.deploy_failures = 1, int(not ok)
-            time.sleep(1)
+            lab.wait_for(lambda: "v2" in load.counts.first_seen, "v2 to be served", 10)
         row.counts = load.counts
     finally:
         app.teardown()

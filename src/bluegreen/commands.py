@@ -33,7 +33,9 @@ def shell_line(argv: Sequence[str], timeout: int | None = None) -> str:
 
 
 def compose_detect(variant: ComposeVariant) -> Argv:
-    return ["docker", "compose", "version"] if variant == "v2" else ["docker-compose", "version"]
+    """Succeeds if the host has this Compose. v1 is looked up rather than run: starting its Python
+    takes a third of a second, on every deploy."""
+    return ["docker", "compose", "version"] if variant == "v2" else ["sh", "-c", "command -v docker-compose"]
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from .config import COLORS, Color
 from .remote import Remote
 
 RELOAD_CONFIRM_TIMEOUT = 15.0
-POLL = 0.2
+POLL = 0.05
 _SECTION = re.compile(r"^# configuration file (.+):$", re.MULTILINE)
 _SERVER = re.compile(r"(?:^|[;{}\s])server\s+([^\s;{}]+)")
 
@@ -118,36 +118,38 @@ class Nginx:
         if not result.ok:
             raise NginxError(f"nginx -t rejected the config: {_last_line(result.stderr)}")
 
-    async def reload_and_confirm(self, content: str) -> tuple[set[int], float]:
-        """Reload; wait for a new worker generation and for the loaded config to show `content`."""
-        before = await self.workers()
+    async def reload_and_confirm(self, content: str, before: set[int]) -> float:
+        """Reload; wait for a worker generation newer than `before` and for the loaded config to show `content`."""
         start = time.monotonic()
         await self.remote.run(commands.nginx(self.container, "-s", "reload"))
         wanted = normalize(content)
         while True:
-            current = await self.workers()
-            if current - before and wanted in config_sections(await self.dump()):
-                return before, time.monotonic() - start
+            current, dump = await asyncio.gather(self.workers(), self.dump())
+            if current - before and wanted in config_sections(dump):
+                return time.monotonic() - start
             if time.monotonic() - start > RELOAD_CONFIRM_TIMEOUT:
                 raise NginxError(f"nginx did not take the reload within {RELOAD_CONFIRM_TIMEOUT:.0f}s (no new worker generation with the new upstream)")
             await asyncio.sleep(POLL)
+
+    async def test_and_reload(self, content: str) -> tuple[set[int], float]:
+        """nginx -t, then a confirmed reload. Returns the old workers and the reload time."""
+        _, before = await asyncio.gather(self.test(), self.workers())
+        return before, await self.reload_and_confirm(content, before)
 
     async def switch(self, content: str) -> SwitchResult:
         """Write `content` to the target, test and reload. On a rejected config the previous content is put back."""
         previous = await self.read_target()
         await self.write_target(content)
         try:
-            await self.test()
+            old, seconds = await self.test_and_reload(content)
         except NginxError:
             await self.write_target(previous)
             raise
-        old, seconds = await self.reload_and_confirm(content)
         return SwitchResult(previous, old, seconds)
 
     async def restore(self, previous: str) -> None:
         await self.write_target(previous)
-        await self.test()
-        await self.reload_and_confirm(previous)
+        await self.test_and_reload(previous)
 
     async def drain(self, old_workers: set[int], timeout: float) -> tuple[float, int]:
         """Wait until no worker of the old generation remains. Returns (seconds, workers left)."""

@@ -27,7 +27,7 @@ def test_compose_v1_and_v2_argv() -> None:
     assert v1.up_base() == ["docker-compose", *head, "up", "--detach", "--no-recreate"]
     assert v2.down(12) == ["docker", "compose", *head, "down", "--remove-orphans", "--timeout", "12"]
     assert commands.compose_detect("v2") == ["docker", "compose", "version"]
-    assert commands.compose_detect("v1") == ["docker-compose", "version"]
+    assert commands.compose_detect("v1") == ["sh", "-c", "command -v docker-compose"]
 
 
 def test_nginx_runs_in_the_container_or_on_the_host() -> None:
