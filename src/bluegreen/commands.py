@@ -32,6 +32,11 @@ def shell_line(argv: Sequence[str], timeout: int | None = None) -> str:
     return shlex.join(argv)
 
 
+def docker_server_version() -> Argv:
+    """Fails unless the deploy user can reach dockerd (docker group)."""
+    return ["docker", "version", "--format", "{{.Server.Version}}"]
+
+
 def compose_detect(variant: ComposeVariant) -> Argv:
     """Succeeds if the host has this Compose. v1 is looked up rather than run: starting its Python
     takes a third of a second, on every deploy."""
@@ -93,8 +98,9 @@ def git_checkout(app_dir: str, sha: str) -> Argv:
     return ["git", "-C", app_dir, "checkout", "--quiet", "--force", "--detach", sha]
 
 
-def git_head(app_dir: str) -> Argv:
-    return ["git", "-C", app_dir, "rev-parse", "HEAD"]
+def git_has_file(app_dir: str, sha: str, path: str) -> Argv:
+    """Succeeds if the commit has `path` (relative to app-dir)."""
+    return ["git", "-C", app_dir, "cat-file", "-e", f"{sha}:./{path}"]
 
 
 def read_file(path: str) -> Argv:

@@ -125,6 +125,8 @@ def secret_values(raw: Mapping[str, str]) -> list[str]:
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_PATH_CHARS = re.compile(r"^[A-Za-z0-9._/@+{}-]+$")
+_URL_BAD = re.compile(r"[\s\"'<>\\^`{|}]")
 _HOST = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
 _USER = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$")
 _FINGERPRINT = re.compile(r"^SHA256:[A-Za-z0-9+/]{43}=?$")
@@ -171,6 +173,8 @@ def _relative_path(name: str, value: str, *, need_color: bool = False, allow_abs
         raise ConfigError(name, "contains a control character or newline", "give a single-line path")
     if value.startswith("-"):
         raise ConfigError(name, f"{value!r} starts with '-'", "give a path that does not start with '-'")
+    if not _PATH_CHARS.match(value):
+        raise ConfigError(name, f"{value!r} has characters other than letters, digits and . _ / @ + -", "rename the file, or give a path without spaces or shell characters")
     if value.startswith("/") and not allow_absolute:
         raise ConfigError(name, f"{value!r} is absolute", "give a path relative to app-dir")
     if ".." in value.split("/"):
@@ -190,6 +194,8 @@ def _app_dir(value: str) -> str:
         raise ConfigError("app-dir", "contains a control character or newline", "give a single-line absolute path")
     if not value.startswith("/"):
         raise ConfigError("app-dir", f"{value!r} is not absolute", "give an absolute path, e.g. /srv/app")
+    if not _PATH_CHARS.match(value) or "{" in value or "}" in value:
+        raise ConfigError("app-dir", f"{value!r} has characters other than letters, digits and . _ / @ + -", "give the path without spaces or shell characters")
     if ".." in value.split("/"):
         raise ConfigError("app-dir", f"{value!r} contains '..'", "give the path without '..'")
     normal = posixpath.normpath(value)
@@ -199,8 +205,8 @@ def _app_dir(value: str) -> str:
 
 
 def _url(name: str, value: str) -> str:
-    if _CONTROL.search(value) or " " in value:
-        raise ConfigError(name, f"{value!r} contains whitespace or a control character", "give one URL per line")
+    if _CONTROL.search(value) or _URL_BAD.search(value):
+        raise ConfigError(name, f"{value!r} has whitespace, quotes or other characters a URL cannot hold", "give one URL per line, percent-encoding special characters")
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(name, f"{value!r} is not an http(s) URL", "give a URL like http://127.0.0.1:8001/health")

@@ -26,12 +26,14 @@ from .commands import Compose, ComposeVariant
 from .config import COLORS, Color, Config, other_color
 from .health import wait_healthy
 from .nginx import Nginx, NginxError, SwitchResult, live_color
-from .remote import CommandFailed, Remote, RemoteError
+from .remote import CommandFailed, Remote, RemoteError, last_line
 from .report import Report, Reporter, StepRecord
 from .stacks import Container, compose_services, foreign, parse_containers
 
 BUILD_TIMEOUT = 1800
 STOP_TIMEOUT_MIN = 10
+TEARDOWN_STOP_TIMEOUT = 2
+RECONNECT_LOCK_TIMEOUT = 30
 LOCK_MAX_SECONDS = 7200
 LOG_TAIL = 50
 STATE_DIR = ".bluegreen"
@@ -145,7 +147,7 @@ class Deployer:
         async with self.step("preflight", "Check the host"):
             await self.preflight()
         async with self.step("lock", "Take the deploy lock"):
-            await self.take_lock()
+            await self.take_lock(cfg.lock_timeout)
         async with self.step("live", "Find the live color") as s:
             live = await self.find_live_color()
             self.report.live = live or ""
@@ -196,11 +198,7 @@ class Deployer:
         if self.report.live:
             old: Color = self.report.live  # type: ignore[assignment]
             async with self.step("stop", f"Stop {old}") as s:
-                # Requests still in flight on old workers get the rest of the drain window as stop grace.
-                grace = max(STOP_TIMEOUT_MIN, math.ceil(cfg.drain_timeout - drained))
-                s.detail = f"stop timeout {grace}s"
-                await self.remove_foreign(old, grace)
-                await self.run_checked(self.compose(old).down(grace), f"stopping {old}", "stop it by hand with docker-compose down; the new color already serves", BUILD_TIMEOUT)
+                s.detail = f"stop timeout {await self.stop_color(old, cfg.drain_timeout - drained)}s"
         async with self.step("record", "Record the deploy"):
             await self.record("success")
 
@@ -208,29 +206,35 @@ class Deployer:
 
     async def preflight(self) -> None:
         cfg = self.cfg
-        checkout, v2, v1 = await asyncio.gather(
+        docker, checkout, v2, v1 = await asyncio.gather(
+            self.host.run(commands.docker_server_version(), check=False),
             self.host.run(commands.git_is_checkout(cfg.app_dir), check=False),
             self.host.run(commands.compose_detect("v2"), check=False),
             self.host.run(commands.compose_detect("v1"), check=False),
         )
+        if docker.status == 127:
+            raise DeployError("docker is not installed on the host (or not on the deploy user's PATH)", "install Docker on the host")
+        if not docker.ok:
+            if "permission denied" in docker.stderr:
+                raise DeployError(f"{cfg.username} may not use docker on the host", f"add the user to the docker group: usermod -aG docker {cfg.username} (then log in again)")
+            raise DeployError(f"dockerd does not answer on the host: {last_line(docker.stderr)}", "start Docker on the host: systemctl start docker")
         if checkout.stdout.strip() != "true":
+            if "dubious ownership" in checkout.stderr:
+                raise DeployError(f"app-dir {cfg.app_dir} belongs to another user, so git refuses it", f"deploy as the owner of {cfg.app_dir}, or chown it to {cfg.username}")
             raise DeployError(f"app-dir {cfg.app_dir} is missing or not a git checkout on the host", f"clone the app there: git clone <repo> {cfg.app_dir}")
         if not (v2.ok or v1.ok):
-            probe = await self.host.run(["docker", "version", "--format", "{{.Server.Version}}"], check=False)
-            if "permission denied" in probe.stderr:
-                raise DeployError(f"{cfg.username} may not use docker on the host", f"add the user to the docker group: usermod -aG docker {cfg.username}")
-            raise DeployError("neither 'docker compose' nor 'docker-compose' works on the host", "install Docker with the Compose plugin (v2) or docker-compose (v1)")
+            raise DeployError("neither 'docker compose' (v2) nor 'docker-compose' (v1) is on the host", "install the Docker Compose plugin, or docker-compose")
         self.variant = "v2" if v2.ok else "v1"
         self.out.info(f"compose: {'docker compose (v2)' if self.variant == 'v2' else 'docker-compose (v1)'}")
         self.nginx = Nginx(self.host, cfg.nginx_container, cfg.upstream_target_path)
         await self.proxy.check_available()
 
-    async def take_lock(self) -> None:
+    async def take_lock(self, timeout: int) -> None:
         await self.run_checked(commands.make_dirs(self.state_dir), f"creating {self.state_dir}", "make app-dir writable by the deploy user")
         await self.host.run(commands.write_file(posixpath.join(self.state_dir, ".gitignore")), input="*\n")
         lock_file = posixpath.join(self.state_dir, "lock")
         owner_file = posixpath.join(self.state_dir, "lock.json")
-        deadline = time.monotonic() + self.cfg.lock_timeout
+        deadline = time.monotonic() + timeout
         last_note = 0.0
         while True:
             process = await self.host.conn.create_process(commands.shell_line(commands.hold_lock(lock_file), LOCK_MAX_SECONDS))
@@ -244,7 +248,7 @@ class Deployer:
             if time.monotonic() >= deadline:
                 holder = (await self.host.run(commands.read_file(owner_file), check=False)).stdout.strip()
                 raise DeployError(
-                    f"another deploy still holds the lock on {self.cfg.app_dir} after {self.cfg.lock_timeout}s (owner: {holder or 'unknown'})",
+                    f"another deploy still holds the lock on {self.cfg.app_dir} after {timeout}s (owner: {holder or 'unknown'})",
                     "wait for it to finish, or raise lock-timeout; use concurrency: in the workflow to queue deploys",
                 )
             if time.monotonic() - last_note >= 10:
@@ -284,31 +288,59 @@ class Deployer:
                 break
         if not sha:
             raise DeployError(f"ref {cfg.ref} was not found in the origin of {app}", "push the commit first, or give an existing commit, branch or tag as ref")
+        await self.check_files(sha)
         async with self.upstream_set_aside():
             await self.run_checked(commands.git_checkout(app, sha), f"git checkout {sha[:12]}", f"check the work tree in {app}")
-        for path, name in ((cfg.compose_path(self.report.target), "compose-file"), (cfg.upstream_path(self.report.target), "upstream-file")):  # type: ignore[arg-type]
-            if not (await self.host.run(["test", "-f", path], check=False)).ok:
-                raise DeployError(f"{path} does not exist at {sha[:12]} ({name})", f"commit the file, or set {name} to where it is")
-        if cfg.base_compose_file and not (await self.host.run(["test", "-f", cfg.app_path(cfg.base_compose_file)], check=False)).ok:
-            raise DeployError(f"{cfg.app_path(cfg.base_compose_file)} does not exist at {sha[:12]} (base-compose-file)", "commit it, or set base-compose-file to '' if there is no base stack")
         return sha
 
     async def already_live(self) -> bool:
-        """A rerun of a deploy that completed: the live color already runs this commit and is healthy."""
+        """A rerun of a deploy that got as far as the switch: the live color already runs this commit.
+        If it is healthy, finish what the earlier run left (stop the other color) instead of redeploying."""
         live = self.report.live
         journal = posixpath.join(self.state_dir, "journal.jsonl")
         lines = (await self.host.run(["tail", "-n", "20", journal], check=False)).stdout.splitlines()
-        done = [e for e in map(_json, lines) if e.get("result") == "success"]
-        if not live or not done or done[-1].get("to") != live or done[-1].get("ref") != self.report.sha:
+        switched = [e for e in map(_json, lines) if e.get("result") in ("success", "switched")]
+        if not live or not switched or switched[-1].get("to") != live or switched[-1].get("ref") != self.report.sha:
             return False
         async with self.step("already-live", f"Check {live}, which already runs {self.report.sha[:12]}") as s:
             health = await wait_healthy(self.host, self.cfg.health_urls[live], min(self.cfg.health_timeout, 10), 1)  # type: ignore[index]
             s.detail = "healthy" if health.healthy else "not healthy: redeploying"
-        if health.healthy:
-            self.report.already_live = True
-            self.report.target = live
-            self.out.info(f"{self.report.sha[:12]} is already live on {live} and healthy; nothing to do")
-        return health.healthy
+        if not health.healthy:
+            return False
+        self.report.already_live = True
+        self.report.target = live
+        self.out.info(f"{self.report.sha[:12]} is already live on {live} and healthy; not redeploying")
+        other = other_color(live)  # type: ignore[arg-type]
+        if foreign(await self.containers(), self.cfg.compose_path(other), project=""):
+            async with self.step("stop", f"Finish the earlier switch: stop {other}") as s:
+                drained, _ = await self.proxy.drain(await self.proxy.shutting_down(), self.cfg.drain_timeout)
+                s.detail = f"drained in {drained:.1f}s"
+                await self.stop_color(other, self.cfg.drain_timeout - drained)
+            await self.record("success")
+        return True
+
+    async def stop_color(self, color: Color, remaining_drain: float) -> int:
+        """Stop a color that no longer serves; requests still in flight get the rest of the drain window."""
+        grace = max(STOP_TIMEOUT_MIN, math.ceil(remaining_drain))
+        await self.remove_foreign(color, grace)
+        await self.run_checked(self.compose(color).down(grace), f"stopping {color}", "stop it by hand with docker-compose down; the new color already serves", BUILD_TIMEOUT)
+        return grace
+
+    async def check_files(self, sha: str) -> None:
+        """Before the checkout changes anything: the files this deploy needs exist in the commit (or,
+        untracked, on the host)."""
+        cfg = self.cfg
+        target: Color = self.report.target  # type: ignore[assignment]
+        needed = [(cfg.compose_file.replace("{color}", target), "compose-file"), (cfg.upstream_file.replace("{color}", target), "upstream-file")]
+        if cfg.base_compose_file:
+            needed.append((cfg.base_compose_file, "base-compose-file"))
+        for path, name in needed:
+            in_commit, on_disk = await asyncio.gather(
+                self.host.run(commands.git_has_file(cfg.app_dir, sha, path), check=False),
+                self.host.run(commands.path_exists(cfg.app_path(path)), check=False),
+            )
+            if not (in_commit.ok or on_disk.ok):
+                raise DeployError(f"{path} does not exist at {sha[:12]} ({name})", f"commit {path}, or set {name} to where the file is")
 
     @asynccontextmanager
     async def upstream_set_aside(self) -> AsyncIterator[None]:
@@ -416,13 +448,16 @@ class Deployer:
         self.out.error(f"{message}" + (f" Fix: {fix}" if fix else ""), title)
 
     async def recover(self) -> None:
-        """Leave the host serving the previous color: put back the upstream, remove the target."""
+        """Leave the host consistent: before the switch was committed, put back the upstream and
+        remove the target; after it, record that the new color serves."""
         if self.remote is None or self.report.already_live:
             return
         target = self.report.target
         try:
+            if self.remote.conn.is_closed():
+                await self.reconnect()
             if self.committed:
-                await self.record("failed-after-switch")
+                await self.record("switched")
                 return
             if self.switch is not None:
                 await self.proxy.restore(self.switch.previous)
@@ -430,16 +465,25 @@ class Deployer:
                 self.report.restored.append(f"nginx upstream switched back to {self.report.live or 'its previous content'} and reloaded")
             if self.target_touched and target:
                 stack = self.compose(target)
-                logs = await self.host.run(stack.logs(LOG_TAIL), check=False, timeout=60)
+                logs = await self.host.run(stack.logs(LOG_TAIL), check=False, timeout=30)
                 self.report.logs = self.out.scrub(logs.stdout + logs.stderr)
                 self.out.host_output(f"last {LOG_TAIL} log lines of {target}", logs.stdout + logs.stderr)
-                await self.host.run(stack.down(STOP_TIMEOUT_MIN), check=False, timeout=120)
+                # The target never served: a short stop keeps recovery inside the runner's cancel window.
+                await self.host.run(stack.down(TEARDOWN_STOP_TIMEOUT), check=False, timeout=120)
                 self.report.restored.append(f"{target} containers removed; {self.report.live or 'nothing'} keeps serving")
             if self.report.sha:
                 await self.record("failed")
-        except (RemoteError, CommandFailed, NginxError) as err:
+        except (RemoteError, CommandFailed, NginxError, DeployError) as err:
             self.report.restored.append(f"recovery did not finish: {err}")
             self.out.error(f"recovery did not finish: {err}", "Recovery incomplete")
+
+    async def reconnect(self) -> None:
+        """The SSH connection dropped mid-deploy (and with it the lock): connect and lock again."""
+        self.out.info("the SSH connection dropped; reconnecting to leave the host consistent")
+        self.lock = None
+        self.remote = await Remote.connect(self.cfg)
+        self.nginx = Nginx(self.remote, self.cfg.nginx_container, self.cfg.upstream_target_path)
+        await self.take_lock(RECONNECT_LOCK_TIMEOUT)
 
     async def close(self) -> None:
         if self.lock is not None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from . import commands
 from .config import COLORS, Color
-from .remote import Remote
+from .remote import Remote, last_line
 
 RELOAD_CONFIRM_TIMEOUT = 15.0
 POLL = 0.05
@@ -99,12 +99,18 @@ class Nginx:
     async def dump(self) -> str:
         result = await self.remote.run(commands.nginx(self.container, "-T"), check=False)
         if not result.ok:
-            raise NginxError(f"nginx -T failed: {_last_line(result.stderr)}")
+            raise NginxError(f"nginx -T failed: {last_line(result.stderr)}")
         return result.stdout
 
     async def workers(self) -> set[int]:
         result = await self.remote.run(commands.nginx_processes(self.container))
         return worker_pids(parse_processes(result.stdout))
+
+    async def shutting_down(self) -> set[int]:
+        """Workers of an older generation that still finish requests."""
+        result = await self.remote.run(commands.nginx_processes(self.container))
+        processes = parse_processes(result.stdout)
+        return {p.pid for p in processes if p.pid in worker_pids(processes) and "shutting down" in p.title}
 
     async def read_target(self) -> str:
         result = await self.remote.run(commands.read_file(self.target), check=False)
@@ -116,7 +122,7 @@ class Nginx:
     async def test(self) -> None:
         result = await self.remote.run(commands.nginx(self.container, "-t"), check=False)
         if not result.ok:
-            raise NginxError(f"nginx -t rejected the config: {_last_line(result.stderr)}")
+            raise NginxError(f"nginx -t rejected the config: {last_line(result.stderr)}")
 
     async def reload_and_confirm(self, content: str, before: set[int]) -> float:
         """Reload; wait for a worker generation newer than `before` and for the loaded config to show `content`."""
@@ -160,9 +166,3 @@ class Nginx:
             if not left or elapsed >= timeout:
                 return elapsed, len(left)
             await asyncio.sleep(POLL)
-
-
-def _last_line(text: str) -> str:
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    failing = [line for line in lines if "emerg" in line or "error" in line or "failed" in line]
-    return (failing or lines or ["no output"])[-1].strip()

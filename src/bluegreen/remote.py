@@ -29,9 +29,7 @@ class CommandFailed(RuntimeError):
         self.status = status
         self.stdout = stdout
         self.stderr = stderr
-        detail = (stderr.strip() or stdout.strip()).splitlines()
-        tail = detail[-1] if detail else "no output"
-        super().__init__(f"`{shell_line(argv)}` exited with status {status}: {tail}")
+        super().__init__(f"`{shell_line(argv)}` exited with status {status}: {last_line(stderr or stdout)}")
 
 
 @dataclass(frozen=True)
@@ -59,9 +57,15 @@ def load_key(config: Config) -> asyncssh.SSHKey:
     except asyncssh.KeyEncryptionError:
         if config.passphrase:
             raise RemoteError("input 'passphrase' does not decrypt the key", "set passphrase to the key's passphrase") from None
-        raise RemoteError("input 'key' is encrypted and no passphrase was given", "set the passphrase input from a secret") from None
+        raise _encrypted_without_passphrase() from None
     except asyncssh.KeyImportError as err:
+        if not config.passphrase and "Passphrase must be specified" in str(err):
+            raise _encrypted_without_passphrase() from None
         raise RemoteError(f"input 'key' could not be parsed ({err})", "paste the private key unchanged: every line, no extra indentation, OpenSSH, PEM or PKCS#8") from None
+
+
+def _encrypted_without_passphrase() -> RemoteError:
+    return RemoteError("input 'key' is encrypted and no passphrase was given", "set the passphrase input from a secret")
 
 
 class _PinningClient(asyncssh.SSHClient):
@@ -171,6 +175,13 @@ class Remote:
         self.conn.close()
         with contextlib.suppress(Exception):
             await self.conn.wait_closed()
+
+
+def last_line(text: str) -> str:
+    """The line of command output that says most: the last error-looking line, else the last line."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    failing = [line for line in lines if any(word in line.lower() for word in ("emerg", "error", "failed", "denied"))]
+    return (failing or lines or ["no output"])[-1]
 
 
 def _text(data: object) -> str:

@@ -34,7 +34,8 @@ def parse_containers(text: str) -> list[Container]:
 
 
 def foreign(containers: list[Container], compose_file: str, project: str) -> list[Container]:
-    """Containers made from `compose_file` (matched by file name) under a project other than ours."""
+    """Containers made from `compose_file` (matched by file name) under a project other than
+    `project` (every such container if `project` is empty)."""
     name = posixpath.basename(compose_file)
     return [c for c in containers if c.project != project and name in {posixpath.basename(f) for f in c.config_files}]
 

@@ -38,6 +38,7 @@ def test_nginx_runs_in_the_container_or_on_the_host() -> None:
 
 def test_git_commands_take_values_as_single_arguments() -> None:
     assert commands.git_checkout("/srv/my app", "abc") == ["git", "-C", "/srv/my app", "checkout", "--quiet", "--force", "--detach", "abc"]
+    assert commands.git_has_file("/srv/app", "abc", "docker-compose.blue.yml") == ["git", "-C", "/srv/app", "cat-file", "-e", "abc:./docker-compose.blue.yml"]
     assert commands.ref_candidates("main") == ["main", "refs/remotes/origin/main", "FETCH_HEAD"]
 
 
