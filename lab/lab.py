@@ -7,10 +7,12 @@ lab/images/build.sh. All traffic stays on 127.0.0.1.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -28,6 +30,7 @@ from bluegreen.config import INPUTS
 LAB_ROOT = Path("/var/lib/bluegreen-lab")
 TEMPLATE = Path(__file__).parent / "app_template"
 DEPLOY_USER = "deploy"
+OUTSIDER = "outsider"  # may log in, but is not in the docker group
 ACTION_IMAGE = "bluegreen-action:lab"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -67,6 +70,11 @@ def wait_port(port: int, timeout: float = 15) -> None:
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
 
 
+def established(port: int) -> bool:
+    """Whether some TCP connection to 127.0.0.1:port is established (e.g. nginx proxying a request)."""
+    return bool(sh("ss", "-tnH", "state", "established", f"( dport = :{port} )").strip())
+
+
 def wait_for(condition: Callable[[], bool], what: str, timeout: float = 15) -> None:
     """Poll a condition (no fixed sleeps as synchronisation)."""
     deadline = time.monotonic() + timeout
@@ -77,12 +85,13 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = 15) -> N
 
 
 def ensure_deploy_user() -> None:
-    try:
-        pwd.getpwnam(DEPLOY_USER)
-    except KeyError:
-        sh("useradd", "--create-home", "--shell", "/bin/sh", "--groups", "docker", DEPLOY_USER)
-    # A locked password ('!') makes sshd refuse even key logins without PAM; '*' only disables passwords.
-    sh("usermod", "--password", "*", "--append", "--groups", "docker", DEPLOY_USER)
+    for user, groups in ((DEPLOY_USER, ["--groups", "docker"]), (OUTSIDER, [])):
+        try:
+            pwd.getpwnam(user)
+        except KeyError:
+            sh("useradd", "--create-home", "--shell", "/bin/sh", *groups, user)
+        # A locked password ('!') makes sshd refuse even key logins without PAM; '*' only disables passwords.
+        sh("usermod", "--password", "*", user)
 
 
 @dataclass
@@ -95,8 +104,35 @@ class SshHost:
     root: Path
 
     def stop(self) -> None:
-        self.process.terminate()
+        """Stop sshd and every session it serves, as a crash of the host's sshd would."""
+        kill_tree(self.process.pid)
         self.process.wait(10)
+
+    def restart(self) -> None:
+        self.process = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(self.root / "sshd_config")], stdin=subprocess.DEVNULL)
+        wait_port(self.port)
+
+
+def descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            ppid = next(int(line.split()[1]) for line in status.read_text().splitlines() if line.startswith("PPid:"))
+        except (OSError, StopIteration):
+            continue
+        children.setdefault(ppid, []).append(int(status.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        out.append(current)
+        todo.extend(children.get(current, []))
+    return out
+
+
+def kill_tree(pid: int) -> None:
+    for each in descendants(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(each, signal.SIGKILL)
 
 
 def client_key(root: Path, name: str = "id_ed25519", passphrase: str = "", kind: str = "ed25519") -> tuple[str, str]:
@@ -107,9 +143,10 @@ def client_key(root: Path, name: str = "id_ed25519", passphrase: str = "", kind:
     return path.read_text(), (root / f"{name}.pub").read_text().strip()
 
 
-def authorize(host: SshHost, public_line: str) -> None:
-    keys = host.root / "authorized_keys" / DEPLOY_USER
-    keys.write_text(keys.read_text() + public_line + "\n")
+def authorize(host: SshHost, public_line: str, user: str = DEPLOY_USER) -> None:
+    keys = host.root / "authorized_keys" / user
+    keys.write_text((keys.read_text() if keys.exists() else "") + public_line + "\n")
+    keys.chmod(0o644)
 
 
 def start_sshd(allow_forwarding: bool = True) -> SshHost:
@@ -121,9 +158,10 @@ def start_sshd(allow_forwarding: bool = True) -> SshHost:
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
     sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", root / "host_ed25519")
     key, public = client_key(root)
-    keys = root / "authorized_keys" / DEPLOY_USER
-    keys.write_text(public + "\n")
-    keys.chmod(0o644)
+    for user in (DEPLOY_USER, OUTSIDER):
+        keys = root / "authorized_keys" / user
+        keys.write_text(public + "\n")
+        keys.chmod(0o644)
     port = free_port()
     config = root / "sshd_config"
     config.write_text(
@@ -137,7 +175,7 @@ def start_sshd(allow_forwarding: bool = True) -> SshHost:
                 "PasswordAuthentication no",
                 "KbdInteractiveAuthentication no",
                 "UsePAM no",
-                f"AllowUsers {DEPLOY_USER}",
+                f"AllowUsers {DEPLOY_USER} {OUTSIDER}",
                 f"AllowTcpForwarding {'yes' if allow_forwarding else 'no'}",
                 "ClientAliveInterval 10",
                 "ClientAliveCountMax 3",
@@ -384,22 +422,67 @@ def docker_run_argv(env: Mapping[str, str], volumes: list[str], name: str, image
     return [*argv, *volumes, "--network", "host", image]
 
 
+class RunningAction:
+    """A `docker run` of the action in progress; its stdout goes to a file that can be polled."""
+
+    def __init__(self, inputs: Mapping[str, str], extra_env: Mapping[str, str] | None = None, image: str = ACTION_IMAGE) -> None:
+        self.inputs = dict(inputs)
+        self.workdir = LAB_ROOT / f"run-{uuid.uuid4().hex[:8]}"
+        self.env, volumes = action_env(inputs, self.workdir, extra_env)
+        self.name = self.workdir.name
+        self.stdout_path = self.workdir / "stdout"
+        with self.stdout_path.open("w") as out:
+            self.process = subprocess.Popen(
+                docker_run_argv(self.env, volumes, self.name, image), env={**os.environ, **self.env}, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, text=True
+            )
+
+    def output(self) -> str:
+        return self.stdout_path.read_text()
+
+    def wait_for_log(self, text: str, timeout: float = 120) -> None:
+        wait_for(lambda: text in self.output() or self.process.poll() is not None, f"{text!r} in the action's log", timeout)
+        assert text in self.output(), self.output()
+
+    def cancel_like_the_runner(self) -> None:
+        """GitHub's cancellation: SIGINT to `docker run`, SIGTERM 7.5 s later, a kill 2.5 s after that."""
+        for sig, grace in ((signal.SIGINT, 7.5), (signal.SIGTERM, 2.5)):
+            if self.process.poll() is None:
+                self.process.send_signal(sig)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.process.wait(grace)
+        if self.process.poll() is None:
+            sh("docker", "kill", self.name)
+
+    def wait(self, timeout: float = 600) -> ActionRun:
+        try:
+            status = self.process.wait(timeout)
+            commands = self.workdir / "_runner_file_commands"
+            run = ActionRun(
+                status,
+                self.output(),
+                "",
+                (commands / Path(self.env["GITHUB_STEP_SUMMARY"]).name).read_text(),
+                parse_outputs((commands / Path(self.env["GITHUB_OUTPUT"]).name).read_text()),
+            )
+        finally:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        assert_no_secrets(run, self.inputs)
+        return run
+
+
+def assert_no_secrets(run: ActionRun, inputs: Mapping[str, str]) -> None:
+    """No line of the private key and no passphrase in the log or the summary (the ::add-mask::
+    commands themselves are consumed by the runner, never shown)."""
+    secrets_ = [line.strip() for line in inputs.get("key", "").splitlines() if line.strip() and not line.startswith("-----")]
+    if inputs.get("passphrase"):
+        secrets_.append(inputs["passphrase"])
+    shown = [line for line in run.log.splitlines() if not line.startswith(("::add-mask::", "::add-mask ::"))] + run.summary.splitlines()
+    leaked = [line for line in shown if any(secret in line for secret in secrets_)]
+    assert not leaked, f"secrets leaked: {leaked[:3]}"
+
+
 def run_action(inputs: Mapping[str, str], extra_env: Mapping[str, str] | None = None, image: str = ACTION_IMAGE, timeout: float = 600) -> ActionRun:
-    workdir = LAB_ROOT / f"run-{uuid.uuid4().hex[:8]}"
-    env, volumes = action_env(inputs, workdir, extra_env)
-    argv = docker_run_argv(env, volumes, workdir.name, image)
-    try:
-        done = subprocess.run(argv, env={**os.environ, **env}, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
-        commands = workdir / "_runner_file_commands"
-        return ActionRun(
-            done.returncode,
-            done.stdout,
-            done.stderr,
-            (commands / Path(env["GITHUB_STEP_SUMMARY"]).name).read_text(),
-            parse_outputs((commands / Path(env["GITHUB_OUTPUT"]).name).read_text()),
-        )
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    return RunningAction(inputs, extra_env, image).wait(timeout)
 
 
 def lab_inputs(host: SshHost, app: LabApp, ref: str, **overrides: str) -> dict[str, str]:

@@ -25,10 +25,20 @@ NGINX_PROCESSES_SCRIPT = (
 )
 
 
-def shell_line(argv: Sequence[str], timeout: int | None = None) -> str:
-    """The quoted command line for an SSH exec request, with a host-side timeout."""
+# Runs "$@" but kills it when the SSH session goes away: the session's stdin (kept on fd 3, since a
+# background job's stdin is /dev/null) reaches EOF only when the channel closes. Without this, a
+# command whose runner was killed would go on running on the host. The watcher holds no output
+# pipe, so it never keeps the channel open. A constant: inputs go in "$@".
+TIED_TO_SESSION_SCRIPT = 'exec 3<&0; "$@" & c=$!; (cat <&3; kill -TERM "$c") >/dev/null 2>&1 & w=$!; wait "$c"; s=$?; kill "$w" 2>/dev/null; exit "$s"'
+
+
+def shell_line(argv: Sequence[str], timeout: int | None = None, tied: bool = False) -> str:
+    """The quoted command line for an SSH exec request: with a host-side timeout, and, if `tied`
+    (only for commands that take no stdin), killed when the session ends."""
     if timeout is not None:
         argv = ["timeout", "--kill-after=5", str(timeout), *argv]
+    if tied:
+        argv = ["sh", "-c", TIED_TO_SESSION_SCRIPT, "sh", *argv]
     return shlex.join(argv)
 
 

@@ -219,9 +219,9 @@ def _url(name: str, value: str) -> str:
     return value
 
 
-def _urls(name: str, value: str) -> tuple[str, ...]:
+def _urls(name: str, value: str, required: bool = True) -> tuple[str, ...]:
     urls = tuple(_url(name, item) for item in value.split())
-    if not urls:
+    if not urls and required:
         raise ConfigError(name, "is required", "give at least one URL, e.g. http://127.0.0.1:8001/health")
     return urls
 
@@ -239,7 +239,11 @@ def _project_from_dir(app_dir: str) -> str:
     return name[:63] or "app"
 
 
-def load_config(raw: Mapping[str, str]) -> Config:
+# Inputs only a deploy needs; `bluegreen status` runs without them.
+DEPLOY_ONLY = ("ref", "blue-health-urls", "green-health-urls")
+
+
+def load_config(raw: Mapping[str, str], *, for_deploy: bool = True) -> Config:
     """Validate raw input values (keyed by input name) into a Config. Unknown keys are ignored."""
 
     def get(name: str) -> str:
@@ -247,6 +251,8 @@ def load_config(raw: Mapping[str, str]) -> Config:
         value = raw.get(name, "")
         value = value if name == "key" else value.strip()
         if not value:
+            if not for_deploy and name in DEPLOY_ONLY:
+                return ""
             if spec.required:
                 raise ConfigError(name, "is required", f"set '{name}' in the step's with: block")
             return spec.default
@@ -262,9 +268,9 @@ def load_config(raw: Mapping[str, str]) -> Config:
     if not known_hosts and not fingerprints and not insecure:
         raise ConfigError("known-hosts", "neither known-hosts nor fingerprint is set", "pin the host key: set known-hosts to the output of 'ssh-keyscan -p PORT HOST' or fingerprint to 'SHA256:...'")
     ref = get("ref")
-    if not ref:
+    if not ref and for_deploy:
         raise ConfigError("ref", "is empty and GITHUB_SHA is not set", "set ref to a commit, branch or tag")
-    if not _REF.match(ref) or ".." in ref or "@{" in ref or ref.endswith((".lock", "/", ".")):
+    if ref and (not _REF.match(ref) or ".." in ref or "@{" in ref or ref.endswith((".lock", "/", "."))):
         raise ConfigError("ref", f"{ref!r} is not a valid git ref or commit", "give a commit SHA, a branch or a tag name")
     project = get("project-name") or _project_from_dir(app_dir)
     if not _PROJECT.match(project):
@@ -293,8 +299,8 @@ def load_config(raw: Mapping[str, str]) -> Config:
         base_compose_file=_relative_path("base-compose-file", base) if base else "",
         compose_file=_relative_path("compose-file", get("compose-file"), need_color=True),
         health_urls={
-            "blue": _urls("blue-health-urls", get("blue-health-urls")),
-            "green": _urls("green-health-urls", get("green-health-urls")),
+            "blue": _urls("blue-health-urls", get("blue-health-urls"), for_deploy),
+            "green": _urls("green-health-urls", get("green-health-urls"), for_deploy),
         },
         health_timeout=health_timeout,
         health_interval=health_interval,

@@ -13,6 +13,7 @@ import json
 import math
 import os
 import posixpath
+import signal
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -99,17 +100,19 @@ class Deployer:
         record = StepRecord(name, title)
         self.report.steps.append(record)
         start = time.monotonic()
-        with self.out.group(title):
-            try:
-                yield record
-                record.status = "ok"
-            except BaseException:
-                record.status = "failed"
-                self.report.failed_step = title
-                raise
-            finally:
-                record.seconds = time.monotonic() - start
-                self.out.info(f"{title}: {record.status} in {record.seconds:.1f}s" + (f" ({record.detail})" if record.detail else ""))
+        try:
+            with self.out.group(title):
+                try:
+                    yield record
+                    record.status = "ok"
+                except BaseException:
+                    record.status = "failed"
+                    self.report.failed_step = title
+                    raise
+                finally:
+                    record.seconds = time.monotonic() - start
+        finally:
+            self.out.step_done(record)
 
     async def run_checked(self, argv: list[str], what: str, fix: str, timeout: int = 120) -> str:
         try:
@@ -492,6 +495,44 @@ class Deployer:
             self.lock = None
         if self.remote is not None:
             await self.remote.close()
+
+
+async def deploy_with_signals(deployer: Deployer) -> Report:
+    """Run a deploy; SIGINT or SIGTERM cancels it into the recovery path. GitHub's runner sends
+    SIGINT, then SIGTERM 7.5 s later: the first starts the recovery, later ones must not interrupt it."""
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, lambda: None if task.cancelling() else task.cancel())
+    report = await deployer.run()
+    deployer.out.finish(report)
+    return report
+
+
+async def host_status(config: Config) -> dict[str, object]:
+    """What runs on the host: the live color per nginx, .active_env, each stack's containers, the last deploys."""
+    remote = await Remote.connect(config)
+    try:
+        proxy = Nginx(remote, config.nginx_container, config.upstream_target_path)
+        await proxy.check_available()
+        journal = posixpath.join(config.app_path(STATE_DIR), "journal.jsonl")
+        reads = [commands.read_file(path) for path in (config.upstream_path("blue"), config.upstream_path("green"), config.app_path(".active_env"))]
+        reads += [commands.app_containers(config.app_dir), ["tail", "-n", "5", journal]]
+        dump, (blue, green, active_env, listing, recent) = await asyncio.gather(proxy.dump(), asyncio.gather(*(remote.run(argv, check=False) for argv in reads)))
+    finally:
+        await remote.close()
+    containers = parse_containers(listing.stdout)
+    return {
+        "live-color": live_color(dump, {"blue": blue.stdout, "green": green.stdout}) or "",
+        "active-env": active_env.stdout.strip(),
+        "containers": {
+            stack: sorted(f"{c.name} ({'running' if c.running else 'stopped'})" for c in foreign(containers, file, project=""))
+            for stack, file in (("base", config.app_path(config.base_compose_file) if config.base_compose_file else ""), ("blue", config.compose_path("blue")), ("green", config.compose_path("green")))
+            if file
+        },
+        "recent-deploys": [e for e in map(_json, reversed(recent.stdout.splitlines())) if e],
+    }
 
 
 def _json(line: str) -> dict[str, object]:

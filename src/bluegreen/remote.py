@@ -142,7 +142,7 @@ class Remote:
 
     async def run(self, argv: Sequence[str], *, input: str | None = None, timeout: int = DEFAULT_COMMAND_TIMEOUT, check: bool = True) -> Result:
         try:
-            done = await self.conn.run(shell_line(argv, timeout), input=input, timeout=timeout + 15)
+            done = await self.conn.run(shell_line(argv, timeout, tied=input is None), input=input, timeout=timeout + 15)
         except asyncssh.TimeoutError:
             raise CommandFailed(argv, 124, "", f"timed out after {timeout}s") from None
         except (asyncssh.Error, OSError) as err:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import secrets
 import sys
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TextIO
 
 import github_action_utils as gha
 
@@ -106,12 +108,10 @@ class Report:
 
 
 class Reporter:
-    """Writes workflow commands to stdout and files under GITHUB_*; masks secrets first."""
+    """Where a deploy reports to. Every text passes `scrub`, so secrets never get out."""
 
     def __init__(self, secret_values: Iterable[str]) -> None:
         self.secrets = sorted({s for s in secret_values if s}, key=len, reverse=True)
-        for value in self.secrets:
-            gha.add_mask(value)
 
     def scrub(self, text: str) -> str:
         for value in self.secrets:
@@ -120,6 +120,37 @@ class Reporter:
 
     def info(self, message: str) -> None:
         print(self.scrub(message), flush=True)
+
+    @contextmanager
+    def group(self, title: str) -> Iterator[None]:
+        yield
+
+    def step_done(self, step: StepRecord) -> None:
+        detail = f" ({step.detail})" if step.detail else ""
+        self.info(f"{step.title}: {step.status} in {step.seconds:.1f}s{detail}")
+
+    def host_output(self, label: str, text: str) -> None:
+        if text.strip():
+            self.info(f"{label}:\n{text.rstrip()}")
+
+    def warning(self, message: str, title: str) -> None:
+        self.info(f"warning: {title}: {message}")
+
+    def error(self, message: str, title: str) -> None:
+        self.info(f"error: {title}: {message}")
+
+    def finish(self, report: Report) -> None:
+        self.info(report.summary_markdown())
+
+
+class GitHubReporter(Reporter):
+    """Workflow commands on stdout (masks first), outputs to GITHUB_OUTPUT, the job summary to GITHUB_STEP_SUMMARY."""
+
+    def __init__(self, secret_values: Iterable[str]) -> None:
+        super().__init__(secret_values)
+        for value in self.secrets:
+            gha.add_mask(value)
+        sys.stdout.flush()
 
     @contextmanager
     def group(self, title: str) -> Iterator[None]:
@@ -156,4 +187,72 @@ class Reporter:
         if os.environ.get("GITHUB_STEP_SUMMARY"):
             gha.append_job_summary(summary)
         else:
-            print(summary)
+            print(summary, flush=True)
+
+
+class ConsoleReporter(Reporter):
+    """For the CLI: on a terminal, a step list with a spinner and durations; plain lines otherwise."""
+
+    FRAMES = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
+
+    def __init__(self, secret_values: Iterable[str], stream: TextIO | None = None) -> None:
+        super().__init__(secret_values)
+        self.stream = stream or sys.stdout
+        self.tty = self.stream.isatty()
+        self._lock = threading.Lock()
+        self._spinning = ""
+
+    def _write(self, text: str) -> None:
+        with self._lock:
+            if self._spinning:
+                self.stream.write("\r\033[2K")
+            self.stream.write(self.scrub(text) + "\n")
+            self.stream.flush()
+
+    def info(self, message: str) -> None:
+        self._write(("  " if self.tty else "") + message)
+
+    @contextmanager
+    def group(self, title: str) -> Iterator[None]:
+        if not self.tty:
+            yield
+            return
+        done = threading.Event()
+
+        def spin() -> None:
+            frame = 0
+            while not done.wait(0.1):
+                with self._lock:
+                    self.stream.write(f"\r\033[2K{self.FRAMES[frame % len(self.FRAMES)]} {self.scrub(title)}")
+                    self.stream.flush()
+                frame += 1
+
+        self._spinning = title
+        spinner = threading.Thread(target=spin, daemon=True)
+        spinner.start()
+        try:
+            yield
+        finally:
+            done.set()
+            spinner.join()
+            with self._lock:
+                self.stream.write("\r\033[2K")
+            self._spinning = ""
+
+    def step_done(self, step: StepRecord) -> None:
+        if not self.tty:
+            super().step_done(step)
+            return
+        mark = {"ok": "\033[32m✓\033[0m", "failed": "\033[31m✗\033[0m"}.get(step.status, "·")
+        detail = f" \033[2m({step.detail})\033[0m" if step.detail else ""
+        self._write(f"{mark} {step.title}{detail} \033[2m{step.seconds:.1f}s\033[0m")
+
+    def finish(self, report: Report) -> None:
+        self._write("")
+        self._write(report.headline().lstrip("# "))
+        if not report.ok:
+            self._write(f"cause: {report.error}" + (f"\nfix:   {report.fix}" if report.fix else ""))
+            for item in report.restored:
+                self._write(f"restored: {item}")
+        for name, value in report.outputs().items():
+            self._write(f"{name}={value}")

@@ -18,6 +18,12 @@ def test_shell_line_adds_a_host_side_timeout() -> None:
     assert shlex.split(commands.shell_line(["cat", "x; rm -rf /"], 30)) == ["timeout", "--kill-after=5", "30", "cat", "x; rm -rf /"]
 
 
+def test_tied_commands_keep_their_argv_intact() -> None:
+    line = shlex.split(commands.shell_line(["echo", "$(id)", "a b"], 5, tied=True))
+    assert line[:3] == ["sh", "-c", commands.TIED_TO_SESSION_SCRIPT]
+    assert line[3:] == ["sh", "timeout", "--kill-after=5", "5", "echo", "$(id)", "a b"]
+
+
 def test_compose_v1_and_v2_argv() -> None:
     v1 = Compose("v1", "app-blue", "/srv/app/docker-compose.blue.yml", "/srv/app")
     v2 = Compose("v2", "app-blue", "/srv/app/docker-compose.blue.yml", "/srv/app")

@@ -1,0 +1,187 @@
+"""Issue 4 end to end: every failure leaves the host serving the previous color, under constant load
+through nginx with 0 failed requests; cancellation, reruns, concurrent deploys, killed runs and a
+killed sshd all end with a consistent host."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+from lab import lab
+
+from .conftest import Load
+from .test_deploy import served
+
+
+def running_colors(app: lab.LabApp) -> set[str]:
+    return {color for color in ("blue", "green") if any(c.status == "running" for c in app.containers(color))}
+
+
+def assert_green_serves_alone(app: lab.LabApp, version: str = "v1") -> None:
+    assert served(app) == {"role": "backend", "color": "green", "version": version}
+    assert running_colors(app) == {"green"}
+    assert (app.app_dir / ".active_env").read_text().strip() == "green"
+
+
+def only_error(run: lab.ActionRun) -> str:
+    (error,) = [line for line in run.stdout.splitlines() if line.startswith("::error")]
+    return error
+
+
+def test_nginx_rejects_the_new_upstream(action_image: str, ssh_host: lab.SshHost, app: lab.LabApp) -> None:
+    app.bootstrap("green")
+    before = (app.app_dir / "nginx/conf.d/upstream.conf").read_text()
+    sha = app.commit("broken blue upstream", {"app/VERSION": "v2\n", "nginx/upstream.blue.conf": "upstream backend { server ; }\n"})
+    with Load(app.public_url("/api/v1/")) as load:
+        run = lab.run_action(lab.lab_inputs(ssh_host, app, sha))
+    assert run.status != 0
+    assert "title=Deploy failed at Switch nginx to blue::nginx -t rejected the config" in only_error(run)
+    assert (app.app_dir / "nginx/conf.d/upstream.conf").read_text() == before
+    assert_green_serves_alone(app)
+    assert run.outputs["switched"] == "false" and run.outputs["rolled-back"] == "false"
+    assert "put back as it was" in run.summary
+    assert load.failures == [] and len(load.statuses) > 10
+
+
+def test_post_switch_failure_switches_back(action_image: str, ssh_host: lab.SshHost, app: lab.LabApp) -> None:
+    """nginx accepts the new upstream, but its frontend points at a dead port: public-url fails after the switch."""
+    app.bootstrap("green")
+    dead = lab.free_port()
+    upstream = (app.work / "nginx/upstream.blue.conf").read_text().replace(f"127.0.0.1:{app.ports['BLUE_FRONTEND']}", f"127.0.0.1:{dead}")
+    sha = app.commit("blue frontend upstream on a dead port", {"app/VERSION": "v2\n", "nginx/upstream.blue.conf": upstream})
+    with Load(app.public_url("/api/v1/")) as load:
+        run = lab.run_action(lab.lab_inputs(ssh_host, app, sha, public_url=app.public_url("/")))
+    assert run.status != 0
+    assert "public-url" in only_error(run) and "did not answer 2xx after the switch" in only_error(run)
+    assert run.outputs["rolled-back"] == "true" and run.outputs["switched"] == "false" and run.outputs["active-color"] == "green"
+    assert_green_serves_alone(app)
+    assert "switched back to green" in run.summary
+    assert load.failures == [] and len(load.statuses) > 10
+
+
+def test_build_failure_and_forged_workflow_commands(action_image: str, ssh_host: lab.SshHost, app: lab.LabApp) -> None:
+    app.bootstrap("green")
+    dockerfile = (app.work / "app/Dockerfile").read_text() + "RUN echo '::error title=forged::from the host' && echo '::set-output name=switched::true' && false\n"
+    sha = app.commit("broken build", {"app/VERSION": "v2\n", "app/Dockerfile": dockerfile})
+    with Load(app.public_url("/api/v1/")) as load:
+        run = lab.run_action(lab.lab_inputs(ssh_host, app, sha))
+    assert run.status != 0
+    assert "title=Deploy failed at Build and start blue" in only_error(run)
+    # The forged lines appear only between ::stop-commands::<token> and ::<token>::.
+    token = ""
+    for line in run.stdout.splitlines():
+        if line.startswith("::stop-commands::"):
+            token = line.split("::")[2]
+        elif token and line == f"::{token}::":
+            token = ""
+        elif "forged" in line or "set-output" in line:
+            assert token, f"host output outside a stop-commands block: {line}"
+    assert "forged" in run.stdout
+    assert_green_serves_alone(app)
+    assert run.outputs["switched"] == "false"
+    assert load.failures == []
+
+
+def test_cancel_during_health_wait_then_rerun(action_image: str, ssh_host: lab.SshHost, app: lab.LabApp) -> None:
+    app.bootstrap("green")
+    broken = app.version("v2", status=503)
+    with Load(app.public_url("/api/v1/")) as load:
+        running = lab.RunningAction(lab.lab_inputs(ssh_host, app, broken, health_timeout="120"))
+        running.wait_for_log("::group::Health-check blue")
+        running.cancel_like_the_runner()
+        run = running.wait()
+        assert run.status != 0
+        assert "cancelled" in only_error(run)
+        assert_green_serves_alone(app)
+        assert run.outputs["switched"] == "false"
+
+        fixed = app.version("v2")
+        rerun = lab.run_action(lab.lab_inputs(ssh_host, app, fixed, health_timeout="30"), {"GITHUB_RUN_ATTEMPT": "2"})
+    assert rerun.status == 0, rerun.log
+    assert served(app)["color"] == "blue" and running_colors(app) == {"blue"}
+    assert load.failures == []
+
+
+def test_cancel_during_drain_then_rerun(action_image: str, ssh_host: lab.SshHost, app: lab.LabApp) -> None:
+    app.bootstrap("green")
+    sha = app.version("v2")
+    answers: list[int] = []
+
+    def long_request() -> None:
+        with lab.urllib_open(app.public_url("/slow?s=15"), timeout=60) as response:
+            answers.append(response.status)
+
+    with Load(app.public_url("/api/v1/")) as load:
+        slow = threading.Thread(target=long_request)
+        slow.start()
+        lab.wait_for(lambda: lab.established(app.ports["GREEN_FRONTEND"]), "the long request to reach green")
+        running = lab.RunningAction(lab.lab_inputs(ssh_host, app, sha, drain_timeout="60"))
+        running.wait_for_log("::group::Drain old nginx workers")
+        running.cancel_like_the_runner()
+        run = running.wait()
+        assert run.status != 0
+        # The switch was made: blue serves, and the host says so.
+        assert served(app)["color"] == "blue"
+        assert (app.app_dir / ".active_env").read_text().strip() == "blue"
+        assert run.outputs["switched"] == "true" and run.outputs["active-color"] == "blue"
+
+        rerun = lab.run_action(lab.lab_inputs(ssh_host, app, sha, drain_timeout="60"), {"GITHUB_RUN_ATTEMPT": "2"})
+        slow.join(60)
+    assert rerun.status == 0, rerun.log
+    assert "already live on blue" in rerun.summary
+    assert running_colors(app) == {"blue"}
+    assert answers == [200]
+    assert load.failures == []
+
+
+def test_two_deploys_at_once(action_image: str, ssh_host: lab.SshHost, app: lab.LabApp) -> None:
+    app.bootstrap("green")
+    first = app.version("v2")
+    second = app.version("v3")
+    with Load(app.public_url("/api/v1/")) as load:
+        runs = [lab.RunningAction(lab.lab_inputs(ssh_host, app, sha)) for sha in (first, second)]
+        results = [r.wait() for r in runs]
+    assert [r.status for r in results] == [0, 0], [r.log for r in results]
+    assert any("waiting for the deploy lock" in r.stdout for r in results)
+    assert len(running_colors(app)) == 1
+    live = served(app)
+    assert live["color"] == (app.app_dir / ".active_env").read_text().strip() == running_colors(app).pop()
+    journal = [json.loads(line) for line in (app.app_dir / ".bluegreen/journal.jsonl").read_text().splitlines()]
+    assert [e["result"] for e in journal] == ["success", "success"]
+    assert live["version"] == {first: "v2", second: "v3"}[journal[-1]["ref"]]
+    assert load.failures == []
+
+
+def test_a_killed_run_leaves_no_blocking_lock(action_image: str, ssh_host: lab.SshHost, app: lab.LabApp) -> None:
+    app.bootstrap("green")
+    sha = app.version("v2")
+    with Load(app.public_url("/api/v1/")) as load:
+        running = lab.RunningAction(lab.lab_inputs(ssh_host, app, sha))
+        running.wait_for_log("::group::Build and start blue")
+        lab.sh("docker", "kill", running.name)
+        running.process.wait(30)
+        rerun = lab.run_action(lab.lab_inputs(ssh_host, app, sha, lock_timeout="30"), {"GITHUB_RUN_ATTEMPT": "2"})
+    assert rerun.status == 0, rerun.log
+    assert served(app) == {"role": "backend", "color": "blue", "version": "v2"}
+    assert running_colors(app) == {"blue"}
+    assert load.failures == []
+
+
+def test_sshd_killed_mid_build(action_image: str, ssh_host: lab.SshHost, app: lab.LabApp) -> None:
+    app.bootstrap("green")
+    sha = app.version("v2")
+    with Load(app.public_url("/api/v1/")) as load:
+        running = lab.RunningAction(lab.lab_inputs(ssh_host, app, sha))
+        running.wait_for_log("::group::Build and start blue")
+        ssh_host.stop()
+        try:
+            run = running.wait()
+        finally:
+            ssh_host.restart()
+        assert run.status != 0
+        assert served(app)["color"] == "green"
+        rerun = lab.run_action(lab.lab_inputs(ssh_host, app, sha), {"GITHUB_RUN_ATTEMPT": "2"})
+    assert rerun.status == 0, rerun.log
+    assert served(app) == {"role": "backend", "color": "blue", "version": "v2"}
+    assert running_colors(app) == {"blue"}
+    assert load.failures == []
