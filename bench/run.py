@@ -11,7 +11,9 @@ after the reload leaves it), and a no-load warm-cache wall time comparison. Prin
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import operator
 import shlex
 import statistics
 import subprocess
@@ -132,7 +134,7 @@ def series(tool: Tool, exit_on_sigterm: bool, deploys: int) -> Row:
                 row.deploys += 1
                 row.deploy_failures += not ok
                 if ok:
-                    lab.wait_for(lambda v=version: v in load.counts.first_seen, f"{version} to be served", 10)  # type: ignore[misc]
+                    lab.wait_for(functools.partial(operator.contains, load.counts.first_seen, version), f"{version} to be served", 10)
                 if watch.at and version in load.counts.first_seen:
                     row.switches.append(load.counts.first_seen[version] - watch.at)
         row.counts = load.counts
@@ -147,7 +149,7 @@ def drift(tool: Tool) -> Row:
     row = Row(tool.name, "drift: died after reload")
     app = new_app(False)
     try:
-        lab.as_deploy("docker-compose", "--file", "docker-compose.blue.yml", "up", "-d", "--build", cwd=app.app_dir)
+        lab.as_deploy(*lab.compose_command(), "--file", "docker-compose.blue.yml", "up", "-d", "--build", cwd=app.app_dir)
         app.wait_ready("blue")
         (app.app_dir / "nginx/conf.d/upstream.conf").write_text((app.app_dir / "nginx/upstream.blue.conf").read_text())
         app.nginx("-s", "reload")

@@ -8,8 +8,10 @@ lab/images/build.sh. All traffic stays on 127.0.0.1.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import pwd
+import re
 import secrets
 import shutil
 import signal
@@ -82,6 +84,13 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = 15) -> N
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.05)
+
+
+@functools.cache
+def compose_command() -> tuple[str, ...]:
+    """Compose as the lab host has it: v2 (the docker CLI plugin) if present, else v1."""
+    v2 = subprocess.run(["docker", "compose", "version"], capture_output=True)
+    return ("docker", "compose") if v2.returncode == 0 else ("docker-compose",)
 
 
 def ensure_deploy_user() -> None:
@@ -242,7 +251,7 @@ class LabApp:
 
     def compose(self, stack: str, *args: str) -> str:
         file = self.app_dir / f"docker-compose.{stack}.yml"
-        return as_deploy("docker-compose", "--project-name", f"{self.name}-{stack}", "--project-directory", self.app_dir, "--file", file, *args)
+        return as_deploy(*compose_command(), "--project-name", f"{self.name}-{stack}", "--project-directory", self.app_dir, "--file", file, *args)
 
     def bootstrap(self, color: str = "green") -> None:
         """Bring the host to 'color live', the way the seed's script leaves it."""
@@ -266,7 +275,7 @@ class LabApp:
         """'color' live the way the seed's script leaves a host: one directory-named project for all three files."""
         self.write_live(color)
         for stack in ("base", color):
-            as_deploy("docker-compose", "--file", f"docker-compose.{stack}.yml", "up", "-d", "--build", cwd=self.app_dir)
+            as_deploy(*compose_command(), "--file", f"docker-compose.{stack}.yml", "up", "-d", "--build", cwd=self.app_dir)
         self.wait_ready(color)
 
     def pull(self) -> None:
@@ -439,9 +448,11 @@ class RunningAction:
     def output(self) -> str:
         return self.stdout_path.read_text()
 
-    def wait_for_log(self, text: str, timeout: float = 120) -> None:
-        wait_for(lambda: text in self.output() or self.process.poll() is not None, f"{text!r} in the action's log", timeout)
-        assert text in self.output(), self.output()
+    def wait_for_step(self, title: str, timeout: float = 120) -> None:
+        """Until the action opens the log group of a step (`::group::` or `::group ::`, as the runner reads both)."""
+        pattern = re.compile(rf"^::group ?::{re.escape(title)}", re.MULTILINE)
+        wait_for(lambda: bool(pattern.search(self.output())) or self.process.poll() is not None, f"step {title!r} in the action's log", timeout)
+        assert pattern.search(self.output()), self.output()
 
     def cancel_like_the_runner(self) -> None:
         """GitHub's cancellation: SIGINT to `docker run`, SIGTERM 7.5 s later, a kill 2.5 s after that."""

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from lab import lab
 
 from .conftest import Load
 
 
-def started_at(container: object) -> str:
-    container.reload()  # type: ignore[attr-defined]
-    return str(container.attrs["State"]["StartedAt"])  # type: ignore[attr-defined]
+def started_at(container: Any) -> str:
+    container.reload()
+    return str(container.attrs["State"]["StartedAt"])
 
 
 def served(app: lab.LabApp) -> dict[str, str]:
@@ -32,7 +33,7 @@ def test_green_v1_live_deploys_v2_to_blue_then_back_to_green(action_image: str, 
     assert run.status == 0, run.log
     assert served(app) == {"role": "backend", "color": "blue", "version": "v2"}
     assert app.containers("green") == []
-    assert {c.name for c in app.containers("blue") if c.status == "running"} == {f"{app.name}-blue_backend_blue_1", f"{app.name}-blue_frontend_blue_1"}
+    assert {c.labels["com.docker.compose.service"] for c in app.containers("blue") if c.status == "running"} == {"backend_blue", "frontend_blue"}
     assert {c.name: started_at(c) for c in app.containers("base")} == base_before
     assert (app.app_dir / ".active_env").read_text().strip() == "blue"
     assert run.outputs == {"active-color": "blue", "previous-color": "green", "deployed-ref": sha, "switched": "true", "rolled-back": "false"}

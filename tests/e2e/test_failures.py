@@ -5,6 +5,7 @@ killed sshd all end with a consistent host."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 
 from lab import lab
@@ -70,8 +71,8 @@ def test_build_failure_and_forged_workflow_commands(action_image: str, ssh_host:
     # The forged lines appear only between ::stop-commands::<token> and ::<token>::.
     token = ""
     for line in run.stdout.splitlines():
-        if line.startswith("::stop-commands::"):
-            token = line.split("::")[2]
+        if re.match(r"^::stop-commands ?::", line):
+            token = line.rsplit("::", 1)[1]
         elif token and line == f"::{token}::":
             token = ""
         elif "forged" in line or "set-output" in line:
@@ -87,7 +88,7 @@ def test_cancel_during_health_wait_then_rerun(action_image: str, ssh_host: lab.S
     broken = app.version("v2", status=503)
     with Load(app.public_url("/api/v1/")) as load:
         running = lab.RunningAction(lab.lab_inputs(ssh_host, app, broken, health_timeout="120"))
-        running.wait_for_log("::group::Health-check blue")
+        running.wait_for_step("Health-check blue")
         running.cancel_like_the_runner()
         run = running.wait()
         assert run.status != 0
@@ -116,7 +117,7 @@ def test_cancel_during_drain_then_rerun(action_image: str, ssh_host: lab.SshHost
         slow.start()
         lab.wait_for(lambda: lab.established(app.ports["GREEN_FRONTEND"]), "the long request to reach green")
         running = lab.RunningAction(lab.lab_inputs(ssh_host, app, sha, drain_timeout="60"))
-        running.wait_for_log("::group::Drain old nginx workers")
+        running.wait_for_step("Drain old nginx workers")
         running.cancel_like_the_runner()
         run = running.wait()
         assert run.status != 0
@@ -157,7 +158,7 @@ def test_a_killed_run_leaves_no_blocking_lock(action_image: str, ssh_host: lab.S
     sha = app.version("v2")
     with Load(app.public_url("/api/v1/")) as load:
         running = lab.RunningAction(lab.lab_inputs(ssh_host, app, sha))
-        running.wait_for_log("::group::Build and start blue")
+        running.wait_for_step("Build and start blue")
         lab.sh("docker", "kill", running.name)
         running.process.wait(30)
         rerun = lab.run_action(lab.lab_inputs(ssh_host, app, sha, lock_timeout="30"), {"GITHUB_RUN_ATTEMPT": "2"})
@@ -172,7 +173,7 @@ def test_sshd_killed_mid_build(action_image: str, ssh_host: lab.SshHost, app: la
     sha = app.version("v2")
     with Load(app.public_url("/api/v1/")) as load:
         running = lab.RunningAction(lab.lab_inputs(ssh_host, app, sha))
-        running.wait_for_log("::group::Build and start blue")
+        running.wait_for_step("Build and start blue")
         ssh_host.stop()
         try:
             run = running.wait()

@@ -1,0 +1,73 @@
+"""`bluegreen deploy|status`: the action's engine as a command, for any CI or a laptop.
+
+Flags mirror the action's inputs one to one (`--app-dir` for `app-dir`), each falling back to an
+environment variable (`BLUEGREEN_APP_DIR`) and then to the input's default. The same schema
+(`config.INPUTS`, `config.load_config`) validates both; nothing is duplicated."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from .config import INPUTS, ConfigError, load_config, secret_values
+from .deploy import Deployer, RunInfo, deploy_with_signals, host_status
+from .nginx import NginxError
+from .remote import RemoteError
+from .report import ConsoleReporter
+
+
+def env_name(input_name: str) -> str:
+    return "BLUEGREEN_" + input_name.upper().replace("-", "_")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bluegreen", description="Zero-downtime blue-green deploys of a docker-compose app behind nginx, over SSH.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, text in (("deploy", "deploy a ref to the idle color and switch nginx to it"), ("status", "show the live color, the stacks and the last deploys")):
+        sub = commands.add_parser(name, help=text, description=text)
+        for spec in INPUTS:
+            default = "required" if spec.required else f"default {spec.default!r}"
+            sub.add_argument(f"--{spec.name}", dest=spec.name, metavar="VALUE", help=f"{spec.description} [env {env_name(spec.name)}; {default}]")
+        sub.add_argument("--key-file", metavar="PATH", help="read the private key from this file instead of --key (it stays in memory)")
+    return parser
+
+
+def raw_inputs(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[str, str]:
+    values = vars(args)
+    raw = {}
+    for spec in INPUTS:
+        value = values.get(spec.name)
+        raw[spec.name] = value if value is not None else environ.get(env_name(spec.name), spec.default)
+    if args.key_file:
+        raw["key"] = Path(args.key_file).read_text()
+    return raw
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    raw = raw_inputs(args, os.environ)
+    out = ConsoleReporter(secret_values(raw))
+    try:
+        config = load_config(raw, for_deploy=args.command == "deploy")
+    except ConfigError as err:
+        out.error(str(err).replace("input '", "--", 1).replace("':", ":", 1), "invalid option")
+        return 2
+    if args.command == "status":
+        try:
+            status = asyncio.run(host_status(config))
+        except (RemoteError, NginxError) as err:
+            out.error(str(err), "status")
+            return 1
+        print(json.dumps(status, indent=2))
+        return 0
+    report = asyncio.run(deploy_with_signals(Deployer(config, out, RunInfo.from_env(os.environ))))
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

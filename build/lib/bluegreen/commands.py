@@ -1,0 +1,193 @@
+"""Pure command builders: each returns an argv list (or the shell line that runs it). No I/O here.
+
+Every remote command is an argv; `shell_line` quotes it with shlex so that no value ever reaches the
+remote shell unquoted, and wraps it in `timeout` so the host itself enforces the time limit.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+Argv = list[str]
+ComposeVariant = Literal["v2", "v1"]
+
+# Lists nginx processes as "pid ppid title" lines by reading /proc, so it works in any nginx image
+# (no ps needed). A constant: no input is ever interpolated into it.
+NGINX_PROCESSES_SCRIPT = (
+    "for d in /proc/[0-9]*; do "
+    't=$(tr "\\000" " " < "$d/cmdline" 2>/dev/null) || continue; '
+    'case "$t" in "nginx: "*) '
+    'p=$(sed -n "s/^PPid:[[:space:]]*//p" "$d/status" 2>/dev/null); '
+    'echo "${d#/proc/} $p $t";; esac; done'
+)
+
+
+# Runs "$@" but kills it when the SSH session goes away: the session's stdin (kept on fd 3, since a
+# background job's stdin is /dev/null) reaches EOF only when the channel closes. Without this, a
+# command whose runner was killed would go on running on the host. The watcher holds no output
+# pipe, so it never keeps the channel open. A constant: inputs go in "$@".
+TIED_TO_SESSION_SCRIPT = 'exec 3<&0; "$@" & c=$!; (cat <&3; kill -TERM "$c") >/dev/null 2>&1 & w=$!; wait "$c"; s=$?; kill "$w" 2>/dev/null; exit "$s"'
+
+
+def shell_line(argv: Sequence[str], timeout: int | None = None, tied: bool = False) -> str:
+    """The quoted command line for an SSH exec request: with a host-side timeout, and, if `tied`
+    (only for commands that take no stdin), killed when the session ends."""
+    if timeout is not None:
+        argv = ["timeout", "--kill-after=5", str(timeout), *argv]
+    if tied:
+        argv = ["sh", "-c", TIED_TO_SESSION_SCRIPT, "sh", *argv]
+    return shlex.join(argv)
+
+
+def docker_server_version() -> Argv:
+    """Fails unless the deploy user can reach dockerd (docker group)."""
+    return ["docker", "version", "--format", "{{.Server.Version}}"]
+
+
+def compose_detect(variant: ComposeVariant) -> Argv:
+    """Succeeds if the host has this Compose. v1 is looked up rather than run: starting its Python
+    takes a third of a second, on every deploy."""
+    return ["docker", "compose", "version"] if variant == "v2" else ["sh", "-c", "command -v docker-compose"]
+
+
+@dataclass(frozen=True)
+class Compose:
+    """Compose commands for one project, for the variant detected on the host."""
+
+    variant: ComposeVariant
+    project: str
+    file: str
+    project_dir: str
+
+    def _base(self) -> Argv:
+        head = ["docker", "compose"] if self.variant == "v2" else ["docker-compose"]
+        return [*head, "--project-name", self.project, "--project-directory", self.project_dir, "--file", self.file]
+
+    def up_base(self) -> Argv:
+        """Shared infrastructure: create what is missing, never recreate what runs."""
+        return [*self._base(), "up", "--detach", "--no-recreate"]
+
+    def up_color(self) -> Argv:
+        argv = [*self._base(), "up", "--detach", "--build", "--force-recreate", "--remove-orphans"]
+        if self.variant == "v2":
+            argv.append("--wait")
+        return argv
+
+    def down(self, stop_timeout: int) -> Argv:
+        return [*self._base(), "down", "--remove-orphans", "--timeout", str(stop_timeout)]
+
+    def logs(self, tail: int) -> Argv:
+        return [*self._base(), "logs", "--no-color", "--tail", str(tail)]
+
+
+def git_is_checkout(app_dir: str) -> Argv:
+    return ["git", "-C", app_dir, "rev-parse", "--is-inside-work-tree"]
+
+
+def git_fetch(app_dir: str) -> Argv:
+    return ["git", "-C", app_dir, "fetch", "--quiet", "--force", "--tags", "origin", "+refs/heads/*:refs/remotes/origin/*"]
+
+
+def git_fetch_ref(app_dir: str, ref: str) -> Argv:
+    return ["git", "-C", app_dir, "fetch", "--quiet", "origin", ref]
+
+
+def git_resolve(app_dir: str, candidate: str) -> Argv:
+    return ["git", "-C", app_dir, "rev-parse", "--verify", "--quiet", candidate + "^{commit}"]
+
+
+def ref_candidates(ref: str) -> list[str]:
+    """Names to try, in order, for a ref after a fetch: the ref itself (a SHA or tag), then the remote branch."""
+    return [ref, f"refs/remotes/origin/{ref}", "FETCH_HEAD"]
+
+
+def git_checkout(app_dir: str, sha: str) -> Argv:
+    return ["git", "-C", app_dir, "checkout", "--quiet", "--force", "--detach", sha]
+
+
+def git_has_file(app_dir: str, sha: str, path: str) -> Argv:
+    """Succeeds if the commit has `path` (relative to app-dir)."""
+    return ["git", "-C", app_dir, "cat-file", "-e", f"{sha}:./{path}"]
+
+
+def read_file(path: str) -> Argv:
+    return ["cat", "--", path]
+
+
+def write_file(path: str) -> Argv:
+    """Write stdin into `path` in place: same inode, so a single-file bind mount sees the change."""
+    return ["tee", "--", path]
+
+
+def append_file(path: str) -> Argv:
+    return ["tee", "-a", "--", path]
+
+
+def nginx(container: str, *args: str) -> Argv:
+    if container:
+        return ["docker", "exec", container, "nginx", *args]
+    return ["nginx", *args]
+
+
+def nginx_processes(container: str) -> Argv:
+    argv = ["sh", "-c", NGINX_PROCESSES_SCRIPT]
+    return ["docker", "exec", container, *argv] if container else argv
+
+
+def container_exists(container: str) -> Argv:
+    return ["docker", "inspect", "--type", "container", "--format", "{{.State.Running}}", container]
+
+
+def probe_url(url: str, timeout: int) -> Argv:
+    """Probe a URL from the host itself (the fallback when the host refuses port forwarding)."""
+    return ["curl", "--silent", "--output", "/dev/null", "--write-out", "%{http_code}", "--max-time", str(timeout), "--", url]
+
+
+def make_dirs(path: str) -> Argv:
+    return ["mkdir", "-p", "--", path]
+
+
+def hold_lock(lock_file: str) -> Argv:
+    """Take an exclusive flock on the host and hold it while stdin stays open.
+
+    Prints `locked` once held; exits 1 at once if another deploy holds it. The kernel drops the lock
+    when the process ends: at release, when the SSH session dies, or at the host-side timeout."""
+    return ["flock", "--nonblock", "--conflict-exit-code", "1", lock_file, "sh", "-c", "echo locked; exec cat >/dev/null"]
+
+
+# Containers that compose made from files in app-dir, under any project: how hosts set up by the
+# seed's script (one directory-named project, fixed container_name) are found and adopted.
+CONTAINER_FORMAT = "\t".join(
+    [
+        "{{.ID}}",
+        "{{.Names}}",
+        "{{.Status}}",
+        '{{.Label "com.docker.compose.project"}}',
+        '{{.Label "com.docker.compose.service"}}',
+        '{{.Label "com.docker.compose.project.config_files"}}',
+    ]
+)
+
+
+def app_containers(app_dir: str) -> Argv:
+    return ["docker", "ps", "--all", "--no-trunc", "--filter", f"label=com.docker.compose.project.working_dir={app_dir}", "--format", CONTAINER_FORMAT]
+
+
+def stop_containers(ids: list[str], stop_timeout: int) -> Argv:
+    return ["docker", "stop", "--time", str(stop_timeout), *ids]
+
+
+def remove_containers(ids: list[str]) -> Argv:
+    return ["docker", "rm", "--force", *ids]
+
+
+def path_exists(path: str) -> Argv:
+    return ["test", "-e", path]
+
+
+def move(source: str, destination: str) -> Argv:
+    """rename(2): the inode moves with the name."""
+    return ["mv", "-f", "--", source, destination]

@@ -1,0 +1,325 @@
+"""The one configuration schema: every input is declared, defaulted, validated and documented here.
+
+`INPUTS` is the source of truth for `action.yml` and the README's input table (a test keeps them in
+sync). `load_config` turns raw values (from `INPUT_*` variables) into a validated `Config`, or raises
+`ConfigError` naming the input and the fix. Nothing here touches the network or the host.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import posixpath
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import urlsplit
+
+Color = Literal["blue", "green"]
+COLORS: tuple[Color, Color] = ("blue", "green")
+
+
+def other_color(color: Color) -> Color:
+    return "green" if color == "blue" else "blue"
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    name: str
+    description: str
+    default: str = ""
+    required: bool = False
+
+
+INPUTS: tuple[InputSpec, ...] = (
+    InputSpec("host", "SSH host (name or IP address) of the server to deploy to.", required=True),
+    InputSpec("port", "SSH port.", "22"),
+    InputSpec("username", "SSH user; a member of the docker group, root is not needed.", required=True),
+    InputSpec("key", "Private key (OpenSSH, PEM or PKCS#8 text). Parsed in memory, never written to disk.", required=True),
+    InputSpec("passphrase", "Passphrase of an encrypted key.", ""),
+    InputSpec("known-hosts", "known_hosts lines for the host (e.g. the output of ssh-keyscan). This or fingerprint is required.", ""),
+    InputSpec("fingerprint", "One or more SHA256:... host key fingerprints, newline or comma separated. This or known-hosts is required.", ""),
+    InputSpec("insecure-skip-host-key-check", "Set to true to connect without checking the host key (a warning is shown on every run).", "false"),
+    InputSpec("app-dir", "Absolute path of the app's git checkout on the host.", required=True),
+    InputSpec("ref", "Commit, branch or tag to deploy; fetched and checked out exactly. Empty means the run's GITHUB_SHA.", ""),
+    InputSpec("project-name", "Compose project prefix; stacks run as <name>-base, <name>-blue and <name>-green. Empty means the app-dir's folder name.", ""),
+    InputSpec("base-compose-file", "Compose file of shared infrastructure, relative to app-dir; brought up with --no-recreate, never restarted. Empty means none.", "docker-compose.base.yml"),
+    InputSpec("compose-file", "Per-color compose file, relative to app-dir; {color} becomes blue or green.", "docker-compose.{color}.yml"),
+    InputSpec("blue-health-urls", "URLs of the blue stack as seen from the host, newline or space separated; all must answer 2xx.", required=True),
+    InputSpec("green-health-urls", "URLs of the green stack as seen from the host, newline or space separated; all must answer 2xx.", required=True),
+    InputSpec("health-timeout", "Seconds to wait for every health URL to answer 2xx.", "60"),
+    InputSpec("health-interval", "Seconds between health probes.", "2"),
+    InputSpec("upstream-file", "Per-color nginx upstream file, relative to app-dir; {color} becomes blue or green.", "nginx/upstream.{color}.conf"),
+    InputSpec("upstream-target", "The upstream file nginx includes, relative to app-dir or absolute. Written in place (inode kept).", "nginx/conf.d/upstream.conf"),
+    InputSpec("nginx-container", "Name of the nginx container; nginx commands then run through docker exec. Empty means nginx runs on the host.", ""),
+    InputSpec("public-url", "If set, checked through nginx after the switch; a non-2xx answer switches back.", ""),
+    InputSpec("drain-timeout", "Seconds to wait for old nginx workers to finish in-flight requests before the old color is stopped.", "30"),
+    InputSpec("lock-timeout", "Seconds to wait for another deploy of the same app-dir to finish.", "600"),
+)
+
+_SPEC = {spec.name: spec for spec in INPUTS}
+
+
+class ConfigError(ValueError):
+    """A bad input: names the input, what is wrong, and how to fix it."""
+
+    def __init__(self, name: str, problem: str, fix: str) -> None:
+        self.input = name
+        self.problem = problem
+        self.fix = fix
+        super().__init__(f"input '{name}': {problem}. Fix: {fix}")
+
+
+@dataclass(frozen=True)
+class Config:
+    host: str
+    port: int
+    username: str
+    key: str
+    passphrase: str
+    known_hosts: str
+    fingerprints: tuple[str, ...]
+    insecure_skip_host_key_check: bool
+    app_dir: str
+    ref: str
+    project_name: str
+    base_compose_file: str
+    compose_file: str
+    health_urls: Mapping[Color, tuple[str, ...]]
+    health_timeout: int
+    health_interval: int
+    upstream_file: str
+    upstream_target: str
+    nginx_container: str
+    public_url: str
+    drain_timeout: int
+    lock_timeout: int
+
+    def app_path(self, relative: str) -> str:
+        """An input path as an absolute path on the host."""
+        return posixpath.join(self.app_dir, relative)
+
+    def compose_path(self, color: Color) -> str:
+        return self.app_path(self.compose_file.replace("{color}", color))
+
+    def upstream_path(self, color: Color) -> str:
+        return self.app_path(self.upstream_file.replace("{color}", color))
+
+    @property
+    def upstream_target_path(self) -> str:
+        return self.app_path(self.upstream_target)
+
+    def project(self, stack: str) -> str:
+        return f"{self.project_name}-{stack}"
+
+
+def secret_values(raw: Mapping[str, str]) -> list[str]:
+    """Values that must never appear in logs: each body line of the key, and the passphrase.
+
+    Taken from the raw inputs, so they are masked before validation prints anything."""
+    lines = [line.strip() for line in raw.get("key", "").splitlines()]
+    values = [line for line in lines if line and not line.startswith("-----")]
+    if raw.get("passphrase", ""):
+        values.append(raw["passphrase"])
+    return values
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_PATH_CHARS = re.compile(r"^[A-Za-z0-9._/@+{}-]+$")
+_URL_BAD = re.compile(r"[\s\"'<>\\^`{|}]")
+_HOST = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
+_USER = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$")
+_FINGERPRINT = re.compile(r"^SHA256:[A-Za-z0-9+/]{43}=?$")
+_REF = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._/+-]{0,254}$")
+_PROJECT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+_CONTAINER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_TRUE = {"true", "yes", "1", "on"}
+_FALSE = {"false", "no", "0", "off", ""}
+
+
+def _host(value: str) -> str:
+    candidate = value[1:-1] if value.startswith("[") and value.endswith("]") else value
+    try:
+        return str(ipaddress.ip_address(candidate))
+    except ValueError:
+        pass
+    if not _HOST.match(value) or ".." in value:
+        raise ConfigError("host", f"{value!r} is not a host name or IP address", "give a DNS name like deploy.example.com or an address like 203.0.113.7, without user@ or :port")
+    return value
+
+
+def _int(name: str, value: str, low: int, high: int) -> int:
+    if not re.fullmatch(r"[0-9]{1,9}", value):
+        raise ConfigError(name, f"{value!r} is not a whole number", f"give a number from {low} to {high}")
+    number = int(value)
+    if not low <= number <= high:
+        raise ConfigError(name, f"{number} is out of range", f"give a number from {low} to {high}")
+    return number
+
+
+def _bool(name: str, value: str) -> bool:
+    lowered = value.lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ConfigError(name, f"{value!r} is not a boolean", "use true or false")
+
+
+def _relative_path(name: str, value: str, *, need_color: bool = False, allow_absolute: bool = False) -> str:
+    if not value:
+        raise ConfigError(name, "is empty", f"give a path relative to app-dir, e.g. {_SPEC[name].default}")
+    if _CONTROL.search(value):
+        raise ConfigError(name, "contains a control character or newline", "give a single-line path")
+    if value.startswith("-"):
+        raise ConfigError(name, f"{value!r} starts with '-'", "give a path that does not start with '-'")
+    if not _PATH_CHARS.match(value):
+        raise ConfigError(name, f"{value!r} has characters other than letters, digits and . _ / @ + -", "rename the file, or give a path without spaces or shell characters")
+    if value.startswith("/") and not allow_absolute:
+        raise ConfigError(name, f"{value!r} is absolute", "give a path relative to app-dir")
+    if ".." in value.split("/"):
+        raise ConfigError(name, f"{value!r} contains '..'", "give a path inside app-dir without '..'")
+    if need_color and "{color}" not in value:
+        raise ConfigError(name, f"{value!r} has no {{color}} placeholder", "put {color} where blue or green goes, e.g. " + _SPEC[name].default)
+    stripped = value.replace("{color}", "")
+    if "{" in stripped or "}" in stripped:
+        raise ConfigError(name, f"{value!r} has a placeholder other than {{color}}", "use only {color}")
+    return posixpath.normpath(value)
+
+
+def _app_dir(value: str) -> str:
+    if not value:
+        raise ConfigError("app-dir", "is required", "give the absolute path of the app's git checkout on the host, e.g. /srv/app")
+    if _CONTROL.search(value):
+        raise ConfigError("app-dir", "contains a control character or newline", "give a single-line absolute path")
+    if not value.startswith("/"):
+        raise ConfigError("app-dir", f"{value!r} is not absolute", "give an absolute path, e.g. /srv/app")
+    if not _PATH_CHARS.match(value) or "{" in value or "}" in value:
+        raise ConfigError("app-dir", f"{value!r} has characters other than letters, digits and . _ / @ + -", "give the path without spaces or shell characters")
+    if ".." in value.split("/"):
+        raise ConfigError("app-dir", f"{value!r} contains '..'", "give the path without '..'")
+    normal = posixpath.normpath(value)
+    if normal == "/":
+        raise ConfigError("app-dir", "is the root directory", "give the app's own directory, e.g. /srv/app")
+    return normal
+
+
+def _url(name: str, value: str) -> str:
+    if _CONTROL.search(value) or _URL_BAD.search(value):
+        raise ConfigError(name, f"{value!r} has whitespace, quotes or other characters a URL cannot hold", "give one URL per line, percent-encoding special characters")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(name, f"{value!r} is not an http(s) URL", "give a URL like http://127.0.0.1:8001/health")
+    if parts.username or parts.password:
+        raise ConfigError(name, f"{value!r} carries credentials", "remove user:password@ from the URL")
+    try:
+        _ = parts.port
+    except ValueError:
+        raise ConfigError(name, f"{value!r} has an invalid port", "give a port from 1 to 65535") from None
+    return value
+
+
+def _urls(name: str, value: str, required: bool = True) -> tuple[str, ...]:
+    urls = tuple(_url(name, item) for item in value.split())
+    if not urls and required:
+        raise ConfigError(name, "is required", "give at least one URL, e.g. http://127.0.0.1:8001/health")
+    return urls
+
+
+def _fingerprints(value: str) -> tuple[str, ...]:
+    items = [item.strip() for item in re.split(r"[,\n]", value) if item.strip()]
+    for item in items:
+        if not _FINGERPRINT.match(item):
+            raise ConfigError("fingerprint", f"{item!r} is not a SHA256 host key fingerprint", "give SHA256:<43 base64 characters>, as printed by ssh-keygen -lf on the host key")
+    return tuple(item.rstrip("=") for item in items)
+
+
+def _project_from_dir(app_dir: str) -> str:
+    name = re.sub(r"[^a-z0-9_-]+", "-", posixpath.basename(app_dir).lower()).strip("-_")
+    return name[:63] or "app"
+
+
+# Inputs only a deploy needs; `bluegreen status` runs without them.
+DEPLOY_ONLY = ("ref", "blue-health-urls", "green-health-urls")
+
+
+def load_config(raw: Mapping[str, str], *, for_deploy: bool = True) -> Config:
+    """Validate raw input values (keyed by input name) into a Config. Unknown keys are ignored."""
+
+    def get(name: str) -> str:
+        spec = _SPEC[name]
+        value = raw.get(name, "")
+        value = value if name == "key" else value.strip()
+        if not value:
+            if not for_deploy and name in DEPLOY_ONLY:
+                return ""
+            if spec.required:
+                raise ConfigError(name, "is required", f"set '{name}' in the step's with: block")
+            return spec.default
+        return value
+
+    app_dir = _app_dir(get("app-dir"))
+    username = get("username")
+    if not _USER.match(username):
+        raise ConfigError("username", f"{username!r} is not a valid user name", "give the login name of the deploy user, e.g. deploy")
+    known_hosts = get("known-hosts")
+    fingerprints = _fingerprints(get("fingerprint"))
+    insecure = _bool("insecure-skip-host-key-check", get("insecure-skip-host-key-check"))
+    if not known_hosts and not fingerprints and not insecure:
+        raise ConfigError("known-hosts", "neither known-hosts nor fingerprint is set", "pin the host key: set known-hosts to the output of 'ssh-keyscan -p PORT HOST' or fingerprint to 'SHA256:...'")
+    ref = get("ref")
+    if not ref and for_deploy:
+        raise ConfigError("ref", "is empty and GITHUB_SHA is not set", "set ref to a commit, branch or tag")
+    if ref and (not _REF.match(ref) or ".." in ref or "@{" in ref or ref.endswith((".lock", "/", "."))):
+        raise ConfigError("ref", f"{ref!r} is not a valid git ref or commit", "give a commit SHA, a branch or a tag name")
+    project = get("project-name") or _project_from_dir(app_dir)
+    if not _PROJECT.match(project):
+        raise ConfigError("project-name", f"{project!r} is not a valid compose project name", "use lower-case letters, digits, '-' and '_', starting with a letter or digit")
+    base = raw.get("base-compose-file", _SPEC["base-compose-file"].default).strip()
+    nginx_container = get("nginx-container")
+    if nginx_container and not _CONTAINER.match(nginx_container):
+        raise ConfigError("nginx-container", f"{nginx_container!r} is not a container name", "give the name shown by 'docker ps', e.g. app_nginx_1")
+    public_url = get("public-url")
+    health_timeout = _int("health-timeout", get("health-timeout"), 1, 3600)
+    health_interval = _int("health-interval", get("health-interval"), 1, 600)
+    if health_interval > health_timeout:
+        raise ConfigError("health-interval", f"{health_interval}s is longer than health-timeout ({health_timeout}s)", "make health-interval at most health-timeout")
+    return Config(
+        host=_host(get("host")),
+        port=_int("port", get("port"), 1, 65535),
+        username=username,
+        key=get("key"),
+        passphrase=raw.get("passphrase", ""),
+        known_hosts=known_hosts,
+        fingerprints=fingerprints,
+        insecure_skip_host_key_check=insecure,
+        app_dir=app_dir,
+        ref=ref,
+        project_name=project,
+        base_compose_file=_relative_path("base-compose-file", base) if base else "",
+        compose_file=_relative_path("compose-file", get("compose-file"), need_color=True),
+        health_urls={
+            "blue": _urls("blue-health-urls", get("blue-health-urls"), for_deploy),
+            "green": _urls("green-health-urls", get("green-health-urls"), for_deploy),
+        },
+        health_timeout=health_timeout,
+        health_interval=health_interval,
+        upstream_file=_relative_path("upstream-file", get("upstream-file"), need_color=True),
+        upstream_target=_relative_path("upstream-target", get("upstream-target"), allow_absolute=True),
+        nginx_container=nginx_container,
+        public_url=_url("public-url", public_url) if public_url else "",
+        drain_timeout=_int("drain-timeout", get("drain-timeout"), 0, 3600),
+        lock_timeout=_int("lock-timeout", get("lock-timeout"), 0, 86400),
+    )
+
+
+def inputs_from_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """Raw input values as GitHub's runner passes them: INPUT_<NAME>, upper case, hyphens kept.
+
+    An empty `ref` falls back to the run's GITHUB_SHA."""
+    raw = {spec.name: environ.get("INPUT_" + spec.name.upper(), "") for spec in INPUTS}
+    if not raw["ref"].strip():
+        raw["ref"] = environ.get("GITHUB_SHA", "")
+    if "INPUT_BASE-COMPOSE-FILE" not in environ:
+        raw["base-compose-file"] = _SPEC["base-compose-file"].default
+    return raw

@@ -1,0 +1,168 @@
+"""The nginx switch: find what nginx serves, write the upstream in place, test, reload, confirm, drain."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from . import commands
+from .config import COLORS, Color
+from .remote import Remote, last_line
+
+RELOAD_CONFIRM_TIMEOUT = 15.0
+POLL = 0.05
+_SECTION = re.compile(r"^# configuration file (.+):$", re.MULTILINE)
+_SERVER = re.compile(r"(?:^|[;{}\s])server\s+([^\s;{}]+)")
+
+
+class NginxError(RuntimeError):
+    """nginx refused a config or did not take a reload."""
+
+
+def normalize(text: str) -> str:
+    """Config text without comments and with whitespace folded, for comparing files."""
+    lines = (line.split("#", 1)[0].strip() for line in text.splitlines())
+    return " ".join(" ".join(line.split()) for line in lines if line)
+
+
+def config_sections(dump: str) -> list[str]:
+    """The files of an `nginx -T` dump, each as normalized text."""
+    parts = _SECTION.split(dump)
+    return [normalize(parts[i + 1]) for i in range(1, len(parts) - 1, 2)]
+
+
+def servers(text: str) -> set[str]:
+    """The `server` addresses of upstream blocks in a config text."""
+    return set(_SERVER.findall(normalize(text)))
+
+
+def live_color(dump: str, upstreams: Mapping[Color, str]) -> Color | None:
+    """The color whose upstream file nginx has loaded: by whole-file match, else by its server addresses."""
+    sections = set(config_sections(dump))
+    by_file = [c for c in COLORS if upstreams[c].strip() and normalize(upstreams[c]) in sections]
+    if len(by_file) == 1:
+        return by_file[0]
+    loaded: set[str] = set().union(*(servers(s) for s in sections))
+    by_servers = [c for c in COLORS if servers(upstreams[c]) and servers(upstreams[c]) <= loaded]
+    if len(by_servers) == 1:
+        return by_servers[0]
+    return None
+
+
+@dataclass(frozen=True)
+class Process:
+    pid: int
+    ppid: int
+    title: str
+
+
+def parse_processes(text: str) -> list[Process]:
+    out = []
+    for line in text.splitlines():
+        fields = line.split(" ", 2)
+        if len(fields) == 3 and fields[0].isdigit() and fields[1].isdigit():
+            out.append(Process(int(fields[0]), int(fields[1]), fields[2].strip()))
+    return out
+
+
+def worker_pids(processes: list[Process]) -> set[int]:
+    masters = {p.pid for p in processes if p.title.startswith("nginx: master process")}
+    return {p.pid for p in processes if p.title.startswith("nginx: worker process") and p.ppid in masters}
+
+
+@dataclass
+class SwitchResult:
+    previous: str
+    old_workers: set[int]
+    reload_seconds: float
+
+
+class Nginx:
+    def __init__(self, remote: Remote, container: str, target: str) -> None:
+        self.remote = remote
+        self.container = container
+        self.target = target
+
+    async def check_available(self) -> None:
+        if self.container:
+            state = await self.remote.run(commands.container_exists(self.container), check=False)
+            if state.stdout.strip() != "true":
+                raise NginxError(f"nginx container '{self.container}' is not running on the host (set nginx-container to the name shown by 'docker ps')")
+        else:
+            probe = await self.remote.run(commands.nginx("", "-v"), check=False)
+            if not probe.ok:
+                raise NginxError("nginx is not installed on the host (or not on the deploy user's PATH); set nginx-container if nginx runs in a container")
+
+    async def dump(self) -> str:
+        result = await self.remote.run(commands.nginx(self.container, "-T"), check=False)
+        if not result.ok:
+            raise NginxError(f"nginx -T failed: {last_line(result.stderr)}")
+        return result.stdout
+
+    async def workers(self) -> set[int]:
+        result = await self.remote.run(commands.nginx_processes(self.container))
+        return worker_pids(parse_processes(result.stdout))
+
+    async def shutting_down(self) -> set[int]:
+        """Workers of an older generation that still finish requests."""
+        result = await self.remote.run(commands.nginx_processes(self.container))
+        processes = parse_processes(result.stdout)
+        return {p.pid for p in processes if p.pid in worker_pids(processes) and "shutting down" in p.title}
+
+    async def read_target(self) -> str:
+        result = await self.remote.run(commands.read_file(self.target), check=False)
+        return result.stdout if result.ok else ""
+
+    async def write_target(self, content: str) -> None:
+        await self.remote.run(commands.write_file(self.target), input=content)
+
+    async def test(self) -> None:
+        result = await self.remote.run(commands.nginx(self.container, "-t"), check=False)
+        if not result.ok:
+            raise NginxError(f"nginx -t rejected the config: {last_line(result.stderr)}")
+
+    async def reload_and_confirm(self, content: str, before: set[int]) -> float:
+        """Reload; wait for a worker generation newer than `before` and for the loaded config to show `content`."""
+        start = time.monotonic()
+        await self.remote.run(commands.nginx(self.container, "-s", "reload"))
+        wanted = normalize(content)
+        while True:
+            current, dump = await asyncio.gather(self.workers(), self.dump())
+            if current - before and wanted in config_sections(dump):
+                return time.monotonic() - start
+            if time.monotonic() - start > RELOAD_CONFIRM_TIMEOUT:
+                raise NginxError(f"nginx did not take the reload within {RELOAD_CONFIRM_TIMEOUT:.0f}s (no new worker generation with the new upstream)")
+            await asyncio.sleep(POLL)
+
+    async def test_and_reload(self, content: str) -> tuple[set[int], float]:
+        """nginx -t, then a confirmed reload. Returns the old workers and the reload time."""
+        _, before = await asyncio.gather(self.test(), self.workers())
+        return before, await self.reload_and_confirm(content, before)
+
+    async def switch(self, content: str) -> SwitchResult:
+        """Write `content` to the target, test and reload. On a rejected config the previous content is put back."""
+        previous = await self.read_target()
+        await self.write_target(content)
+        try:
+            old, seconds = await self.test_and_reload(content)
+        except NginxError:
+            await self.write_target(previous)
+            raise
+        return SwitchResult(previous, old, seconds)
+
+    async def restore(self, previous: str) -> None:
+        await self.write_target(previous)
+        await self.test_and_reload(previous)
+
+    async def drain(self, old_workers: set[int], timeout: float) -> tuple[float, int]:
+        """Wait until no worker of the old generation remains. Returns (seconds, workers left)."""
+        start = time.monotonic()
+        while True:
+            left = old_workers & await self.workers()
+            elapsed = time.monotonic() - start
+            if not left or elapsed >= timeout:
+                return elapsed, len(left)
+            await asyncio.sleep(POLL)

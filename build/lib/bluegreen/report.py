@@ -1,0 +1,258 @@
+"""Reporting: the job summary, annotations, log groups and step outputs, through github-action-utils."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TextIO
+
+import github_action_utils as gha
+
+from .health import HealthReport
+
+
+@dataclass
+class StepRecord:
+    name: str
+    title: str
+    status: str = "running"
+    seconds: float = 0.0
+    detail: str = ""
+
+
+@dataclass
+class Report:
+    ref: str
+    sha: str = ""
+    live: str = ""
+    target: str = ""
+    steps: list[StepRecord] = field(default_factory=list)
+    health: HealthReport | None = None
+    switched: bool = False
+    rolled_back: bool = False
+    already_live: bool = False
+    error: str = ""
+    fix: str = ""
+    failed_step: str = ""
+    restored: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    logs: str = ""
+    journal: list[dict[str, object]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.error
+
+    @property
+    def active_color(self) -> str:
+        if self.already_live:
+            return self.live
+        return self.target if self.switched and not self.rolled_back else self.live
+
+    def outputs(self) -> dict[str, str]:
+        return {
+            "active-color": self.active_color,
+            "previous-color": self.live,
+            "deployed-ref": self.sha if self.ok else "",
+            "switched": str(self.switched and not self.rolled_back).lower(),
+            "rolled-back": str(self.rolled_back).lower(),
+        }
+
+    def headline(self) -> str:
+        arrow = f"{self.live or 'none'} → {self.target or '?'}"
+        short = self.sha[:12] or self.ref
+        if self.already_live:
+            return f"### ✅ `{short}` is already live on {self.live}: nothing to do"
+        if self.ok:
+            return f"### ✅ Deployed `{short}`: {arrow}"
+        return f"### ❌ Deploy of `{short}` failed at {self.failed_step or 'start'}: {arrow} not completed"
+
+    def summary_markdown(self) -> str:
+        lines = [self.headline(), ""]
+        if not self.ok:
+            lines += [f"**Cause:** {self.error}", ""]
+            if self.fix:
+                lines += [f"**Fix:** {self.fix}", ""]
+            serving = self.active_color or "unknown"
+            lines += [f"**Serving now:** {serving}" + (" (previous color kept)" if not self.switched or self.rolled_back else ""), ""]
+            if self.restored:
+                lines += ["**Restored:**", *[f"- {item}" for item in self.restored], ""]
+        lines += ["| step | status | duration |", "| --- | --- | --- |"]
+        icons = {"ok": "✅", "failed": "❌", "skipped": "⏭️", "running": "⏹️"}
+        for step in self.steps:
+            detail = f" ({step.detail})" if step.detail else ""
+            lines.append(f"| {step.title}{detail} | {icons.get(step.status, step.status)} {step.status} | {step.seconds:.1f}s |")
+        total = sum(step.seconds for step in self.steps)
+        lines += [f"| **total** | | **{total:.1f}s** |", ""]
+        if self.health:
+            lines += [f"**Health of {self.target}** (via {self.health.via})", "", "| URL | result | attempts | healthy after |", "| --- | --- | --- | --- |"]
+            for item in self.health.results:
+                after = f"{item.seconds:.1f}s" if item.healthy else "—"
+                lines.append(f"| `{item.url}` | {'✅' if item.healthy else '❌'} {item.last} | {item.attempts} | {after} |")
+            lines += [*[f"> {note}" for note in self.health.notes], ""]
+        if self.warnings:
+            lines += ["**Warnings:**", *[f"- {w}" for w in self.warnings], ""]
+        if self.logs:
+            lines += [f"<details><summary>Last log lines of {self.target}</summary>", "", "```", self.logs.rstrip(), "```", "</details>", ""]
+        if self.journal:
+            lines += ["**Recent deploys on this host**", "", "| time | ref | switch | result |", "| --- | --- | --- | --- |"]
+            for entry in self.journal:
+                lines.append(f"| {entry.get('time', '')} | `{str(entry.get('ref', ''))[:12]}` | {entry.get('from') or 'none'} → {entry.get('to')} | {entry.get('result')} |")
+            lines.append("")
+        return "\n".join(lines)
+
+
+class Reporter:
+    """Where a deploy reports to. Every text passes `scrub`, so secrets never get out."""
+
+    def __init__(self, secret_values: Iterable[str]) -> None:
+        self.secrets = sorted({s for s in secret_values if s}, key=len, reverse=True)
+
+    def scrub(self, text: str) -> str:
+        for value in self.secrets:
+            text = text.replace(value, "***")
+        return text
+
+    def info(self, message: str) -> None:
+        print(self.scrub(message), flush=True)
+
+    @contextmanager
+    def group(self, title: str) -> Iterator[None]:
+        yield
+
+    def step_done(self, step: StepRecord) -> None:
+        detail = f" ({step.detail})" if step.detail else ""
+        self.info(f"{step.title}: {step.status} in {step.seconds:.1f}s{detail}")
+
+    def host_output(self, label: str, text: str) -> None:
+        if text.strip():
+            self.info(f"{label}:\n{text.rstrip()}")
+
+    def warning(self, message: str, title: str) -> None:
+        self.info(f"warning: {title}: {message}")
+
+    def error(self, message: str, title: str) -> None:
+        self.info(f"error: {title}: {message}")
+
+    def finish(self, report: Report) -> None:
+        self.info(report.summary_markdown())
+
+
+class GitHubReporter(Reporter):
+    """Workflow commands on stdout (masks first), outputs to GITHUB_OUTPUT, the job summary to GITHUB_STEP_SUMMARY."""
+
+    def __init__(self, secret_values: Iterable[str]) -> None:
+        super().__init__(secret_values)
+        for value in self.secrets:
+            gha.add_mask(value)
+        sys.stdout.flush()
+
+    @contextmanager
+    def group(self, title: str) -> Iterator[None]:
+        gha.start_group(title)
+        sys.stdout.flush()
+        try:
+            yield
+        finally:
+            gha.end_group()
+            sys.stdout.flush()
+
+    def host_output(self, label: str, text: str) -> None:
+        """Print text captured on the host so that no line of it can act as a workflow command."""
+        if not text.strip():
+            return
+        print(f"{label}:")
+        with gha.stop_commands(secrets.token_hex(16)):
+            print(self.scrub(text.rstrip()))
+        sys.stdout.flush()
+
+    def warning(self, message: str, title: str) -> None:
+        gha.warning(self.scrub(message), title=title)
+        sys.stdout.flush()
+
+    def error(self, message: str, title: str) -> None:
+        gha.error(self.scrub(message), title=title)
+        sys.stdout.flush()
+
+    def finish(self, report: Report) -> None:
+        if os.environ.get("GITHUB_OUTPUT"):
+            for name, value in report.outputs().items():
+                gha.set_output(name, value)
+        summary = self.scrub(report.summary_markdown())
+        if os.environ.get("GITHUB_STEP_SUMMARY"):
+            gha.append_job_summary(summary)
+        else:
+            print(summary, flush=True)
+
+
+class ConsoleReporter(Reporter):
+    """For the CLI: on a terminal, a step list with a spinner and durations; plain lines otherwise."""
+
+    FRAMES = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
+
+    def __init__(self, secret_values: Iterable[str], stream: TextIO | None = None) -> None:
+        super().__init__(secret_values)
+        self.stream = stream or sys.stdout
+        self.tty = self.stream.isatty()
+        self._lock = threading.Lock()
+        self._spinning = ""
+
+    def _write(self, text: str) -> None:
+        with self._lock:
+            if self._spinning:
+                self.stream.write("\r\033[2K")
+            self.stream.write(self.scrub(text) + "\n")
+            self.stream.flush()
+
+    def info(self, message: str) -> None:
+        self._write(("  " if self.tty else "") + message)
+
+    @contextmanager
+    def group(self, title: str) -> Iterator[None]:
+        if not self.tty:
+            yield
+            return
+        done = threading.Event()
+
+        def spin() -> None:
+            frame = 0
+            while not done.wait(0.1):
+                with self._lock:
+                    self.stream.write(f"\r\033[2K{self.FRAMES[frame % len(self.FRAMES)]} {self.scrub(title)}")
+                    self.stream.flush()
+                frame += 1
+
+        self._spinning = title
+        spinner = threading.Thread(target=spin, daemon=True)
+        spinner.start()
+        try:
+            yield
+        finally:
+            done.set()
+            spinner.join()
+            with self._lock:
+                self.stream.write("\r\033[2K")
+            self._spinning = ""
+
+    def step_done(self, step: StepRecord) -> None:
+        if not self.tty:
+            super().step_done(step)
+            return
+        mark = {"ok": "\033[32m✓\033[0m", "failed": "\033[31m✗\033[0m"}.get(step.status, "·")
+        detail = f" \033[2m({step.detail})\033[0m" if step.detail else ""
+        self._write(f"{mark} {step.title}{detail} \033[2m{step.seconds:.1f}s\033[0m")
+
+    def finish(self, report: Report) -> None:
+        self._write("")
+        self._write(report.headline().lstrip("# "))
+        if not report.ok:
+            self._write(f"cause: {report.error}" + (f"\nfix:   {report.fix}" if report.fix else ""))
+            for item in report.restored:
+                self._write(f"restored: {item}")
+        for name, value in report.outputs().items():
+            self._write(f"{name}={value}")
