@@ -496,18 +496,18 @@ def run_action(inputs: Mapping[str, str], extra_env: Mapping[str, str] | None = 
     return RunningAction(inputs, extra_env, image).wait(timeout)
 
 
-def lab_inputs(host: SshHost, app: LabApp, ref: str, **overrides: str) -> dict[str, str]:
+def lab_inputs(ssh: SshHost, app: LabApp, sha: str, /, **overrides: str) -> dict[str, str]:
     """Every declared input, as the runner passes them (defaults filled in from action.yml)."""
     inputs = {spec.name: spec.default for spec in INPUTS}
     inputs.update(
         {
             "host": "127.0.0.1",
-            "port": str(host.port),
+            "port": str(ssh.port),
             "username": DEPLOY_USER,
-            "key": host.key,
-            "known-hosts": host.known_hosts,
+            "key": ssh.key,
+            "known-hosts": ssh.known_hosts,
             "app-dir": str(app.app_dir),
-            "ref": ref,
+            "ref": sha,
             "project-name": app.name,
             "blue-health-urls": app.health_urls("blue"),
             "green-health-urls": app.health_urls("green"),

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import urlsplit
 
+import asyncssh
+
 Color = Literal["blue", "green"]
 COLORS: tuple[Color, Color] = ("blue", "green")
 
@@ -234,6 +236,21 @@ def _fingerprints(value: str) -> tuple[str, ...]:
     return tuple(item.rstrip("=") for item in items)
 
 
+def _known_hosts(value: str) -> str:
+    """Each line must be a known_hosts entry: [marker] hosts keytype base64-key [comment]."""
+    for number, line in enumerate(value.splitlines(), 1):
+        fields = line.split()
+        if not fields or fields[0].startswith("#"):
+            continue
+        if fields[0].startswith("@"):
+            fields = fields[1:]
+        try:
+            asyncssh.import_public_key(f"{fields[1]} {fields[2]}")
+        except (IndexError, asyncssh.KeyImportError):
+            raise ConfigError("known-hosts", f"line {number} is not a known_hosts entry", "give lines as printed by 'ssh-keyscan -p PORT HOST': host, key type, base64 key") from None
+    return value
+
+
 def _project_from_dir(app_dir: str) -> str:
     name = re.sub(r"[^a-z0-9_-]+", "-", posixpath.basename(app_dir).lower()).strip("-_")
     return name[:63] or "app"
@@ -262,7 +279,7 @@ def load_config(raw: Mapping[str, str], *, for_deploy: bool = True) -> Config:
     username = get("username")
     if not _USER.match(username):
         raise ConfigError("username", f"{username!r} is not a valid user name", "give the login name of the deploy user, e.g. deploy")
-    known_hosts = get("known-hosts")
+    known_hosts = _known_hosts(get("known-hosts"))
     fingerprints = _fingerprints(get("fingerprint"))
     insecure = _bool("insecure-skip-host-key-check", get("insecure-skip-host-key-check"))
     if not known_hosts and not fingerprints and not insecure:

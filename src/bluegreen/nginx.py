@@ -19,7 +19,11 @@ _SERVER = re.compile(r"(?:^|[;{}\s])server\s+([^\s;{}]+)")
 
 
 class NginxError(RuntimeError):
-    """nginx refused a config or did not take a reload."""
+    """nginx is missing, refused a config or did not take a reload; carries the fix."""
+
+    def __init__(self, message: str, fix: str) -> None:
+        self.fix = fix
+        super().__init__(message)
 
 
 def normalize(text: str) -> str:
@@ -90,16 +94,16 @@ class Nginx:
         if self.container:
             state = await self.remote.run(commands.container_exists(self.container), check=False)
             if state.stdout.strip() != "true":
-                raise NginxError(f"nginx container '{self.container}' is not running on the host (set nginx-container to the name shown by 'docker ps')")
+                raise NginxError(f"nginx container '{self.container}' is not running on the host", "set nginx-container to the name 'docker ps' shows for nginx, or start it")
         else:
             probe = await self.remote.run(commands.nginx("", "-v"), check=False)
             if not probe.ok:
-                raise NginxError("nginx is not installed on the host (or not on the deploy user's PATH); set nginx-container if nginx runs in a container")
+                raise NginxError("nginx is not installed on the host (or not on the deploy user's PATH)", "set nginx-container if nginx runs in a container, or install nginx")
 
     async def dump(self) -> str:
         result = await self.remote.run(commands.nginx(self.container, "-T"), check=False)
         if not result.ok:
-            raise NginxError(f"nginx -T failed: {last_line(result.stderr)}")
+            raise NginxError(f"nginx -T failed: {last_line(result.stderr)}", "fix nginx's configuration on the host: nginx -t shows the error")
         return result.stdout
 
     async def workers(self) -> set[int]:
@@ -122,7 +126,7 @@ class Nginx:
     async def test(self) -> None:
         result = await self.remote.run(commands.nginx(self.container, "-t"), check=False)
         if not result.ok:
-            raise NginxError(f"nginx -t rejected the config: {last_line(result.stderr)}")
+            raise NginxError(f"nginx -t rejected the config: {last_line(result.stderr)}", "fix the upstream file in the commit; the previous upstream was put back")
 
     async def reload_and_confirm(self, content: str, before: set[int]) -> float:
         """Reload; wait for a worker generation newer than `before` and for the loaded config to show `content`."""
@@ -134,7 +138,7 @@ class Nginx:
             if current - before and wanted in config_sections(dump):
                 return time.monotonic() - start
             if time.monotonic() - start > RELOAD_CONFIRM_TIMEOUT:
-                raise NginxError(f"nginx did not take the reload within {RELOAD_CONFIRM_TIMEOUT:.0f}s (no new worker generation with the new upstream)")
+                raise NginxError(f"nginx did not take the reload within {RELOAD_CONFIRM_TIMEOUT:.0f}s (no new worker generation with the new upstream)", "read nginx's error log on the host")
             await asyncio.sleep(POLL)
 
     async def test_and_reload(self, content: str) -> tuple[set[int], float]:

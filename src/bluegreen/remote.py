@@ -130,7 +130,7 @@ class Remote:
                     f"add the key's public half to ~{config.username}/.ssh/authorized_keys on the host, and check username",
                 ) from None
             except (TimeoutError, OSError, asyncssh.DisconnectError) as err:
-                reason = _connect_reason(err)
+                reason = connect_reason(err)
                 if attempt == attempts or "resolve" in reason:
                     raise RemoteError(
                         f"cannot reach {config.host}:{config.port} ({reason})",
@@ -190,7 +190,8 @@ def _text(data: object) -> str:
     return str(data or "")
 
 
-def _connect_reason(err: BaseException) -> str:
+def connect_reason(err: BaseException) -> str:
+    """The cause of a failed connect, in words (DNS failures named as such)."""
     if isinstance(err, asyncio.TimeoutError):
         return "timed out"
     if isinstance(err, ConnectionRefusedError):

@@ -81,6 +81,8 @@ def test_several_fingerprints_newline_or_comma_separated() -> None:
         ("username", "-l", "not a valid user name"),
         ("fingerprint", "MD5:aa:bb", "not a SHA256"),
         ("insecure-skip-host-key-check", "maybe", "not a boolean"),
+        ("known-hosts", "[127.0.0.1]:22 ssh-ed25519 $(id)", "line 1 is not a known_hosts entry"),
+        ("known-hosts", "# comment\nexample.com", "line 2 is not a known_hosts entry"),
         ("app-dir", "srv/app", "not absolute"),
         ("app-dir", "/srv/../etc", "contains '..'"),
         ("app-dir", "/srv/app\n/etc", "control character"),

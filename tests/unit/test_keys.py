@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import socket
+
 import asyncssh
 import pytest
 
 from bluegreen.config import INPUTS, Config, load_config
-from bluegreen.remote import RemoteError, load_key
+from bluegreen.remote import RemoteError, connect_reason, load_key
 
 ED25519 = asyncssh.generate_private_key("ssh-ed25519")
 RSA = asyncssh.generate_private_key("ssh-rsa", key_size=2048)
@@ -72,3 +74,9 @@ def test_mangled_body() -> None:
 def test_not_a_key_at_all() -> None:
     with pytest.raises(RemoteError, match="is not a private key"):
         load_key(config("${{ secrets.DEPLOY_KEY }}"))
+
+
+def test_connect_failures_are_named() -> None:
+    assert connect_reason(socket.gaierror(-2, "Name or service not known")).startswith("cannot resolve the host name")
+    assert connect_reason(ConnectionRefusedError()) == "connection refused"
+    assert connect_reason(TimeoutError()) == "timed out"

@@ -18,6 +18,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Literal
 
 import asyncssh
 import httpx
@@ -91,8 +92,8 @@ class Deployer:
         assert self.nginx is not None
         return self.nginx
 
-    def compose(self, stack: str) -> Compose:
-        file = self.cfg.app_path(self.cfg.base_compose_file) if stack == "base" else self.cfg.compose_path(stack)  # type: ignore[arg-type]
+    def compose(self, stack: Color | Literal["base"]) -> Compose:
+        file = self.cfg.app_path(self.cfg.base_compose_file) if stack == "base" else self.cfg.compose_path(stack)
         return Compose(self.variant, self.cfg.project(stack), file, self.cfg.app_dir)
 
     @asynccontextmanager
@@ -153,15 +154,14 @@ class Deployer:
             await self.take_lock(cfg.lock_timeout)
         async with self.step("live", "Find the live color") as s:
             live = await self.find_live_color()
-            self.report.live = live or ""
-            self.report.target = other_color(live) if live else "blue"
+            self.report.live = live
+            self.report.target = target = other_color(live) if live else "blue"
             s.detail = f"nginx serves {live}" if live else "nginx serves neither color yet"
         async with self.step("sync", f"Sync {cfg.ref}") as s:
             self.report.sha = await self.sync()
             s.detail = self.report.sha[:12]
         if await self.already_live():
             return
-        target: Color = self.report.target
         if cfg.base_compose_file:
             async with self.step("base", "Bring up the base stack"):
                 await self.base_up()
@@ -198,8 +198,7 @@ class Deployer:
             s.detail = f"{len(self.switch.old_workers)} old workers gone in {drained:.1f}s" if not left else f"{left} old workers still busy after {drained:.0f}s"
             if left:
                 self.warn(f"{left} old nginx workers still had requests in flight after drain-timeout ({cfg.drain_timeout}s); they are cut when {self.report.live} stops", "Drain timeout")
-        if self.report.live:
-            old: Color = self.report.live  # type: ignore[assignment]
+        if old := self.report.live:
             async with self.step("stop", f"Stop {old}") as s:
                 s.detail = f"stop timeout {await self.stop_color(old, cfg.drain_timeout - drained)}s"
         async with self.step("record", "Record the deploy"):
@@ -306,14 +305,14 @@ class Deployer:
         if not live or not switched or switched[-1].get("to") != live or switched[-1].get("ref") != self.report.sha:
             return False
         async with self.step("already-live", f"Check {live}, which already runs {self.report.sha[:12]}") as s:
-            health = await wait_healthy(self.host, self.cfg.health_urls[live], min(self.cfg.health_timeout, 10), 1)  # type: ignore[index]
+            health = await wait_healthy(self.host, self.cfg.health_urls[live], min(self.cfg.health_timeout, 10), 1)
             s.detail = "healthy" if health.healthy else "not healthy: redeploying"
         if not health.healthy:
             return False
         self.report.already_live = True
         self.report.target = live
         self.out.info(f"{self.report.sha[:12]} is already live on {live} and healthy; not redeploying")
-        other = other_color(live)  # type: ignore[arg-type]
+        other = other_color(live)
         if foreign(await self.containers(), self.cfg.compose_path(other), project=""):
             async with self.step("stop", f"Finish the earlier switch: stop {other}") as s:
                 drained, _ = await self.proxy.drain(await self.proxy.shutting_down(), self.cfg.drain_timeout)
@@ -333,7 +332,8 @@ class Deployer:
         """Before the checkout changes anything: the files this deploy needs exist in the commit (or,
         untracked, on the host)."""
         cfg = self.cfg
-        target: Color = self.report.target  # type: ignore[assignment]
+        target = self.report.target
+        assert target is not None
         needed = [(cfg.compose_file.replace("{color}", target), "compose-file"), (cfg.upstream_file.replace("{color}", target), "upstream-file")]
         if cfg.base_compose_file:
             needed.append((cfg.base_compose_file, "base-compose-file"))

@@ -13,6 +13,7 @@ from typing import TextIO
 
 import github_action_utils as gha
 
+from .config import Color
 from .health import HealthReport
 
 
@@ -29,8 +30,8 @@ class StepRecord:
 class Report:
     ref: str
     sha: str = ""
-    live: str = ""
-    target: str = ""
+    live: Color | None = None
+    target: Color | None = None
     steps: list[StepRecord] = field(default_factory=list)
     health: HealthReport | None = None
     switched: bool = False
@@ -49,15 +50,15 @@ class Report:
         return not self.error
 
     @property
-    def active_color(self) -> str:
+    def active_color(self) -> Color | None:
         if self.already_live:
             return self.live
         return self.target if self.switched and not self.rolled_back else self.live
 
     def outputs(self) -> dict[str, str]:
         return {
-            "active-color": self.active_color,
-            "previous-color": self.live,
+            "active-color": self.active_color or "",
+            "previous-color": self.live or "",
             "deployed-ref": self.sha if self.ok else "",
             "switched": str(self.switched and not self.rolled_back).lower(),
             "rolled-back": str(self.rolled_back).lower(),
