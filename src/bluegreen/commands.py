@@ -47,6 +47,13 @@ def docker_server_version() -> Argv:
     return ["docker", "version", "--format", "{{.Server.Version}}"]
 
 
+def choose_compose(v2_works: bool, v1_found: bool) -> ComposeVariant | None:
+    """v2 when the host has it (it supports `up --wait`), else v1, else none."""
+    if v2_works:
+        return "v2"
+    return "v1" if v1_found else None
+
+
 def compose_detect(variant: ComposeVariant) -> Argv:
     """Succeeds if the host has this Compose. v1 is looked up rather than run: starting its Python
     takes a third of a second, on every deploy."""

@@ -42,6 +42,8 @@ INPUTS: tuple[InputSpec, ...] = (
     InputSpec("known-hosts", "known_hosts lines for the host (e.g. the output of ssh-keyscan). This or fingerprint is required.", ""),
     InputSpec("fingerprint", "One or more SHA256:... host key fingerprints, newline or comma separated. This or known-hosts is required.", ""),
     InputSpec("insecure-skip-host-key-check", "Set to true to connect without checking the host key (a warning is shown on every run).", "false"),
+    InputSpec("connect-timeout", "Seconds to wait for each SSH connection attempt.", "20"),
+    InputSpec("connect-retries", "How many times to retry a failed SSH connection, with backoff (1 s, 2 s, 4 s ...).", "2"),
     InputSpec("app-dir", "Absolute path of the app's git checkout on the host.", required=True),
     InputSpec("ref", "Commit, branch or tag to deploy; fetched and checked out exactly. Empty means the run's GITHUB_SHA.", ""),
     InputSpec("project-name", "Compose project prefix; stacks run as <name>-base, <name>-blue and <name>-green. Empty means the app-dir's folder name.", ""),
@@ -82,6 +84,8 @@ class Config:
     known_hosts: str
     fingerprints: tuple[str, ...]
     insecure_skip_host_key_check: bool
+    connect_timeout: int
+    connect_retries: int
     app_dir: str
     ref: str
     project_name: str
@@ -310,6 +314,8 @@ def load_config(raw: Mapping[str, str], *, for_deploy: bool = True) -> Config:
         known_hosts=known_hosts,
         fingerprints=fingerprints,
         insecure_skip_host_key_check=insecure,
+        connect_timeout=_int("connect-timeout", get("connect-timeout"), 1, 600),
+        connect_retries=_int("connect-retries", get("connect-retries"), 0, 10),
         app_dir=app_dir,
         ref=ref,
         project_name=project,

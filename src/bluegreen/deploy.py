@@ -224,9 +224,10 @@ class Deployer:
             if "dubious ownership" in checkout.stderr:
                 raise DeployError(f"app-dir {cfg.app_dir} belongs to another user, so git refuses it", f"deploy as the owner of {cfg.app_dir}, or chown it to {cfg.username}")
             raise DeployError(f"app-dir {cfg.app_dir} is missing or not a git checkout on the host", f"clone the app there: git clone <repo> {cfg.app_dir}")
-        if not (v2.ok or v1.ok):
+        variant = commands.choose_compose(v2.ok, v1.ok)
+        if variant is None:
             raise DeployError("neither 'docker compose' (v2) nor 'docker-compose' (v1) is on the host", "install the Docker Compose plugin, or docker-compose")
-        self.variant = "v2" if v2.ok else "v1"
+        self.variant = variant
         self.out.info(f"compose: {'docker compose (v2)' if self.variant == 'v2' else 'docker-compose (v1)'}")
         self.nginx = Nginx(self.host, cfg.nginx_container, cfg.upstream_target_path)
         await self.proxy.check_available()

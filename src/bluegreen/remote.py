@@ -86,7 +86,7 @@ class Remote:
         self.host = host
 
     @classmethod
-    async def connect(cls, config: Config, *, attempts: int = 3, timeout: float = 20) -> Remote:
+    async def connect(cls, config: Config) -> Remote:
         key = load_key(config)
         client = _PinningClient(config.fingerprints)
         known_hosts: object
@@ -100,6 +100,7 @@ class Remote:
         else:
             known_hosts = asyncssh.import_known_hosts("")
         delay = 1.0
+        attempts = config.connect_retries + 1
         for attempt in range(1, attempts + 1):
             try:
                 conn = await asyncio.wait_for(
@@ -116,7 +117,7 @@ class Remote:
                         keepalive_interval=10,
                         keepalive_count_max=3,
                     ),
-                    timeout,
+                    config.connect_timeout,
                 )
                 return cls(conn, config.host)
             except asyncssh.HostKeyNotVerifiable:

@@ -89,6 +89,8 @@ HOSTILE: dict[str, str] = {
     "known-hosts": f"[127.0.0.1]:22 ssh-ed25519 $({PWN})",
     "fingerprint": f"SHA256:$({PWN})",
     "insecure-skip-host-key-check": f"true;{PWN}",
+    "connect-timeout": f"20;{PWN}",
+    "connect-retries": f"$({PWN})",
     "app-dir": f"/home/deploy/apps/x;{PWN}",
     "ref": f"--upload-pack={PWN}",
     "project-name": f"x;{PWN}",

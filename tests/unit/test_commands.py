@@ -36,6 +36,12 @@ def test_compose_v1_and_v2_argv() -> None:
     assert commands.compose_detect("v1") == ["sh", "-c", "command -v docker-compose"]
 
 
+def test_compose_detection_prefers_v2() -> None:
+    assert commands.choose_compose(v2_works=True, v1_found=True) == "v2"
+    assert commands.choose_compose(v2_works=False, v1_found=True) == "v1"
+    assert commands.choose_compose(v2_works=False, v1_found=False) is None
+
+
 def test_nginx_runs_in_the_container_or_on_the_host() -> None:
     assert commands.nginx("web", "-s", "reload") == ["docker", "exec", "web", "nginx", "-s", "reload"]
     assert commands.nginx("", "-t") == ["nginx", "-t"]

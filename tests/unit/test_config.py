@@ -83,6 +83,8 @@ def test_several_fingerprints_newline_or_comma_separated() -> None:
         ("insecure-skip-host-key-check", "maybe", "not a boolean"),
         ("known-hosts", "[127.0.0.1]:22 ssh-ed25519 $(id)", "line 1 is not a known_hosts entry"),
         ("known-hosts", "# comment\nexample.com", "line 2 is not a known_hosts entry"),
+        ("connect-timeout", "0", "out of range"),
+        ("connect-retries", "11", "out of range"),
         ("app-dir", "srv/app", "not absolute"),
         ("app-dir", "/srv/../etc", "contains '..'"),
         ("app-dir", "/srv/app\n/etc", "control character"),
