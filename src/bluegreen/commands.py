@@ -124,13 +124,18 @@ def read_file(path: str) -> Argv:
     return ["cat", "--", path]
 
 
+# tee with umask 022: a file the action creates on the host is never group- or world-writable,
+# whatever the deploy user's umask. A constant: the path and tee's flags come as "$@".
+UMASK_TEE_SCRIPT = 'umask 022 && exec tee "$@" >/dev/null'
+
+
 def write_file(path: str) -> Argv:
     """Write stdin into `path` in place: same inode, so a single-file bind mount sees the change."""
-    return ["tee", "--", path]
+    return ["sh", "-c", UMASK_TEE_SCRIPT, "sh", "--", path]
 
 
 def append_file(path: str) -> Argv:
-    return ["tee", "-a", "--", path]
+    return ["sh", "-c", UMASK_TEE_SCRIPT, "sh", "-a", "--", path]
 
 
 def nginx(container: str, *args: str) -> Argv:

@@ -1,6 +1,6 @@
 """The deploy orchestrator: named steps in the seed's order, with the failure path beside them.
 
-connect → lock → preflight → live color → sync → base → build → health → switch → drain → stop old → record
+connect → preflight → lock → live color → sync → base → build → health → switch → drain → stop old → record
 
 Any failure before the switch is committed tears the target color down and leaves (or puts back)
 the previous upstream; the base stack is never touched after its idempotent `up`.
@@ -27,7 +27,7 @@ from . import commands
 from .commands import Compose, ComposeVariant
 from .config import COLORS, Color, Config, other_color
 from .health import wait_healthy
-from .nginx import Nginx, NginxError, SwitchResult, live_color
+from .nginx import Nginx, NginxError, live_color
 from .remote import CommandFailed, Remote, RemoteError, last_line
 from .report import Report, Reporter, StepRecord
 from .stacks import Container, compose_services, foreign, parse_containers
@@ -73,11 +73,11 @@ class Deployer:
         self.variant: ComposeVariant = "v2"
         self.nginx: Nginx | None = None
         self.lock: asyncssh.SSHClientProcess[str] | None = None
-        self.switch: SwitchResult | None = None
+        self.previous_upstream: str | None = None  # set once the upstream target was written
+        self.reloaded = False  # set just before nginx is told to reload with the new upstream
         self.target_touched = False
         self.committed = False
         self._containers: list[Container] | None = None
-        self.started = time.time()
         self.state_dir = config.app_path(STATE_DIR)
 
     # -- plumbing ---------------------------------------------------------------------------------
@@ -184,18 +184,16 @@ class Deployer:
                 )
         async with self.step("switch", f"Switch nginx to {target}") as s:
             content = await self.run_checked(commands.read_file(cfg.upstream_path(target)), f"reading {cfg.upstream_file}", f"commit {cfg.upstream_file.replace('{color}', target)}")
-            try:
-                self.switch = await self.proxy.switch(content)
-            except NginxError:
-                self.report.restored.append(f"upstream file {cfg.upstream_target} put back as it was (nginx -t rejected the new one)")
-                raise
-            s.detail = f"reload took {self.switch.reload_seconds:.1f}s"
+            self.previous_upstream = await self.proxy.read_target()
+            await self.proxy.write_target(content)
+            old_workers, reload_seconds = await self.proxy.test_and_reload(content, on_reload=self.mark_reloaded)
+            s.detail = f"reload took {reload_seconds:.1f}s"
             await self.check_public_url()
             self.committed = True
             self.report.switched = True
         async with self.step("drain", "Drain old nginx workers") as s:
-            drained, left = await self.proxy.drain(self.switch.old_workers, cfg.drain_timeout)
-            s.detail = f"{len(self.switch.old_workers)} old workers gone in {drained:.1f}s" if not left else f"{left} old workers still busy after {drained:.0f}s"
+            drained, left = await self.proxy.drain(old_workers, cfg.drain_timeout)
+            s.detail = f"{len(old_workers)} old workers gone in {drained:.1f}s" if not left else f"{left} old workers still busy after {drained:.0f}s"
             if left:
                 self.warn(f"{left} old nginx workers still had requests in flight after drain-timeout ({cfg.drain_timeout}s); they are cut when {self.report.live} stops", "Drain timeout")
         if old := self.report.live:
@@ -205,6 +203,10 @@ class Deployer:
             await self.record("success")
 
     # -- steps ------------------------------------------------------------------------------------
+
+    def mark_reloaded(self) -> None:
+        """From the reload on, recovery must switch nginx back, not only put the file back."""
+        self.reloaded = True
 
     async def preflight(self) -> None:
         cfg = self.cfg
@@ -463,10 +465,13 @@ class Deployer:
             if self.committed:
                 await self.record("switched")
                 return
-            if self.switch is not None:
-                await self.proxy.restore(self.switch.previous)
+            if self.previous_upstream is not None and not self.reloaded:
+                await self.proxy.write_target(self.previous_upstream)
+                self.report.restored.append(f"upstream file {self.cfg.upstream_target} put back as it was; nginx never loaded the new one")
+            elif self.previous_upstream is not None:
+                await self.proxy.restore(self.previous_upstream)
                 self.report.rolled_back = True
-                self.report.restored.append(f"nginx upstream switched back to {self.report.live or 'its previous content'} and reloaded")
+                self.report.restored.append(f"nginx upstream switched back to {self.report.live or 'its previous content'}, reloaded and confirmed")
             if self.target_touched and target:
                 stack = self.compose(target)
                 logs = await self.host.run(stack.logs(LOG_TAIL), check=False, timeout=30)

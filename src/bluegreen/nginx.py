@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from . import commands
@@ -77,13 +77,6 @@ def worker_pids(processes: list[Process]) -> set[int]:
     return {p.pid for p in processes if p.title.startswith("nginx: worker process") and p.ppid in masters}
 
 
-@dataclass
-class SwitchResult:
-    previous: str
-    old_workers: set[int]
-    reload_seconds: float
-
-
 class Nginx:
     def __init__(self, remote: Remote, container: str, target: str) -> None:
         self.remote = remote
@@ -141,21 +134,12 @@ class Nginx:
                 raise NginxError(f"nginx did not take the reload within {RELOAD_CONFIRM_TIMEOUT:.0f}s (no new worker generation with the new upstream)", "read nginx's error log on the host")
             await asyncio.sleep(POLL)
 
-    async def test_and_reload(self, content: str) -> tuple[set[int], float]:
-        """nginx -t, then a confirmed reload. Returns the old workers and the reload time."""
+    async def test_and_reload(self, content: str, on_reload: Callable[[], None] = lambda: None) -> tuple[set[int], float]:
+        """nginx -t, then a confirmed reload (`on_reload` is called just before it). Returns the old
+        workers and the reload time."""
         _, before = await asyncio.gather(self.test(), self.workers())
+        on_reload()
         return before, await self.reload_and_confirm(content, before)
-
-    async def switch(self, content: str) -> SwitchResult:
-        """Write `content` to the target, test and reload. On a rejected config the previous content is put back."""
-        previous = await self.read_target()
-        await self.write_target(content)
-        try:
-            old, seconds = await self.test_and_reload(content)
-        except NginxError:
-            await self.write_target(previous)
-            raise
-        return SwitchResult(previous, old, seconds)
 
     async def restore(self, previous: str) -> None:
         await self.write_target(previous)

@@ -60,5 +60,7 @@ def test_lock_is_held_by_flock_with_a_constant_script() -> None:
     assert argv[-1] == "echo locked; exec cat >/dev/null"
 
 
-def test_write_keeps_the_inode() -> None:
-    assert commands.write_file("/x") == ["tee", "--", "/x"]
+def test_writes_keep_the_inode_and_a_safe_umask() -> None:
+    assert commands.write_file("/x y") == ["sh", "-c", commands.UMASK_TEE_SCRIPT, "sh", "--", "/x y"]
+    assert commands.append_file("/j") == ["sh", "-c", commands.UMASK_TEE_SCRIPT, "sh", "-a", "--", "/j"]
+    assert commands.UMASK_TEE_SCRIPT.startswith("umask 022 && exec tee ")
