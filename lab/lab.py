@@ -34,6 +34,7 @@ TEMPLATE = Path(__file__).parent / "app_template"
 DEPLOY_USER = "deploy"
 OUTSIDER = "outsider"  # may log in, but is not in the docker group
 ACTION_IMAGE = "bluegreen-action:lab"
+LAB_IMAGE = "bluegreen-lab/debian:bookworm"  # lab/images/build.sh: Debian with python3, nginx and curl
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -78,6 +78,7 @@ class Deployer:
         self.target_touched = False
         self.committed = False
         self._containers: list[Container] | None = None
+        self.journal_tail: list[dict[str, object]] | None = None  # the journal's last entries, oldest first
         self.state_dir = config.app_path(STATE_DIR)
 
     # -- plumbing ---------------------------------------------------------------------------------
@@ -86,6 +87,10 @@ class Deployer:
     def host(self) -> Remote:
         assert self.remote is not None
         return self.remote
+
+    @property
+    def journal_path(self) -> str:
+        return posixpath.join(self.state_dir, "journal.jsonl")
 
     @property
     def proxy(self) -> Nginx:
@@ -183,8 +188,11 @@ class Deployer:
                     f"check the {target} containers' logs below; raise health-timeout if the app needs longer to start",
                 )
         async with self.step("switch", f"Switch nginx to {target}") as s:
-            content = await self.run_checked(commands.read_file(cfg.upstream_path(target)), f"reading {cfg.upstream_file}", f"commit {cfg.upstream_file.replace('{color}', target)}")
-            self.previous_upstream = await self.proxy.read_target()
+            content, previous = await asyncio.gather(
+                self.run_checked(commands.read_file(cfg.upstream_path(target)), f"reading {cfg.upstream_file}", f"commit {cfg.upstream_file.replace('{color}', target)}"),
+                self.proxy.read_target(),
+            )
+            self.previous_upstream = previous
             await self.proxy.write_target(content)
             old_workers, reload_seconds = await self.proxy.test_and_reload(content, on_reload=self.mark_reloaded)
             s.detail = f"reload took {reload_seconds:.1f}s"
@@ -302,9 +310,9 @@ class Deployer:
         """A rerun of a deploy that got as far as the switch: the live color already runs this commit.
         If it is healthy, finish what the earlier run left (stop the other color) instead of redeploying."""
         live = self.report.live
-        journal = posixpath.join(self.state_dir, "journal.jsonl")
-        lines = (await self.host.run(["tail", "-n", "20", journal], check=False)).stdout.splitlines()
-        switched = [e for e in map(_json, lines) if e.get("result") in ("success", "switched")]
+        lines = (await self.host.run(["tail", "-n", "20", self.journal_path], check=False)).stdout.splitlines()
+        self.journal_tail = [e for e in map(_json, lines) if e]
+        switched = [e for e in self.journal_tail if e.get("result") in ("success", "switched")]
         if not live or not switched or switched[-1].get("to") != live or switched[-1].get("ref") != self.report.sha:
             return False
         async with self.step("already-live", f"Check {live}, which already runs {self.report.sha[:12]}") as s:
@@ -424,7 +432,7 @@ class Deployer:
     async def record(self, result: str) -> None:
         cfg = self.cfg
         color = self.report.active_color
-        entry = {
+        entry: dict[str, object] = {
             "time": _now(),
             "ref": self.report.sha or cfg.ref,
             "from": self.report.live,
@@ -433,13 +441,14 @@ class Deployer:
             "steps": {s.name: round(s.seconds, 2) for s in self.report.steps},
             "run": self.run_info.url,
         }
-        journal = posixpath.join(self.state_dir, "journal.jsonl")
-        writes = [self.host.run(commands.append_file(journal), input=json.dumps(entry) + "\n")]
+        writes = [self.host.run(commands.append_file(self.journal_path), input=json.dumps(entry) + "\n")]
         if color:
             writes.append(self.host.run(commands.write_file(cfg.app_path(".active_env")), input=color + "\n"))
         await asyncio.gather(*writes)
-        lines = (await self.host.run(["tail", "-n", "5", journal], check=False)).stdout.splitlines()
-        self.report.journal = [e for e in map(_json, reversed(lines)) if e]
+        if self.journal_tail is None:  # failed before the journal was read
+            lines = (await self.host.run(["tail", "-n", "5", self.journal_path], check=False)).stdout.splitlines()
+            self.journal_tail = [e for e in map(_json, lines[:-1]) if e]
+        self.report.journal = [entry, *reversed(self.journal_tail[-4:])]
 
     # -- failure path -----------------------------------------------------------------------------
 

@@ -27,10 +27,14 @@ def _lab_available() -> str:
 
 
 @pytest.fixture(scope="session")
-def action_image() -> str:
+def lab_ready() -> None:
     reason = _lab_available()
     if reason:
         pytest.fail(reason)
+
+
+@pytest.fixture(scope="session")
+def action_image(lab_ready: None) -> str:
     lab.build_action_image()
     return lab.ACTION_IMAGE
 
