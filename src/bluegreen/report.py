@@ -68,7 +68,8 @@ class Report:
         arrow = f"{self.live or 'none'} → {self.target or '?'}"
         short = self.sha[:12] or self.ref
         if self.already_live:
-            return f"### ✅ `{short}` is already live on {self.live}: nothing to do"
+            finished = any(step.name == "stop" for step in self.steps)
+            return f"### ✅ `{short}` is already live on {self.live}: " + ("finished the earlier switch" if finished else "nothing to redeploy")
         if self.ok:
             return f"### ✅ Deployed `{short}`: {arrow}"
         return f"### ❌ Deploy of `{short}` failed at {self.failed_step or 'start'}: {arrow} not completed"

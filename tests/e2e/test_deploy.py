@@ -69,3 +69,17 @@ def test_unhealthy_version_fails_and_green_keeps_serving(action_image: str, ssh_
     assert run.outputs == {"active-color": "green", "previous-color": "green", "deployed-ref": "", "switched": "false", "rolled-back": "false"}
     assert "failed at Health-check blue" in run.summary
     assert "blue containers removed; green keeps serving" in run.summary
+
+
+def test_host_refusing_port_forwarding_is_probed_with_curl_on_the_host(action_image: str, app: lab.LabApp) -> None:
+    no_forwarding = lab.start_sshd(allow_forwarding=False)
+    try:
+        app.bootstrap("green")
+        sha = app.version("v2")
+        run = lab.run_action(lab.lab_inputs(no_forwarding, app, sha))
+    finally:
+        no_forwarding.stop()
+    assert run.status == 0, run.log
+    assert "refuses TCP forwarding" in run.stdout
+    assert "**Health of blue** (via curl on the host)" in run.summary
+    assert served(app) == {"role": "backend", "color": "blue", "version": "v2"}

@@ -18,10 +18,11 @@ def running_colors(app: lab.LabApp) -> set[str]:
     return {color for color in ("blue", "green") if any(c.status == "running" for c in app.containers(color))}
 
 
-def assert_green_serves_alone(app: lab.LabApp, version: str = "v1") -> None:
-    assert served(app) == {"role": "backend", "color": "green", "version": version}
-    assert running_colors(app) == {"green"}
-    assert (app.app_dir / ".active_env").read_text().strip() == "green"
+def assert_serves_alone(app: lab.LabApp, color: str, version: str) -> None:
+    """`color` runs `version`, nginx serves it, the other color is gone, and .active_env agrees."""
+    assert served(app) == {"role": "backend", "color": color, "version": version}
+    assert running_colors(app) == {color}
+    assert (app.app_dir / ".active_env").read_text().strip() == color
 
 
 def only_error(run: lab.ActionRun) -> str:
@@ -38,7 +39,7 @@ def test_nginx_rejects_the_new_upstream(action_image: str, ssh_host: lab.SshHost
     assert run.status != 0
     assert "title=Deploy failed at Switch nginx to blue::nginx -t rejected the config" in only_error(run)
     assert (app.app_dir / "nginx/conf.d/upstream.conf").read_text() == before
-    assert_green_serves_alone(app)
+    assert_serves_alone(app, "green", "v1")
     assert run.outputs["switched"] == "false" and run.outputs["rolled-back"] == "false"
     assert "put back as it was" in run.summary
     assert load.failures == [] and len(load.statuses) > 10
@@ -55,7 +56,7 @@ def test_post_switch_failure_switches_back(action_image: str, ssh_host: lab.SshH
     assert run.status != 0
     assert "public-url" in only_error(run) and "did not answer 2xx after the switch" in only_error(run)
     assert run.outputs["rolled-back"] == "true" and run.outputs["switched"] == "false" and run.outputs["active-color"] == "green"
-    assert_green_serves_alone(app)
+    assert_serves_alone(app, "green", "v1")
     assert "switched back to green" in run.summary
     assert load.failures == [] and len(load.statuses) > 10
 
@@ -78,7 +79,7 @@ def test_build_failure_and_forged_workflow_commands(action_image: str, ssh_host:
         elif "forged" in line or "set-output" in line:
             assert token, f"host output outside a stop-commands block: {line}"
     assert "forged" in run.stdout
-    assert_green_serves_alone(app)
+    assert_serves_alone(app, "green", "v1")
     assert run.outputs["switched"] == "false"
     assert load.failures == []
 
@@ -93,13 +94,13 @@ def test_cancel_during_health_wait_then_rerun(action_image: str, ssh_host: lab.S
         run = running.wait()
         assert run.status != 0
         assert "cancelled" in only_error(run)
-        assert_green_serves_alone(app)
+        assert_serves_alone(app, "green", "v1")
         assert run.outputs["switched"] == "false"
 
         fixed = app.version("v2")
         rerun = lab.run_action(lab.lab_inputs(ssh_host, app, fixed, health_timeout="30"), {"GITHUB_RUN_ATTEMPT": "2"})
     assert rerun.status == 0, rerun.log
-    assert served(app)["color"] == "blue" and running_colors(app) == {"blue"}
+    assert_serves_alone(app, "blue", "v2")
     assert load.failures == []
 
 
@@ -130,7 +131,7 @@ def test_cancel_during_drain_then_rerun(action_image: str, ssh_host: lab.SshHost
         slow.join(60)
     assert rerun.status == 0, rerun.log
     assert "already live on blue" in rerun.summary
-    assert running_colors(app) == {"blue"}
+    assert_serves_alone(app, "blue", "v2")
     assert answers == [200]
     assert load.failures == []
 
@@ -163,8 +164,7 @@ def test_a_killed_run_leaves_no_blocking_lock(action_image: str, ssh_host: lab.S
         running.process.wait(30)
         rerun = lab.run_action(lab.lab_inputs(ssh_host, app, sha, lock_timeout="30"), {"GITHUB_RUN_ATTEMPT": "2"})
     assert rerun.status == 0, rerun.log
-    assert served(app) == {"role": "backend", "color": "blue", "version": "v2"}
-    assert running_colors(app) == {"blue"}
+    assert_serves_alone(app, "blue", "v2")
     assert load.failures == []
 
 
@@ -183,6 +183,5 @@ def test_sshd_killed_mid_build(action_image: str, ssh_host: lab.SshHost, app: la
         assert served(app)["color"] == "green"
         rerun = lab.run_action(lab.lab_inputs(ssh_host, app, sha), {"GITHUB_RUN_ATTEMPT": "2"})
     assert rerun.status == 0, rerun.log
-    assert served(app) == {"role": "backend", "color": "blue", "version": "v2"}
-    assert running_colors(app) == {"blue"}
+    assert_serves_alone(app, "blue", "v2")
     assert load.failures == []

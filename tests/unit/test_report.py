@@ -22,3 +22,11 @@ def test_rolled_back_failure_keeps_the_previous_color() -> None:
 def test_scrub_masks_secrets() -> None:
     reporter = Reporter(["s3cret", "KEYLINE"])
     assert reporter.scrub("x s3cret y KEYLINE") == "x *** y ***"
+
+
+def test_rerun_of_a_live_commit() -> None:
+    report = Report(ref="main", sha="c" * 40, live="blue", target="blue", already_live=True)
+    assert report.headline().endswith("is already live on blue: nothing to redeploy")
+    assert report.outputs()["active-color"] == "blue" and report.outputs()["switched"] == "false"
+    report.steps.append(StepRecord("stop", "Finish the earlier switch: stop green", "ok", 1.0))
+    assert report.headline().endswith("is already live on blue: finished the earlier switch")
