@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from bluegreen.report import Report, Reporter, StepRecord
+import io
+
+from bluegreen.report import ConsoleReporter, Report, Reporter, StepRecord
 
 
 def test_success_outputs_and_headline() -> None:
@@ -30,3 +32,30 @@ def test_rerun_of_a_live_commit() -> None:
     assert report.outputs()["active-color"] == "blue" and report.outputs()["switched"] == "false"
     report.steps.append(StepRecord("stop", "Finish the earlier switch: stop green", "ok", 1.0))
     assert report.headline().endswith("is already live on blue: finished the earlier switch")
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_console_reporter_on_a_terminal_shows_a_step_list() -> None:
+    stream = FakeTerminal()
+    out = ConsoleReporter(["s3cret"], stream)
+    with out.group("Build and start blue"):
+        out.info("building s3cret")
+    out.step_done(StepRecord("build", "Build and start blue", "ok", 1.25, "2 services"))
+    out.finish(Report(ref="main", sha="a" * 40, live="green", target="blue", switched=True))
+    text = stream.getvalue()
+    assert "✓" in text and "Build and start blue" in text and "1.2s" in text and "(2 services)" in text
+    assert "s3cret" not in text and "building ***" in text
+    assert "Deployed" in text and "active-color=blue" in text
+
+
+def test_console_reporter_writes_plain_lines_when_not_a_terminal() -> None:
+    stream = io.StringIO()
+    out = ConsoleReporter([], stream)
+    with out.group("Health-check blue"):
+        pass
+    out.step_done(StepRecord("health", "Health-check blue", "failed", 3.0))
+    assert stream.getvalue() == "Health-check blue: failed in 3.0s\n"
