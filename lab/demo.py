@@ -23,8 +23,7 @@ def main() -> int:
         sha = app.version("v2")
         print(f"demo: committed v2 ({sha[:12]}); running the action as GitHub's runner runs it\n")
         run = lab.run_action(lab.lab_inputs(host, app, sha))
-        # The runner consumes ::add-mask:: commands and never shows them; neither does the demo.
-        print("\n".join(line for line in run.log.splitlines() if not line.startswith(("::add-mask::", "::add-mask ::"))))
+        print("\n".join(run.shown))
         print("=" * 30 + " job summary (GITHUB_STEP_SUMMARY) " + "=" * 30)
         print(run.summary)
         print("outputs:", " ".join(f"{k}={v}" for k, v in run.outputs.items()))

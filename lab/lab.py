@@ -347,6 +347,11 @@ class ActionRun:
     def log(self) -> str:
         return self.stdout + self.stderr
 
+    @property
+    def shown(self) -> list[str]:
+        """The log lines a person sees: the runner consumes ::add-mask:: commands and never shows them."""
+        return [line for line in self.log.splitlines() if not line.startswith(("::add-mask::", "::add-mask ::"))]
+
 
 def build_action_image(tag: str = ACTION_IMAGE) -> None:
     sh("docker", "build", "--quiet", "--network", "host", "--tag", tag, REPO_ROOT)
@@ -488,7 +493,7 @@ def assert_no_secrets(run: ActionRun, inputs: Mapping[str, str]) -> None:
     secrets_ = [line.strip() for line in inputs.get("key", "").splitlines() if line.strip() and not line.startswith("-----")]
     if inputs.get("passphrase"):
         secrets_.append(inputs["passphrase"])
-    shown = [line for line in run.log.splitlines() if not line.startswith(("::add-mask::", "::add-mask ::"))] + run.summary.splitlines()
+    shown = run.shown + run.summary.splitlines()
     leaked = [line for line in shown if any(secret in line for secret in secrets_)]
     assert not leaked, f"secrets leaked: {leaked[:3]}"
 
