@@ -15,6 +15,8 @@ from .remote import Remote, last_line
 RELOAD_CONFIRM_TIMEOUT = 15.0
 POLL = 0.05
 _SECTION = re.compile(r"^# configuration file (.+):$", re.MULTILINE)
+_PID = re.compile(r"^\s*pid\s+([^;#]+);", re.MULTILINE)
+DEFAULT_PID_PATH = "/run/nginx.pid"
 _SERVER = re.compile(r"(?:^|[;{}\s])server\s+([^\s;{}]+)")
 
 
@@ -72,9 +74,16 @@ def parse_processes(text: str) -> list[Process]:
     return out
 
 
-def worker_pids(processes: list[Process]) -> set[int]:
-    masters = {p.pid for p in processes if p.title.startswith("nginx: master process")}
+def worker_pids(processes: list[Process], master: int | None = None) -> set[int]:
+    """Workers of `master`, or of every master (in a container, where there is only ours)."""
+    masters = {master} if master else {p.pid for p in processes if p.title.startswith("nginx: master process")}
     return {p.pid for p in processes if p.title.startswith("nginx: worker process") and p.ppid in masters}
+
+
+def pid_path(dump: str) -> str:
+    """Where nginx writes its master's pid: the `pid` directive, else Debian's and Ubuntu's default."""
+    match = _PID.search(dump)
+    return match.group(1).strip().strip("\"'") if match else DEFAULT_PID_PATH
 
 
 class Nginx:
@@ -82,6 +91,7 @@ class Nginx:
         self.remote = remote
         self.container = container
         self.target = target
+        self._master: int | None = None
 
     async def check_available(self) -> None:
         if self.container:
@@ -99,15 +109,30 @@ class Nginx:
             raise NginxError(f"nginx -T failed: {last_line(result.stderr)}", "fix nginx's configuration on the host: nginx -t shows the error")
         return result.stdout
 
-    async def workers(self) -> set[int]:
+    async def master(self) -> int | None:
+        """On the host, other nginx masters may run (in containers, too): ours is the one in the
+        pid file. In a container, its own PID namespace holds only ours."""
+        if self.container:
+            return None
+        if self._master is None:
+            pid = await self.remote.run(commands.read_file(pid_path(await self.dump())), check=False)
+            if not pid.stdout.strip().isdigit():
+                raise NginxError("cannot read the nginx master's pid file on the host", "run nginx as a service with its pid file readable by the deploy user, or set nginx-container")
+            self._master = int(pid.stdout.strip())
+        return self._master
+
+    async def processes(self) -> tuple[list[Process], set[int]]:
         result = await self.remote.run(commands.nginx_processes(self.container))
-        return worker_pids(parse_processes(result.stdout))
+        processes = parse_processes(result.stdout)
+        return processes, worker_pids(processes, await self.master())
+
+    async def workers(self) -> set[int]:
+        return (await self.processes())[1]
 
     async def shutting_down(self) -> set[int]:
         """Workers of an older generation that still finish requests."""
-        result = await self.remote.run(commands.nginx_processes(self.container))
-        processes = parse_processes(result.stdout)
-        return {p.pid for p in processes if p.pid in worker_pids(processes) and "shutting down" in p.title}
+        processes, workers = await self.processes()
+        return {p.pid for p in processes if p.pid in workers and "shutting down" in p.title}
 
     async def read_target(self) -> str:
         result = await self.remote.run(commands.read_file(self.target), check=False)
