@@ -158,6 +158,10 @@ def probe_url(url: str, timeout: int) -> Argv:
     return ["curl", "--silent", "--output", "/dev/null", "--write-out", "%{http_code}", "--max-time", str(timeout), "--", url]
 
 
+def remove_file(path: str) -> Argv:
+    return ["rm", "-f", "--", path]
+
+
 def make_dirs(path: str) -> Argv:
     return ["mkdir", "-p", "--", path]
 

@@ -193,10 +193,13 @@ class Deployer:
                 self.proxy.read_target(),
             )
             self.previous_upstream = previous
+            # Written first: if this run dies before the switch is settled, the next one puts `previous` back.
+            await self.host.run(commands.write_file(self.switch_marker), input=json.dumps({"previous": previous, "to": target, "run": self.run_info.url}))
             await self.proxy.write_target(content)
             old_workers, reload_seconds = await self.proxy.test_and_reload(content, on_reload=self.mark_reloaded)
             s.detail = f"reload took {reload_seconds:.1f}s"
             await self.check_public_url()
+            await self.host.run(commands.remove_file(self.switch_marker))
             self.committed = True
             self.report.switched = True
         async with self.step("drain", "Drain old nginx workers") as s:
@@ -274,6 +277,7 @@ class Deployer:
         cfg = self.cfg
         if await self.put_back_upstream():
             self.warn(f"a previous run died while {cfg.upstream_target} was set aside for git checkout; it was put back", "Upstream file restored")
+        await self.settle_interrupted_switch()
         dump, (blue, green, active_env) = await asyncio.gather(
             self.proxy.dump(),
             asyncio.gather(*(self.host.run(commands.read_file(path), check=False) for path in (cfg.upstream_path("blue"), cfg.upstream_path("green"), cfg.app_path(".active_env")))),
@@ -305,6 +309,23 @@ class Deployer:
         async with self.upstream_set_aside():
             await self.run_checked(commands.git_checkout(app, sha), f"git checkout {sha[:12]}", f"check the work tree in {app}")
         return sha
+
+    @property
+    def switch_marker(self) -> str:
+        return posixpath.join(self.state_dir, "switching")
+
+    async def settle_interrupted_switch(self) -> None:
+        """A run that died between writing the upstream target and settling the switch leaves the
+        marker. nginx may or may not have loaded the new file (`nginx -T` reads the disk), so the
+        upstream it replaced, still served by a running color, is put back, tested and reloaded."""
+        marker = await self.host.run(commands.read_file(self.switch_marker), check=False)
+        if not marker.ok:
+            return
+        previous = _json(marker.stdout).get("previous")
+        if isinstance(previous, str):
+            await self.proxy.restore(previous)
+            self.warn("a previous run died during the nginx switch; the upstream it replaced was put back and reloaded", "Interrupted switch undone")
+        await self.host.run(commands.remove_file(self.switch_marker))
 
     async def already_live(self) -> bool:
         """A rerun of a deploy that got as far as the switch: the live color already runs this commit.
@@ -481,6 +502,8 @@ class Deployer:
                 await self.proxy.restore(self.previous_upstream)
                 self.report.rolled_back = True
                 self.report.restored.append(f"nginx upstream switched back to {self.report.live or 'its previous content'}, reloaded and confirmed")
+            if self.previous_upstream is not None:
+                await self.host.run(commands.remove_file(self.switch_marker))
             if self.target_touched and target:
                 stack = self.compose(target)
                 logs = await self.host.run(stack.logs(LOG_TAIL), check=False, timeout=30)

@@ -109,3 +109,28 @@ def test_drain_lets_a_long_request_in_flight_finish(action_image: str, ssh_host:
     assert "old workers gone in" in drain_row
     assert float(drain_row.split("gone in ")[1].split("s)")[0]) > 1.0
     assert served(app)["color"] == "blue"
+
+
+def test_a_run_that_died_between_writing_the_upstream_and_the_reload(action_image: str, ssh_host: lab.SshHost, app: lab.LabApp) -> None:
+    """nginx still serves green, but the file on disk (what `nginx -T` shows) already says blue."""
+    app.bootstrap("green")
+    app.compose("blue", "up", "-d", "--build")
+    app.wait_ready("blue")
+    target = app.app_dir / "nginx/conf.d/upstream.conf"
+    state = app.app_dir / ".bluegreen"
+    state.mkdir()
+    (state / "switching").write_text(json.dumps({"previous": target.read_text(), "to": "blue"}))
+    lab.sh("chown", "-R", f"{lab.DEPLOY_USER}:{lab.DEPLOY_USER}", state)
+    target.write_text((app.app_dir / "nginx/upstream.blue.conf").read_text())
+    assert served(app)["color"] == "green"
+    sha = app.version("v2")
+
+    with Load(app.public_url("/api/v1/")) as load:
+        run = lab.run_action(lab.lab_inputs(ssh_host, app, sha))
+
+    assert run.status == 0, run.log
+    assert any(line.startswith("::warning title=Interrupted switch undone::") for line in run.stdout.splitlines()), run.log
+    assert run.outputs["previous-color"] == "green" and run.outputs["active-color"] == "blue"
+    assert served(app) == {"role": "backend", "color": "blue", "version": "v2"}
+    assert not (state / "switching").exists()
+    assert load.failures == [] and len(load.statuses) > 10
