@@ -52,7 +52,7 @@ INPUTS: tuple[InputSpec, ...] = (
     InputSpec("blue-health-urls", "URLs of the blue stack as seen from the host, newline or space separated; all must answer 2xx.", required=True),
     InputSpec("green-health-urls", "URLs of the green stack as seen from the host, newline or space separated; all must answer 2xx.", required=True),
     InputSpec("health-timeout", "Seconds to wait for every health URL to answer 2xx.", "60"),
-    InputSpec("health-interval", "Seconds between health probes.", "2"),
+    InputSpec("health-interval", "Longest pause in seconds between health probes; they start 0.25 s apart and back off to this.", "2"),
     InputSpec("upstream-file", "Per-color nginx upstream file, relative to app-dir; {color} becomes blue or green.", "nginx/upstream.{color}.conf"),
     InputSpec("upstream-target", "The upstream file nginx includes, relative to app-dir or absolute. Written in place (inode kept).", "nginx/conf.d/upstream.conf"),
     InputSpec("nginx-container", "Name of the nginx container; nginx commands then run through docker exec. Empty means nginx runs on the host.", ""),

@@ -79,6 +79,15 @@ def _describe(err: httpx.HTTPError) -> str:
     return type(err).__name__
 
 
+FIRST_PAUSE = 0.25
+
+
+def probe_pause(attempt: int, interval: float) -> float:
+    """Seconds before the next round of probes: 0.25, 0.5, 1 ... up to `interval`. A stack that
+    has just started usually answers within a second, so the first rounds come quickly."""
+    return float(min(interval, FIRST_PAUSE * 2**attempt))
+
+
 async def wait_healthy(remote: Remote, urls: Sequence[str], timeout: float, interval: float) -> HealthReport:
     """Poll all URLs until each has answered 2xx once, or the timeout passes."""
     results = [UrlHealth(url) for url in urls]
@@ -94,6 +103,7 @@ async def wait_healthy(remote: Remote, urls: Sequence[str], timeout: float, inte
         if forwarding:
             for target in {_target(u) for u in urls}:
                 ports[target] = await stack.enter_async_context(remote.forward(*target))
+        attempt = 0
         while True:
             for item in [r for r in results if not r.healthy]:
                 item.attempts += 1
@@ -104,6 +114,8 @@ async def wait_healthy(remote: Remote, urls: Sequence[str], timeout: float, inte
                 if ok:
                     item.healthy = True
                     item.seconds = time.monotonic() - start
-            if report.healthy or time.monotonic() - start + interval > timeout:
+            pause = probe_pause(attempt, interval)
+            if report.healthy or time.monotonic() - start + pause > timeout:
                 return report
-            await asyncio.sleep(interval)
+            await asyncio.sleep(pause)
+            attempt += 1
