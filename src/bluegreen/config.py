@@ -105,11 +105,19 @@ class Config:
         """An input path as an absolute path on the host."""
         return posixpath.join(self.app_dir, relative)
 
+    def compose_file_for(self, color: Color) -> str:
+        """compose-file with {color} filled in, relative to app-dir."""
+        return self.compose_file.replace("{color}", color)
+
+    def upstream_file_for(self, color: Color) -> str:
+        """upstream-file with {color} filled in, relative to app-dir."""
+        return self.upstream_file.replace("{color}", color)
+
     def compose_path(self, color: Color) -> str:
-        return self.app_path(self.compose_file.replace("{color}", color))
+        return self.app_path(self.compose_file_for(color))
 
     def upstream_path(self, color: Color) -> str:
-        return self.app_path(self.upstream_file.replace("{color}", color))
+        return self.app_path(self.upstream_file_for(color))
 
     @property
     def upstream_target_path(self) -> str:

@@ -189,7 +189,7 @@ class Deployer:
                 )
         async with self.step("switch", f"Switch nginx to {target}") as s:
             content, previous = await asyncio.gather(
-                self.run_checked(commands.read_file(cfg.upstream_path(target)), f"reading {cfg.upstream_file}", f"commit {cfg.upstream_file.replace('{color}', target)}"),
+                self.run_checked(commands.read_file(cfg.upstream_path(target)), f"reading {cfg.upstream_file}", f"commit {cfg.upstream_file_for(target)}"),
                 self.proxy.read_target(),
             )
             self.previous_upstream = previous
@@ -366,7 +366,7 @@ class Deployer:
         cfg = self.cfg
         target = self.report.target
         assert target is not None
-        needed = [(cfg.compose_file.replace("{color}", target), "compose-file"), (cfg.upstream_file.replace("{color}", target), "upstream-file")]
+        needed = [(cfg.compose_file_for(target), "compose-file"), (cfg.upstream_file_for(target), "upstream-file")]
         if cfg.base_compose_file:
             needed.append((cfg.base_compose_file, "base-compose-file"))
         for path, name in needed:
@@ -495,14 +495,14 @@ class Deployer:
             if self.committed:
                 await self.record("switched")
                 return
-            if self.previous_upstream is not None and not self.reloaded:
-                await self.proxy.write_target(self.previous_upstream)
-                self.report.restored.append(f"upstream file {self.cfg.upstream_target} put back as it was; nginx never loaded the new one")
-            elif self.previous_upstream is not None:
-                await self.proxy.restore(self.previous_upstream)
-                self.report.rolled_back = True
-                self.report.restored.append(f"nginx upstream switched back to {self.report.live or 'its previous content'}, reloaded and confirmed")
             if self.previous_upstream is not None:
+                if self.reloaded:
+                    await self.proxy.restore(self.previous_upstream)
+                    self.report.rolled_back = True
+                    self.report.restored.append(f"nginx upstream switched back to {self.report.live or 'its previous content'}, reloaded and confirmed")
+                else:
+                    await self.proxy.write_target(self.previous_upstream)
+                    self.report.restored.append(f"upstream file {self.cfg.upstream_target} put back as it was; nginx never loaded the new one")
                 await self.host.run(commands.remove_file(self.switch_marker))
             if self.target_touched and target:
                 stack = self.compose(target)
