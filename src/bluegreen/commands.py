@@ -73,18 +73,20 @@ class Compose:
         head = ["docker", "compose"] if self.variant == "v2" else ["docker-compose"]
         return [*head, "--project-name", self.project, "--project-directory", self.project_dir, "--file", self.file]
 
-    def up_base(self) -> Argv:
-        """Shared infrastructure: create what is missing, never recreate what runs."""
-        return [*self._base(), "up", "--detach", "--no-recreate"]
+    def up_base(self, services: Sequence[str] = ()) -> Argv:
+        """Shared infrastructure (all of it, or `services`): create what is missing, never recreate what runs."""
+        return [*self._base(), "up", "--detach", "--no-recreate", *services]
 
     def up_color(self) -> Argv:
-        argv = [*self._base(), "up", "--detach", "--build", "--force-recreate", "--remove-orphans"]
+        """Build and start one color's services. Never `--remove-orphans` and never `down`: in the
+        project the colors share with the base, the other services are not orphans."""
+        argv = [*self._base(), "up", "--detach", "--build", "--force-recreate"]
         if self.variant == "v2":
             argv.append("--wait")
         return argv
 
-    def down(self, stop_timeout: int) -> Argv:
-        return [*self._base(), "down", "--remove-orphans", "--timeout", str(stop_timeout)]
+    def stop(self, services: Sequence[str]) -> Argv:
+        return [*self._base(), "stop", *services]
 
     def logs(self, tail: int) -> Argv:
         return [*self._base(), "logs", "--no-color", "--tail", str(tail)]

@@ -46,7 +46,7 @@ INPUTS: tuple[InputSpec, ...] = (
     InputSpec("connect-retries", "How many times to retry a failed SSH connection, with backoff (1 s, 2 s, 4 s ...).", "2"),
     InputSpec("app-dir", "Absolute path of the app's git checkout on the host.", required=True),
     InputSpec("ref", "Commit, branch or tag to deploy; fetched and checked out exactly. Empty means the run's GITHUB_SHA.", ""),
-    InputSpec("project-name", "Compose project prefix; stacks run as <name>-base, <name>-blue and <name>-green. Empty means the app-dir's folder name.", ""),
+    InputSpec("project-name", "Compose project of the base and both colors: one project, so they share its network and volumes. Empty means app-dir's folder name, as compose names it.", ""),
     InputSpec("base-compose-file", "Compose file of shared infrastructure, relative to app-dir; brought up with --no-recreate, never restarted. Empty means none.", "docker-compose.base.yml"),
     InputSpec("compose-file", "Per-color compose file, relative to app-dir; {color} becomes blue or green.", "docker-compose.{color}.yml"),
     InputSpec("blue-health-urls", "URLs of the blue stack as seen from the host, newline or space separated; all must answer 2xx.", required=True),
@@ -122,9 +122,6 @@ class Config:
     @property
     def upstream_target_path(self) -> str:
         return self.app_path(self.upstream_target)
-
-    def project(self, stack: str) -> str:
-        return f"{self.project_name}-{stack}"
 
 
 def secret_values(raw: Mapping[str, str]) -> list[str]:
@@ -264,7 +261,8 @@ def _known_hosts(value: str) -> str:
 
 
 def _project_from_dir(app_dir: str) -> str:
-    name = re.sub(r"[^a-z0-9_-]+", "-", posixpath.basename(app_dir).lower()).strip("-_")
+    """The project name compose itself gives files in app-dir (what the seed's script ran under)."""
+    name = re.sub(r"[^a-z0-9_-]+", "", posixpath.basename(app_dir).lower()).lstrip("-_")
     return name[:63] or "app"
 
 

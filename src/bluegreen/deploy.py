@@ -30,7 +30,7 @@ from .health import wait_healthy
 from .nginx import Nginx, NginxError, live_color
 from .remote import CommandFailed, Remote, RemoteError, last_line
 from .report import Report, Reporter, StepRecord
-from .stacks import Container, compose_services, foreign, parse_containers
+from .stacks import Container, compose_services, from_file, parse_containers, service_of_container, shared_names
 
 BUILD_TIMEOUT = 1800
 STOP_TIMEOUT_MIN = 10
@@ -77,6 +77,8 @@ class Deployer:
         self.reloaded = False  # set just before nginx is told to reload with the new upstream
         self.target_touched = False
         self.committed = False
+        self.nginx_service = ""  # first deploy: the base service of the nginx container, started after the switch is written
+        self.split_colors = False  # both color files define the same service names: each color gets a project of its own
         self._containers: list[Container] | None = None
         self.journal_tail: list[dict[str, object]] | None = None  # the journal's last entries, oldest first
         self.state_dir = config.app_path(STATE_DIR)
@@ -98,8 +100,13 @@ class Deployer:
         return self.nginx
 
     def compose(self, stack: Color | Literal["base"]) -> Compose:
-        file = self.cfg.app_path(self.cfg.base_compose_file) if stack == "base" else self.cfg.compose_path(stack)
-        return Compose(self.variant, self.cfg.project(stack), file, self.cfg.app_dir)
+        """The base and both colors share one project (its default network and named volumes), as
+        under the seed's script, unless the colors' service names collide."""
+        cfg = self.cfg
+        if stack == "base":
+            return Compose(self.variant, cfg.project_name, cfg.app_path(cfg.base_compose_file), cfg.app_dir)
+        project = f"{cfg.project_name}-{stack}" if self.split_colors else cfg.project_name
+        return Compose(self.variant, project, cfg.compose_path(stack), cfg.app_dir)
 
     @asynccontextmanager
     async def step(self, name: str, title: str) -> AsyncIterator[StepRecord]:
@@ -161,19 +168,23 @@ class Deployer:
             live = await self.find_live_color()
             self.report.live = live
             self.report.target = target = other_color(live) if live else "blue"
+            self.report.first_deploy = bool(self.nginx_service)
             s.detail = f"nginx serves {live}" if live else "nginx serves neither color yet"
+            if self.nginx_service:
+                s.detail = "first deploy: nginx is not running yet"
         async with self.step("sync", f"Sync {cfg.ref}") as s:
             self.report.sha = await self.sync()
             s.detail = self.report.sha[:12]
         if await self.already_live():
             return
         if cfg.base_compose_file:
-            async with self.step("base", "Bring up the base stack"):
-                await self.base_up()
+            async with self.step("base", "Bring up the base stack") as s:
+                s.detail = await self.base_up()
         async with self.step("build", f"Build and start {target}"):
             self.target_touched = True
+            await self.choose_color_projects()
             stack = self.compose(target)
-            await self.remove_foreign(target, STOP_TIMEOUT_MIN)
+            await self.remove_color(target, STOP_TIMEOUT_MIN)
             await self.run_checked(stack.up_color(), f"building and starting {target}", f"fix the build or {stack.file}; the compose output is above", BUILD_TIMEOUT)
         async with self.step("health", f"Health-check {target}") as s:
             report = await wait_healthy(self.host, cfg.health_urls[target], cfg.health_timeout, cfg.health_interval)
@@ -195,21 +206,32 @@ class Deployer:
             self.previous_upstream = previous
             # Written first: if this run dies before the switch is settled, the next one puts `previous` back.
             await self.host.run(commands.write_file(self.switch_marker), input=json.dumps({"previous": previous, "to": target, "run": self.run_info.url}))
-            await self.proxy.write_target(content)
-            old_workers, reload_seconds = await self.proxy.test_and_reload(content, on_reload=self.mark_reloaded)
-            s.detail = f"reload took {reload_seconds:.1f}s"
+            old_workers: set[int] = set()
+            if self.nginx_service:
+                s.detail = f"nginx started in {await self.start_nginx(content):.1f}s"
+            else:
+                await self.proxy.write_target(content)
+                old_workers, reload_seconds = await self.proxy.test_and_reload(content, on_reload=self.mark_reloaded)
+                s.detail = f"reload took {reload_seconds:.1f}s"
             await self.check_public_url()
             await self.host.run(commands.remove_file(self.switch_marker))
             self.committed = True
             self.report.switched = True
+        if not old_workers:
+            await self.finish_switch()
+            return
         async with self.step("drain", "Drain old nginx workers") as s:
             drained, left = await self.proxy.drain(old_workers, cfg.drain_timeout)
             s.detail = f"{len(old_workers)} old workers gone in {drained:.1f}s" if not left else f"{left} old workers still busy after {drained:.0f}s"
             if left:
                 self.warn(f"{left} old nginx workers still had requests in flight after drain-timeout ({cfg.drain_timeout}s); they are cut when {self.report.live} stops", "Drain timeout")
+        await self.finish_switch(cfg.drain_timeout - drained)
+
+    async def finish_switch(self, remaining_drain: float = 0) -> None:
+        """Stop the color that no longer serves (if any), then record the deploy."""
         if old := self.report.live:
             async with self.step("stop", f"Stop {old}") as s:
-                s.detail = f"stop timeout {await self.stop_color(old, cfg.drain_timeout - drained)}s"
+                s.detail = f"stop timeout {await self.stop_color(old, remaining_drain)}s"
         async with self.step("record", "Record the deploy"):
             await self.record("success")
 
@@ -243,7 +265,27 @@ class Deployer:
         self.variant = variant
         self.out.info(f"compose: {'docker compose (v2)' if self.variant == 'v2' else 'docker-compose (v1)'}")
         self.nginx = Nginx(self.host, cfg.nginx_container, cfg.upstream_target_path)
-        await self.proxy.check_available()
+        if cfg.nginx_container and not await self.proxy.is_running():
+            self.nginx_service = await self.nginx_base_service()
+            self.out.info(f"first deploy: nginx container '{cfg.nginx_container}' is not running; it is service '{self.nginx_service}' of {cfg.base_compose_file}, started after the health gate")
+        else:
+            await self.proxy.check_available()
+
+    async def nginx_base_service(self) -> str:
+        """On a host where nothing runs yet, the nginx container is a service of the base stack, which
+        this deploy starts; anything else (a typo in nginx-container) is an error."""
+        cfg = self.cfg
+        text = ""
+        if cfg.base_compose_file:
+            text = (await self.host.run(commands.read_file(cfg.app_path(cfg.base_compose_file)), check=False)).stdout
+        service = service_of_container(text, cfg.nginx_container, cfg.project_name)
+        if service is None:
+            where = f"and no service of {cfg.base_compose_file} makes a container of that name" if cfg.base_compose_file else "and base-compose-file is empty"
+            raise NginxError(
+                f"nginx container '{cfg.nginx_container}' is not running on the host, {where}",
+                "set nginx-container to the name 'docker ps' shows for nginx (or its container_name in the base compose file), or start it",
+            )
+        return service
 
     async def take_lock(self, timeout: int) -> None:
         await self.run_checked(commands.make_dirs(self.state_dir), f"creating {self.state_dir}", "make app-dir writable by the deploy user")
@@ -279,7 +321,7 @@ class Deployer:
             self.warn(f"a previous run died while {cfg.upstream_target} was set aside for git checkout; it was put back", "Upstream file restored")
         await self.settle_interrupted_switch()
         dump, (blue, green, active_env) = await asyncio.gather(
-            self.proxy.dump(),
+            self.proxy.dump() if not self.nginx_service else _nothing(),
             asyncio.gather(*(self.host.run(commands.read_file(path), check=False) for path in (cfg.upstream_path("blue"), cfg.upstream_path("green"), cfg.app_path(".active_env")))),
         )
         live = live_color(dump, {"blue": blue.stdout, "green": green.stdout})
@@ -322,7 +364,10 @@ class Deployer:
         if not marker.ok:
             return
         previous = _json(marker.stdout).get("previous")
-        if isinstance(previous, str):
+        if isinstance(previous, str) and self.nginx_service:
+            await self.proxy.write_target(previous)
+            self.warn("a previous run died during the nginx switch; the upstream it replaced was put back (nginx is not running)", "Interrupted switch undone")
+        elif isinstance(previous, str):
             await self.proxy.restore(previous)
             self.warn("a previous run died during the nginx switch; the upstream it replaced was put back and reloaded", "Interrupted switch undone")
         await self.host.run(commands.remove_file(self.switch_marker))
@@ -345,7 +390,7 @@ class Deployer:
         self.report.target = live
         self.out.info(f"{self.report.sha[:12]} is already live on {live} and healthy; not redeploying")
         other = other_color(live)
-        if foreign(await self.containers(), self.cfg.compose_path(other), project=""):
+        if from_file(await self.containers(), self.cfg.compose_path(other)):
             async with self.step("stop", f"Finish the earlier switch: stop {other}") as s:
                 drained, _ = await self.proxy.drain(await self.proxy.shutting_down(), self.cfg.drain_timeout)
                 s.detail = f"drained in {drained:.1f}s"
@@ -356,8 +401,7 @@ class Deployer:
     async def stop_color(self, color: Color, remaining_drain: float) -> int:
         """Stop a color that no longer serves; requests still in flight get the rest of the drain window."""
         grace = max(STOP_TIMEOUT_MIN, math.ceil(remaining_drain))
-        await self.remove_foreign(color, grace)
-        await self.run_checked(self.compose(color).down(grace), f"stopping {color}", "stop it by hand with docker-compose down; the new color already serves", BUILD_TIMEOUT)
+        await self.remove_color(color, grace)
         return grace
 
     async def check_files(self, sha: str) -> None:
@@ -400,38 +444,64 @@ class Deployer:
         await self.host.run(commands.move(self.upstream_stash, self.cfg.upstream_target_path))
         return True
 
-    async def base_up(self) -> None:
-        """Bring up what the base stack lacks; base services already running under another project
-        (a host set up by the seed's script) are adopted as they are."""
+    async def base_up(self) -> str:
+        """Start the base services that do not run; never touch one that does, whatever project made
+        it (the previous release ran the base as <name>-base). On a first deploy nginx waits for the switch."""
         cfg = self.cfg
         stack = self.compose("base")
-        adopted = {c.service for c in foreign(await self.containers(), stack.file, stack.project) if c.running}
-        fix = f"check {cfg.base_compose_file} with 'docker-compose config'"
-        if not adopted:
-            await self.run_checked(stack.up_base(), "base compose up", fix, BUILD_TIMEOUT)
-            return
-        self.out.info(f"base services already running under another project, left as they are: {', '.join(sorted(adopted))}")
-        missing = [s for s in compose_services(await self.run_checked(commands.read_file(stack.file), "reading the base compose file", fix)) if s not in adopted]
+        fix = f"check {cfg.base_compose_file} with 'docker compose config'"
+        containers, text = await asyncio.gather(self.containers(), self.run_checked(commands.read_file(stack.file), "reading the base compose file", fix))
+        running = from_file(containers, stack.file)
+        adopted = sorted({c.service for c in running if c.running and c.project != stack.project})
+        if adopted:
+            self.out.info(f"base services already running under another project, left as they are: {', '.join(adopted)}")
+        up = {c.service for c in running if c.running}
+        missing = [s for s in compose_services(text) if s not in up and s != self.nginx_service]
         if missing:
-            await self.run_checked([*stack.up_base(), *missing], "base compose up", fix, BUILD_TIMEOUT)
+            await self.run_checked(stack.up_base(missing), "base compose up", fix, BUILD_TIMEOUT)
+        return f"started {', '.join(missing)}" if missing else "every service already runs"
 
-    async def containers(self) -> list[Container]:
+    async def containers(self, refresh: bool = False) -> list[Container]:
         """The app's containers under any project, listed once per deploy (after the lock, before any change)."""
-        if self._containers is None:
+        if self._containers is None or refresh:
             listing = await self.run_checked(commands.app_containers(self.cfg.app_dir), "listing containers", "check that docker works for the deploy user")
             self._containers = parse_containers(listing)
         return self._containers
 
-    async def remove_foreign(self, color: Color, stop_timeout: int) -> None:
-        """Stop and remove `color`'s containers that another project made (the seed's layout)."""
-        stack = self.compose(color)
-        found = foreign(await self.containers(), stack.file, stack.project)
+    async def choose_color_projects(self) -> None:
+        """One project for everything, unless both color files define the same service name: then
+        each color runs as <project>-<color>, as the previous release ran them (and can then reach
+        the base only through the host or an external network)."""
+        blue, green = await asyncio.gather(*(self.host.run(commands.read_file(self.cfg.compose_path(c)), check=False) for c in COLORS))
+        shared = shared_names(blue.stdout, green.stdout)
+        self.split_colors = bool(shared)
+        if shared:
+            self.out.info(f"blue and green both define {', '.join(shared)}: each color runs as a project of its own ({self.cfg.project_name}-blue, {self.cfg.project_name}-green)")
+
+    async def remove_color(self, color: Color, stop_timeout: int, refresh: bool = False) -> None:
+        """Stop and remove `color`'s containers, whatever project made them, by container: never
+        `down`, which would take the network and volumes the color shares with the base."""
+        found = from_file(await self.containers(refresh), self.cfg.compose_path(color))
         if not found:
             return
         ids = [c.id for c in found]
-        self.out.info(f"{color}: adopting containers made by project {found[0].project}: {', '.join(c.name for c in found)}")
-        await self.run_checked(commands.stop_containers(ids, stop_timeout), f"stopping {color}'s old containers", "stop them by hand with docker stop", BUILD_TIMEOUT)
-        await self.run_checked(commands.remove_containers(ids), f"removing {color}'s old containers", "remove them by hand with docker rm")
+        other = sorted({c.project for c in found} - {self.compose(color).project})
+        if other:
+            self.out.info(f"{color}: adopting containers made by project {', '.join(other)}")
+        await self.run_checked(commands.stop_containers(ids, stop_timeout), f"stopping {color}", "stop its containers by hand with docker stop", BUILD_TIMEOUT)
+        await self.run_checked(commands.remove_containers(ids), f"removing {color}'s containers", "remove them by hand with docker rm")
+
+    async def start_nginx(self, content: str) -> float:
+        """First deploy: write the upstream, then start nginx, which can only start once every host its
+        upstreams name exists (on a compose network, the new color's service names)."""
+        target = self.cfg.upstream_target_path
+        start = time.monotonic()
+        await self.host.run(commands.make_dirs(posixpath.dirname(target)))
+        await self.proxy.write_target(content)
+        self.mark_reloaded()
+        await self.run_checked(self.compose("base").up_base([self.nginx_service]), f"starting nginx ({self.nginx_service})", f"check the nginx service in {self.cfg.base_compose_file}", BUILD_TIMEOUT)
+        await self.proxy.wait_loaded(content)
+        return time.monotonic() - start
 
     async def check_public_url(self) -> None:
         url = self.cfg.public_url
@@ -496,7 +566,11 @@ class Deployer:
                 await self.record("switched")
                 return
             if self.previous_upstream is not None:
-                if self.reloaded:
+                if self.reloaded and self.nginx_service:
+                    await self.host.run(self.compose("base").stop([self.nginx_service]), check=False, timeout=120)
+                    await self.proxy.write_target(self.previous_upstream)
+                    self.report.restored.append(f"nginx ({self.nginx_service}) stopped again and {self.cfg.upstream_target} put back: this was the first deploy, nothing served before")
+                elif self.reloaded:
                     await self.proxy.restore(self.previous_upstream)
                     self.report.rolled_back = True
                     self.report.restored.append(f"nginx upstream switched back to {self.report.live or 'its previous content'}, reloaded and confirmed")
@@ -510,7 +584,7 @@ class Deployer:
                 self.report.logs = self.out.scrub(logs.stdout + logs.stderr)
                 self.out.host_output(f"last {LOG_TAIL} log lines of {target}", logs.stdout + logs.stderr)
                 # The target never served: a short stop keeps recovery inside the runner's cancel window.
-                await self.host.run(stack.down(TEARDOWN_STOP_TIMEOUT), check=False, timeout=120)
+                await self.remove_color(target, TEARDOWN_STOP_TIMEOUT, refresh=True)
                 self.report.restored.append(f"{target} containers removed; {self.report.live or 'nothing'} keeps serving")
             if self.report.sha:
                 await self.record("failed")
@@ -565,12 +639,16 @@ async def host_status(config: Config) -> dict[str, object]:
         "live-color": live_color(dump, {"blue": blue.stdout, "green": green.stdout}) or "",
         "active-env": active_env.stdout.strip(),
         "containers": {
-            stack: sorted(f"{c.name} ({'running' if c.running else 'stopped'})" for c in foreign(containers, file, project=""))
+            stack: sorted(f"{c.name} ({'running' if c.running else 'stopped'})" for c in from_file(containers, file))
             for stack, file in (("base", config.app_path(config.base_compose_file) if config.base_compose_file else ""), ("blue", config.compose_path("blue")), ("green", config.compose_path("green")))
             if file
         },
         "recent-deploys": [e for e in map(_json, reversed(recent.stdout.splitlines())) if e],
     }
+
+
+async def _nothing() -> str:
+    return ""
 
 
 def _json(line: str) -> dict[str, object]:

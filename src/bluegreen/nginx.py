@@ -93,10 +93,13 @@ class Nginx:
         self.target = target
         self._master: int | None = None
 
+    async def is_running(self) -> bool:
+        state = await self.remote.run(commands.container_exists(self.container), check=False)
+        return state.stdout.strip() == "true"
+
     async def check_available(self) -> None:
         if self.container:
-            state = await self.remote.run(commands.container_exists(self.container), check=False)
-            if state.stdout.strip() != "true":
+            if not await self.is_running():
                 raise NginxError(f"nginx container '{self.container}' is not running on the host", "set nginx-container to the name 'docker ps' shows for nginx, or start it")
         else:
             probe = await self.remote.run(commands.nginx("", "-v"), check=False)
@@ -157,6 +160,21 @@ class Nginx:
                 return time.monotonic() - start
             if time.monotonic() - start > RELOAD_CONFIRM_TIMEOUT:
                 raise NginxError(f"nginx did not take the reload within {RELOAD_CONFIRM_TIMEOUT:.0f}s (no new worker generation with the new upstream)", "read nginx's error log on the host")
+            await asyncio.sleep(POLL)
+
+    async def wait_loaded(self, content: str) -> None:
+        """After nginx was started: wait until it runs with `content` loaded."""
+        start = time.monotonic()
+        wanted = normalize(content)
+        while True:
+            dump = await self.remote.run(commands.nginx(self.container, "-T"), check=False)
+            if dump.ok and wanted in config_sections(dump.stdout) and await self.workers():
+                return
+            if time.monotonic() - start > RELOAD_CONFIRM_TIMEOUT:
+                raise NginxError(
+                    f"nginx did not start with the new upstream within {RELOAD_CONFIRM_TIMEOUT:.0f}s: {last_line(dump.stderr)}",
+                    "read the nginx container's log (docker logs) on the host",
+                )
             await asyncio.sleep(POLL)
 
     async def test_and_reload(self, content: str, on_reload: Callable[[], None] = lambda: None) -> tuple[set[int], float]:

@@ -37,6 +37,7 @@ class Report:
     switched: bool = False
     rolled_back: bool = False
     already_live: bool = False
+    first_deploy: bool = False
     error: str = ""
     fix: str = ""
     failed_step: str = ""
@@ -70,6 +71,8 @@ class Report:
         if self.already_live:
             finished = any(step.name == "stop" for step in self.steps)
             return f"### ✅ `{short}` is already live on {self.live}: " + ("finished the earlier switch" if finished else "nothing to redeploy")
+        if self.ok and self.first_deploy:
+            return f"### ✅ First deploy of `{short}`: {self.target} serves, nginx started"
         if self.ok:
             return f"### ✅ Deployed `{short}`: {arrow}"
         return f"### ❌ Deploy of `{short}` failed at {self.failed_step or 'start'}: {arrow} not completed"

@@ -25,15 +25,24 @@ def test_tied_commands_keep_their_argv_intact() -> None:
 
 
 def test_compose_v1_and_v2_argv() -> None:
-    v1 = Compose("v1", "app-blue", "/srv/app/docker-compose.blue.yml", "/srv/app")
-    v2 = Compose("v2", "app-blue", "/srv/app/docker-compose.blue.yml", "/srv/app")
-    head = ["--project-name", "app-blue", "--project-directory", "/srv/app", "--file", "/srv/app/docker-compose.blue.yml"]
-    assert v1.up_color() == ["docker-compose", *head, "up", "--detach", "--build", "--force-recreate", "--remove-orphans"]
-    assert v2.up_color() == ["docker", "compose", *head, "up", "--detach", "--build", "--force-recreate", "--remove-orphans", "--wait"]
+    v1 = Compose("v1", "app", "/srv/app/docker-compose.blue.yml", "/srv/app")
+    v2 = Compose("v2", "app", "/srv/app/docker-compose.blue.yml", "/srv/app")
+    head = ["--project-name", "app", "--project-directory", "/srv/app", "--file", "/srv/app/docker-compose.blue.yml"]
+    assert v1.up_color() == ["docker-compose", *head, "up", "--detach", "--build", "--force-recreate"]
+    assert v2.up_color() == ["docker", "compose", *head, "up", "--detach", "--build", "--force-recreate", "--wait"]
     assert v1.up_base() == ["docker-compose", *head, "up", "--detach", "--no-recreate"]
-    assert v2.down(12) == ["docker", "compose", *head, "down", "--remove-orphans", "--timeout", "12"]
+    assert v2.up_base(["db", "redis"]) == ["docker", "compose", *head, "up", "--detach", "--no-recreate", "db", "redis"]
+    assert v1.stop(["nginx"]) == ["docker-compose", *head, "stop", "nginx"]
     assert commands.compose_detect("v2") == ["docker", "compose", "version"]
     assert commands.compose_detect("v1") == ["sh", "-c", "command -v docker-compose"]
+
+
+def test_no_compose_command_can_touch_what_the_colors_share() -> None:
+    """In the project the colors share with the base, `down` would remove the shared network and
+    `--remove-orphans` would remove the base and the live color."""
+    stack = Compose("v2", "app", "/srv/app/docker-compose.blue.yml", "/srv/app")
+    for argv in (stack.up_color(), stack.up_base(), stack.stop(["x"]), stack.logs(5)):
+        assert "down" not in argv and "--remove-orphans" not in argv
 
 
 def test_compose_detection_prefers_v2() -> None:
