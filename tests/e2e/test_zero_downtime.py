@@ -8,10 +8,11 @@ import os
 import threading
 
 import docker
+import pytest
 from lab import lab
 
-from .conftest import Load
-from .test_deploy import served, started_at
+from .conftest import SHAPES, Load
+from .test_deploy import assert_static, served, started_at
 
 
 def test_drift_nginx_serves_blue_but_active_env_says_green(action_image: str, ssh_host: lab.SshHost, app: lab.LabApp) -> None:
@@ -41,7 +42,10 @@ def test_drift_nginx_serves_blue_but_active_env_says_green(action_image: str, ss
     assert (app.app_dir / ".active_env").read_text().strip() == "green"
 
 
+@SHAPES
 def test_adopts_a_host_set_up_by_the_seed_script(action_image: str, ssh_host: lab.SshHost, app: lab.LabApp) -> None:
+    """The seed's host: compose run in app-dir, so one directory-named project for all three files
+    (on the bridge variant: its default network and named volume), fixed container names."""
     app.seed_layout()
     app.pull()
     app.bootstrap_seed("green")
@@ -55,15 +59,47 @@ def test_adopts_a_host_set_up_by_the_seed_script(action_image: str, ssh_host: la
 
     assert run.status == 0, run.log
     assert served(app) == {"role": "backend", "color": "blue", "version": "v2"}
+    assert_static(app, "v2", "blue")
     assert {n: started_at(docker.from_env().containers.get(n)) for n in base_started} == base_started
     remaining = {c.name for c in docker.from_env().containers.list(all=True, filters={"label": f"com.docker.compose.project={app.name}"})}
-    assert remaining == {f"{app.name}_db", app.nginx_container}
-    assert {c.name for c in app.containers("blue")} == {f"{app.name}_backend_blue", f"{app.name}_frontend_blue"}
+    assert remaining == {f"{app.name}_db", app.nginx_container, f"{app.name}_backend_blue", f"{app.name}_frontend_blue"}
     assert load.failures == []
 
-    run = lab.run_action(lab.lab_inputs(ssh_host, app, app.version("v3")))
+    with Load(app.public_url("/api/v1/")) as load:
+        run = lab.run_action(lab.lab_inputs(ssh_host, app, app.version("v3")))
     assert run.status == 0, run.log
     assert served(app) == {"role": "backend", "color": "green", "version": "v3"}
+    assert_static(app, "v3", "green")
+    assert load.failures == []
+
+
+@pytest.mark.parametrize("app", [("v1", "host"), ("v2", "host")], indirect=True, ids=["v1", "v2"])
+def test_upgrade_from_a_host_the_previous_release_deployed(action_image: str, ssh_host: lab.SshHost, app: lab.LabApp) -> None:
+    """The previous release ran each stack as a project of its own (<name>-base, -blue, -green); it
+    could only deploy apps that reach the base through the host, as the host-network variant does."""
+    app.bootstrap_previous_release("green")
+    base = {c.name: started_at(c) for c in app.containers("base")}
+    assert {c.labels["com.docker.compose.project"] for c in app.containers("green")} == {f"{app.name}-green"}
+    sha = app.version("v2")
+
+    with Load(app.public_url("/api/v1/")) as load:
+        run = lab.run_action(lab.lab_inputs(ssh_host, app, sha))
+
+    assert run.status == 0, run.log
+    assert served(app) == {"role": "backend", "color": "blue", "version": "v2"}
+    assert "base services already running under another project, left as they are: db, nginx" in run.stdout
+    assert f"green: adopting containers made by project {app.name}-green" in run.stdout
+    assert app.containers("green") == []
+    assert {c.labels["com.docker.compose.project"] for c in app.containers("blue")} == {app.name}
+    assert {c.name: started_at(c) for c in app.containers("base")} == base
+    assert load.failures == [] and len(load.statuses) > 10
+
+    with Load(app.public_url("/api/v1/")) as load:
+        run = lab.run_action(lab.lab_inputs(ssh_host, app, app.version("v3")))
+    assert run.status == 0, run.log
+    assert served(app) == {"role": "backend", "color": "green", "version": "v3"}
+    assert app.containers("blue") == []
+    assert load.failures == [] and len(load.statuses) > 10
 
 
 def test_single_file_bind_mount_of_a_tracked_upstream_target(action_image: str, ssh_host: lab.SshHost, app: lab.LabApp) -> None:

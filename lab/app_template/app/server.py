@@ -2,7 +2,10 @@
 
 GET /api/v1/ and / answer with the version and color; /slow?s=N answers after N seconds.
 The committed file STATUS sets the status code (a version can be made unhealthy).
-On SIGTERM it stops accepting and finishes requests in flight, unless EXIT_ON_SIGTERM=1."""
+On SIGTERM it stops accepting and finishes requests in flight, unless EXIT_ON_SIGTERM=1.
+The bridge variant sets BIND (the listen address), DB_URL (the backend's /api/v1/ fetches it and
+answers 503 if the db is unreachable) and STATIC_DIR (the backend writes version.txt there at start,
+as collectstatic would)."""
 
 import json
 import os
@@ -10,6 +13,7 @@ import signal
 import sys
 import threading
 import time
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -19,6 +23,17 @@ ROLE, PORT = sys.argv[1], int(sys.argv[2])
 COLOR = os.environ.get("COLOR", "?")
 VERSION = Path(HERE, "VERSION").read_text().strip()
 STATUS = int(Path(HERE, "STATUS").read_text().strip())
+DB_URL = os.environ.get("DB_URL", "")
+
+
+def db_status() -> tuple[int, dict[str, str]]:
+    if ROLE != "backend" or not DB_URL:
+        return STATUS, {}
+    try:
+        with urllib.request.urlopen(DB_URL, timeout=2):
+            return STATUS, {"db": "reached"}
+    except OSError as err:
+        return 503, {"db": f"unreachable: {err}"}
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -28,8 +43,9 @@ class Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         if url.path == "/slow":
             time.sleep(float(parse_qs(url.query).get("s", ["3"])[0]))
-        body = json.dumps({"role": ROLE, "color": COLOR, "version": VERSION}).encode()
-        self.send_response(STATUS)
+        status, db = db_status() if url.path.startswith("/api/") else (STATUS, {})
+        body = json.dumps({"role": ROLE, "color": COLOR, "version": VERSION, **db}).encode()
+        self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -44,7 +60,9 @@ class Server(ThreadingHTTPServer):
     block_on_close = True
 
 
-server = Server(("127.0.0.1", PORT), Handler)
+if ROLE == "backend" and os.environ.get("STATIC_DIR"):
+    Path(os.environ["STATIC_DIR"], "version.txt").write_text(f"{VERSION} {COLOR}\n")
+server = Server((os.environ.get("BIND", "127.0.0.1"), PORT), Handler)
 
 
 def stop(*_: object) -> None:
