@@ -1,4 +1,7 @@
-"""Reporting: the job summary, annotations, log groups and step outputs, through github-action-utils."""
+"""Reporting: the job summary, annotations, log groups and step outputs.
+
+Workflow commands come from `workflow` (their one canonical form); github-action-utils writes the
+step outputs and the job summary."""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from typing import TextIO
 
 import github_action_utils as gha
 
+from . import workflow
 from .config import Color
 from .health import HealthReport
 
@@ -154,35 +158,32 @@ class GitHubReporter(Reporter):
     def __init__(self, secret_values: Iterable[str]) -> None:
         super().__init__(secret_values)
         for value in self.secrets:
-            gha.add_mask(value)
+            print(workflow.add_mask(value))
         sys.stdout.flush()
 
     @contextmanager
     def group(self, title: str) -> Iterator[None]:
-        gha.start_group(title)
-        sys.stdout.flush()
+        print(workflow.group(title), flush=True)
         try:
             yield
         finally:
-            gha.end_group()
-            sys.stdout.flush()
+            print(workflow.endgroup(), flush=True)
 
     def host_output(self, label: str, text: str) -> None:
         """Print text captured on the host so that no line of it can act as a workflow command."""
         if not text.strip():
             return
+        token = secrets.token_hex(16)
         print(f"{label}:")
-        with gha.stop_commands(secrets.token_hex(16)):
-            print(self.scrub(text.rstrip()))
-        sys.stdout.flush()
+        print(workflow.stop_commands(token))
+        print(self.scrub(text.rstrip()))
+        print(workflow.resume_commands(token), flush=True)
 
     def warning(self, message: str, title: str) -> None:
-        gha.warning(self.scrub(message), title=title)
-        sys.stdout.flush()
+        print(workflow.warning(self.scrub(message), title), flush=True)
 
     def error(self, message: str, title: str) -> None:
-        gha.error(self.scrub(message), title=title)
-        sys.stdout.flush()
+        print(workflow.error(self.scrub(message), title), flush=True)
 
     def finish(self, report: Report) -> None:
         if os.environ.get("GITHUB_OUTPUT"):
