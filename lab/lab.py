@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import docker
+import yaml
 
 from bluegreen.config import INPUTS
 
@@ -402,7 +403,7 @@ class ActionRun:
     @property
     def shown(self) -> list[str]:
         """The log lines a person sees: the runner consumes ::add-mask:: commands and never shows them."""
-        return [line for line in self.log.splitlines() if not line.startswith(("::add-mask::", "::add-mask ::"))]
+        return [line for line in self.log.splitlines() if not line.startswith("::add-mask::")]
 
 
 def build_action_image(tag: str = ACTION_IMAGE) -> None:
@@ -507,8 +508,8 @@ class RunningAction:
         return self.stdout_path.read_text()
 
     def wait_for_step(self, title: str, timeout: float = 120) -> None:
-        """Until the action opens the log group of a step (`::group::` or `::group ::`, as the runner reads both)."""
-        pattern = re.compile(rf"^::group ?::{re.escape(title)}", re.MULTILINE)
+        """Until the action opens the log group of a step."""
+        pattern = re.compile(rf"^::group::{re.escape(title)}", re.MULTILINE)
         wait_for(lambda: bool(pattern.search(self.output())) or self.process.poll() is not None, f"step {title!r} in the action's log", timeout)
         assert pattern.search(self.output()), self.output()
 
@@ -577,3 +578,53 @@ def lab_inputs(ssh: SshHost, app: LabApp, sha: str, /, **overrides: str) -> dict
     )
     inputs.update({k.replace("_", "-"): v for k, v in overrides.items()})
     return inputs
+
+
+# nektos/act, a second real Actions runner (the one Gitea's and Forgejo's runners are built on).
+ACT = REPO_ROOT / ".venv/bin/act"
+# The image act gives `uses: ./`; tagged from the lab's build of this repo's Dockerfile, since act
+# builds without the host network that pip needs here (--rebuild=false then uses it as it is).
+ACT_ACTION_IMAGE = "act-dockeraction:latest"
+ACTION_FILES = ("action.yml", "Dockerfile", ".dockerignore", "requirements.txt", "src", "entrypoint")
+
+
+@dataclass
+class ActRun:
+    status: int
+    log: str
+
+
+def run_with_act(inputs: Mapping[str, str], after: str, timeout: float = 600) -> ActRun:
+    """Run the action with act, from a workflow that `uses: ./` (the key through a secret, as users
+    pass it), then a `run:` step with `after` as its script (it may use `${{ steps.deploy.outputs.* }}`)."""
+    work = LAB_ROOT / f"act-{uuid.uuid4().hex[:8]}"
+    repo = work / "repo"
+    try:
+        repo.mkdir(parents=True)
+        for name in ACTION_FILES:
+            source = REPO_ROOT / name
+            if source.is_dir():
+                shutil.copytree(source, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                shutil.copy(source, repo / name)
+        with_ = {name: value for name, value in inputs.items() if name != "key"}
+        with_["key"] = "${{ secrets.DEPLOY_KEY }}"
+        workflow = {
+            "on": "push",
+            "jobs": {"deploy": {"runs-on": "ubuntu-latest", "steps": [{"id": "deploy", "uses": "./", "with": with_}, {"run": after}]}},
+        }
+        (repo / ".github/workflows").mkdir(parents=True)
+        (repo / ".github/workflows/deploy.yml").write_text(yaml.safe_dump(workflow, sort_keys=False))
+        key = inputs["key"].replace("\n", "\\n")
+        (work / "secrets").write_text(f'DEPLOY_KEY="{key}"\n')
+        (work / "home").mkdir()
+        sh("git", "init", "--quiet", repo)
+        sh("git", "-C", repo, "add", "-A")
+        sh("git", "-C", repo, "-c", "user.name=lab", "-c", "user.email=lab@localhost", "commit", "--quiet", "-m", "action under test")
+        sh("docker", "tag", ACTION_IMAGE, ACT_ACTION_IMAGE)
+        argv = [ACT, "push", "--workflows", ".github/workflows/deploy.yml", "--platform", "ubuntu-latest=python:3.12-slim", "--pull=false", "--rebuild=false"]
+        argv += ["--secret-file", work / "secrets", "--action-offline-mode", "--bind"]
+        done = subprocess.run([str(a) for a in argv], cwd=repo, env={**os.environ, "HOME": str(work / "home")}, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
+        return ActRun(done.returncode, done.stdout + done.stderr)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

@@ -75,7 +75,7 @@ def test_build_failure_and_forged_workflow_commands(action_image: str, ssh_host:
     # The forged lines appear only between ::stop-commands::<token> and ::<token>::.
     token = ""
     for line in run.stdout.splitlines():
-        if re.match(r"^::stop-commands ?::", line):
+        if re.match(r"^::stop-commands::", line):
             token = line.rsplit("::", 1)[1]
         elif token and line == f"::{token}::":
             token = ""
