@@ -2,15 +2,17 @@
 
     .venv/bin/python -m bench.run --deploys 20
 
-For each tool and app variant (graceful on SIGTERM / exits at once on SIGTERM) it makes a fresh lab
-app, sets the host up the way the seed's script does (green v1 live), then runs N consecutive
-deploys under constant load (bench/load.py). Then the drift case (the host as a run that died right
+For each tool and app variant (graceful on SIGTERM / exits at once on SIGTERM, on the host network;
+graceful on the project's bridge network, the seed's real layout) it makes a fresh lab app, sets
+the host up the way the seed's script does (green v1 live), then runs N consecutive deploys under
+constant load (bench/load.py). Then the drift case (the host as a run that died right
 after the reload leaves it), and a no-load warm-cache wall time comparison. Prints a Markdown table.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import operator
@@ -38,6 +40,7 @@ class Row:
     counts: Counts = field(default_factory=Counts)
     walls: list[float] = field(default_factory=list)
     switches: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # the last line a failed deploy printed
 
 
 class Tool:
@@ -46,16 +49,18 @@ class Tool:
     def __init__(self, host: lab.SshHost) -> None:
         self.host = host
 
-    def deploy(self, app: lab.LabApp, sha: str) -> bool:
+    def deploy(self, app: lab.LabApp, sha: str) -> str | None:
+        """Deploy; None on success, else the last line of its error output."""
         raise NotImplementedError
 
 
 class Action(Tool):
     name = "bluegreen-action"
 
-    def deploy(self, app: lab.LabApp, sha: str) -> bool:
+    def deploy(self, app: lab.LabApp, sha: str) -> str | None:
         run = lab.run_action(lab.lab_inputs(self.host, app, sha, health_interval="2"))
-        return run.status == 0
+        errors = [line for line in run.stdout.splitlines() if line.startswith("::error")]
+        return None if run.status == 0 else (errors or ["failed"])[0]
 
 
 class Seed(Tool):
@@ -69,17 +74,37 @@ class Seed(Tool):
         self.known = host.root / "bench_known_hosts"
         self.known.write_text(host.known_hosts + "\n")
 
-    def deploy(self, app: lab.LabApp, sha: str) -> bool:
-        env = f"NGINX={shlex.quote(app.nginx_container)} BLUE_URLS={shlex.quote(app.health_urls('blue'))} GREEN_URLS={shlex.quote(app.health_urls('green'))}"
+    def deploy(self, app: lab.LabApp, sha: str) -> str | None:
+        values = {
+            "NGINX": app.nginx_container,
+            "BLUE_URLS": app.health_urls("blue"),
+            "GREEN_URLS": app.health_urls("green"),
+        }
+        env = " ".join(f"{name}={shlex.quote(value)}" for name, value in values.items())
         remote = f"{env} bash {shlex.quote(str(app.app_dir / 'scripts/blue-green-deploy.sh'))}"
-        ssh = ["ssh", "-q", "-i", str(self.key), "-p", str(self.host.port), "-o", f"UserKnownHostsFile={self.known}", "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes"]
-        done = subprocess.run([*ssh, f"{lab.DEPLOY_USER}@127.0.0.1", remote], stdin=subprocess.DEVNULL, capture_output=True, text=True)
-        return done.returncode == 0
+        ssh = [
+            "ssh",
+            "-q",
+            "-i",
+            str(self.key),
+            "-p",
+            str(self.host.port),
+            "-o",
+            f"UserKnownHostsFile={self.known}",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "BatchMode=yes",
+        ]
+        done = subprocess.run(
+            [*ssh, f"{lab.DEPLOY_USER}@127.0.0.1", remote], stdin=subprocess.DEVNULL, capture_output=True, text=True
+        )
+        return None if done.returncode == 0 else (done.stderr.strip().splitlines() or ["failed"])[-1]
 
 
-def new_app(exit_on_sigterm: bool) -> lab.LabApp:
+def new_app(exit_on_sigterm: bool, variant: str = "host") -> lab.LabApp:
     """A fresh app with the seed's script committed, set up as the seed's script leaves a host: green v1 live."""
-    app = lab.make_app(exit_on_sigterm=exit_on_sigterm)
+    app = lab.make_app(exit_on_sigterm=exit_on_sigterm, variant=variant)
     app.commit("the seed's deploy script", {"scripts/blue-green-deploy.sh": SEED_SCRIPT.read_text()})
     app.pull()
     app.bootstrap_seed("green")
@@ -113,14 +138,32 @@ class HealthWatch:
         self._thread.join(5)
 
 
+def served(app: lab.LabApp) -> dict[str, str]:
+    try:
+        with lab.urllib_open(app.public_url("/api/v1/")) as response:
+            body: dict[str, str] = json.loads(response.read())
+            return body
+    except OSError:
+        return {}
+
+
 def served_color(app: lab.LabApp) -> str:
-    with lab.urllib_open(app.public_url("/api/v1/")) as response:
-        return str(json.loads(response.read())["color"])
+    return served(app).get("color", "")
 
 
-def series(tool: Tool, exit_on_sigterm: bool, deploys: int) -> Row:
-    row = Row(tool.name, "exits at once on SIGTERM" if exit_on_sigterm else "graceful on SIGTERM")
-    app = new_app(exit_on_sigterm)
+def version_served(app: lab.LabApp, version: str) -> bool:
+    """Whether `version` serves once the deploy returned (a failed seed deploy may still have switched)."""
+    try:
+        lab.wait_for(lambda: served(app).get("version") == version, f"{version} to be served", 5)
+    except TimeoutError:
+        return False
+    return True
+
+
+def series(tool: Tool, exit_on_sigterm: bool, deploys: int, variant: str = "host") -> Row:
+    case = "exits at once on SIGTERM" if exit_on_sigterm else "graceful on SIGTERM"
+    row = Row(tool.name, case + (", bridge network" if variant == "bridge" else ""))
+    app = new_app(exit_on_sigterm, variant)
     try:
         with Load(app.ports["PUBLIC_PORT"]) as load:
             for i in range(deploys):
@@ -129,12 +172,20 @@ def series(tool: Tool, exit_on_sigterm: bool, deploys: int) -> Row:
                 sha = app.version(version)
                 with HealthWatch(app.health_urls(target).split()[0], version) as watch:
                     start = time.monotonic()
-                    ok = tool.deploy(app, sha)
+                    error = tool.deploy(app, sha)
                     row.walls.append(time.monotonic() - start)
                 row.deploys += 1
-                row.deploy_failures += not ok
-                if ok:
-                    lab.wait_for(functools.partial(operator.contains, load.counts.first_seen, version), f"{version} to be served", 10)
+                row.deploy_failures += error is not None
+                if error is not None:
+                    row.errors.append(f"{version}: {error}")
+                if version_served(app, version):
+                    # the load's own requests may hang for a while (a seed deploy that recreated the live color)
+                    with contextlib.suppress(TimeoutError):
+                        lab.wait_for(
+                            functools.partial(operator.contains, load.counts.first_seen, version),
+                            f"{version} to be served",
+                            20,
+                        )
                 if watch.at and version in load.counts.first_seen:
                     row.switches.append(load.counts.first_seen[version] - watch.at)
         row.counts = load.counts
@@ -149,7 +200,9 @@ def drift(tool: Tool) -> Row:
     row = Row(tool.name, "drift: died after reload")
     app = new_app(False)
     try:
-        lab.as_deploy(*lab.compose_command(), "--file", "docker-compose.blue.yml", "up", "-d", "--build", cwd=app.app_dir)
+        lab.as_deploy(
+            *lab.compose_command(), "--file", "docker-compose.blue.yml", "up", "-d", "--build", cwd=app.app_dir
+        )
         app.wait_ready("blue")
         (app.app_dir / "nginx/conf.d/upstream.conf").write_text((app.app_dir / "nginx/upstream.blue.conf").read_text())
         app.nginx("-s", "reload")
@@ -157,9 +210,9 @@ def drift(tool: Tool) -> Row:
         with Load(app.ports["PUBLIC_PORT"]) as load:
             sha = app.version("v2")
             start = time.monotonic()
-            ok = tool.deploy(app, sha)
+            error = tool.deploy(app, sha)
             row.walls.append(time.monotonic() - start)
-            row.deploys, row.deploy_failures = 1, int(not ok)
+            row.deploys, row.deploy_failures = 1, int(error is not None)
             lab.wait_for(lambda: "v2" in load.counts.first_seen, "v2 to be served", 10)
         row.counts = load.counts
     finally:
@@ -185,14 +238,16 @@ def walltime(tool: Tool, deploys: int) -> list[float]:
 
 def table(rows: list[Row]) -> str:
     out = [
-        "| tool | app variant | deploys (failed) | failed requests | retried on keep-alive | keep-alive resets | long requests cut / done | deploy wall time (mean) | switch time (mean) |",
+        "| tool | app variant | deploys (failed) | failed requests | retried on keep-alive | keep-alive resets | "
+        "long requests cut / done | deploy wall time (mean) | switch time (mean) |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         c = r.counts
         switch = f"{statistics.mean(r.switches):.2f}s" if r.switches else "—"
         out.append(
-            f"| {r.tool} | {r.case} | {r.deploys} ({r.deploy_failures}) | {c.failed} of {c.ok + c.failed} | {c.retried} | {c.keepalive_resets} "
+            f"| {r.tool} | {r.case} | {r.deploys} ({r.deploy_failures}) | {c.failed} of {c.ok + c.failed} | "
+            f"{c.retried} | {c.keepalive_resets} "
             f"| {c.long_cut} / {c.long_ok + c.long_cut} | {statistics.mean(r.walls):.1f}s | {switch} |"
         )
     return "\n".join(out)
@@ -201,23 +256,32 @@ def table(rows: list[Row]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--deploys", type=int, default=20, help="consecutive deploys per tool and variant (default 20)")
-    parser.add_argument("--walltime-deploys", type=int, default=3, help="no-load deploys per tool for the wall time ratio (default 3)")
+    parser.add_argument(
+        "--walltime-deploys", type=int, default=3, help="no-load deploys per tool for the wall time ratio (default 3)"
+    )
     args = parser.parse_args()
     lab.build_action_image()
+    lab.use_compose("v1")  # the seed's script calls docker-compose (v1)
     host = lab.start_sshd()
     try:
         tools: list[Tool] = [Action(host), Seed(host)]
         rows = [series(tool, variant, args.deploys) for variant in (False, True) for tool in tools]
+        rows += [series(tool, False, args.deploys, "bridge") for tool in tools]
         rows += [drift(tool) for tool in tools]
         walls = {tool.name: statistics.mean(walltime(tool, args.walltime_deploys)) for tool in tools}
     finally:
         host.stop()
     print(table(rows))
     ratio = walls[Action.name] / walls[Seed.name]
-    print(f"\nWarm-cache deploy without load, mean of {args.walltime_deploys}: action {walls[Action.name]:.2f}s, seed script {walls[Seed.name]:.2f}s, ratio {ratio:.2f}")
+    print(
+        f"\nWarm-cache deploy without load, mean of {args.walltime_deploys}: action {walls[Action.name]:.2f}s, seed "
+        f"script {walls[Seed.name]:.2f}s, ratio {ratio:.2f}"
+    )
     for r in rows:
         if r.counts.errors:
-            print(f"\n{r.tool}, {r.case}: first errors: {r.counts.errors[:5]}")
+            print(f"\n{r.tool}, {r.case}: first request errors: {r.counts.errors[:5]}")
+        if r.errors:
+            print(f"\n{r.tool}, {r.case}: failed deploys: {r.errors[:5]}")
 
 
 if __name__ == "__main__":
