@@ -7,7 +7,8 @@ import os
 import sys
 
 from bluegreen.config import ConfigError, inputs_from_env, load_config, secret_values
-from bluegreen.deploy import Deployer, RunInfo, deploy_with_signals
+from bluegreen.deploy import Deployer, deploy_with_signals
+from bluegreen.lock import RunInfo
 from bluegreen.report import GitHubReporter
 
 

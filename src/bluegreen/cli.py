@@ -15,7 +15,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from .config import INPUTS, ConfigError, load_config, secret_values
-from .deploy import Deployer, RunInfo, deploy_with_signals, host_status
+from .deploy import Deployer, deploy_with_signals, host_status
+from .lock import RunInfo
 from .nginx import NginxError
 from .remote import RemoteError
 from .report import ConsoleReporter
@@ -26,14 +27,28 @@ def env_name(input_name: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bluegreen", description="Zero-downtime blue-green deploys of a docker-compose app behind nginx, over SSH.")
+    parser = argparse.ArgumentParser(
+        prog="bluegreen", description="Zero-downtime blue-green deploys of a docker-compose app behind nginx, over SSH."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
-    for name, text in (("deploy", "deploy a ref to the idle color and switch nginx to it"), ("status", "show the live color, the stacks and the last deploys")):
+    for name, text in (
+        ("deploy", "deploy a ref to the idle color and switch nginx to it"),
+        ("status", "show the live color, the stacks and the last deploys"),
+    ):
         sub = commands.add_parser(name, help=text, description=text)
         for spec in INPUTS:
             default = "required" if spec.required else f"default {spec.default!r}"
-            sub.add_argument(f"--{spec.name}", dest=spec.name, metavar="VALUE", help=f"{spec.description} [env {env_name(spec.name)}; {default}]")
-        sub.add_argument("--key-file", metavar="PATH", help="read the private key from this file instead of --key (it stays in memory)")
+            sub.add_argument(
+                f"--{spec.name}",
+                dest=spec.name,
+                metavar="VALUE",
+                help=f"{spec.description} [env {env_name(spec.name)}; {default}]",
+            )
+        sub.add_argument(
+            "--key-file",
+            metavar="PATH",
+            help="read the private key from this file instead of --key (it stays in memory)",
+        )
     return parser
 
 

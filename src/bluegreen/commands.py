@@ -29,7 +29,10 @@ NGINX_PROCESSES_SCRIPT = (
 # background job's stdin is /dev/null) reaches EOF only when the channel closes. Without this, a
 # command whose runner was killed would go on running on the host. The watcher holds no output
 # pipe, so it never keeps the channel open. A constant: inputs go in "$@".
-TIED_TO_SESSION_SCRIPT = 'exec 3<&0; "$@" & c=$!; (cat <&3; kill -TERM "$c") >/dev/null 2>&1 & w=$!; wait "$c"; s=$?; kill "$w" 2>/dev/null; exit "$s"'
+TIED_TO_SESSION_SCRIPT = (
+    'exec 3<&0; "$@" & c=$!; (cat <&3; kill -TERM "$c") >/dev/null 2>&1 & w=$!; '
+    'wait "$c"; s=$?; kill "$w" 2>/dev/null; exit "$s"'
+)
 
 
 def shell_line(argv: Sequence[str], timeout: int | None = None, tied: bool = False) -> str:
@@ -97,7 +100,17 @@ def git_is_checkout(app_dir: str) -> Argv:
 
 
 def git_fetch(app_dir: str) -> Argv:
-    return ["git", "-C", app_dir, "fetch", "--quiet", "--force", "--tags", "origin", "+refs/heads/*:refs/remotes/origin/*"]
+    return [
+        "git",
+        "-C",
+        app_dir,
+        "fetch",
+        "--quiet",
+        "--force",
+        "--tags",
+        "origin",
+        "+refs/heads/*:refs/remotes/origin/*",
+    ]
 
 
 def git_fetch_ref(app_dir: str, ref: str) -> Argv:
@@ -157,7 +170,18 @@ def container_exists(container: str) -> Argv:
 
 def probe_url(url: str, timeout: int) -> Argv:
     """Probe a URL from the host itself (the fallback when the host refuses port forwarding)."""
-    return ["curl", "--silent", "--output", "/dev/null", "--write-out", "%{http_code}", "--max-time", str(timeout), "--", url]
+    return [
+        "curl",
+        "--silent",
+        "--output",
+        "/dev/null",
+        "--write-out",
+        "%{http_code}",
+        "--max-time",
+        str(timeout),
+        "--",
+        url,
+    ]
 
 
 def remove_file(path: str) -> Argv:
@@ -173,7 +197,16 @@ def hold_lock(lock_file: str) -> Argv:
 
     Prints `locked` once held; exits 1 at once if another deploy holds it. The kernel drops the lock
     when the process ends: at release, when the SSH session dies, or at the host-side timeout."""
-    return ["flock", "--nonblock", "--conflict-exit-code", "1", lock_file, "sh", "-c", "echo locked; exec cat >/dev/null"]
+    return [
+        "flock",
+        "--nonblock",
+        "--conflict-exit-code",
+        "1",
+        lock_file,
+        "sh",
+        "-c",
+        "echo locked; exec cat >/dev/null",
+    ]
 
 
 # Containers that compose made from files in app-dir, under any project: how hosts set up by the
@@ -191,7 +224,16 @@ CONTAINER_FORMAT = "\t".join(
 
 
 def app_containers(app_dir: str) -> Argv:
-    return ["docker", "ps", "--all", "--no-trunc", "--filter", f"label=com.docker.compose.project.working_dir={app_dir}", "--format", CONTAINER_FORMAT]
+    return [
+        "docker",
+        "ps",
+        "--all",
+        "--no-trunc",
+        "--filter",
+        f"label=com.docker.compose.project.working_dir={app_dir}",
+        "--format",
+        CONTAINER_FORMAT,
+    ]
 
 
 def stop_containers(ids: list[str], stop_timeout: int) -> Argv:

@@ -37,27 +37,87 @@ INPUTS: tuple[InputSpec, ...] = (
     InputSpec("host", "SSH host (name or IP address) of the server to deploy to.", required=True),
     InputSpec("port", "SSH port.", "22"),
     InputSpec("username", "SSH user; a member of the docker group, root is not needed.", required=True),
-    InputSpec("key", "Private key (OpenSSH, PEM or PKCS#8 text). Parsed in memory, never written to disk.", required=True),
+    InputSpec(
+        "key", "Private key (OpenSSH, PEM or PKCS#8 text). Parsed in memory, never written to disk.", required=True
+    ),
     InputSpec("passphrase", "Passphrase of an encrypted key.", ""),
-    InputSpec("known-hosts", "known_hosts lines for the host (e.g. the output of ssh-keyscan). This or fingerprint is required.", ""),
-    InputSpec("fingerprint", "One or more SHA256:... host key fingerprints, newline or comma separated. This or known-hosts is required.", ""),
-    InputSpec("insecure-skip-host-key-check", "Set to true to connect without checking the host key (a warning is shown on every run).", "false"),
+    InputSpec(
+        "known-hosts",
+        "known_hosts lines for the host (e.g. the output of ssh-keyscan). This or fingerprint is required.",
+        "",
+    ),
+    InputSpec(
+        "fingerprint",
+        "One or more SHA256:... host key fingerprints, newline or comma separated. This or known-hosts is required.",
+        "",
+    ),
+    InputSpec(
+        "insecure-skip-host-key-check",
+        "Set to true to connect without checking the host key (a warning is shown on every run).",
+        "false",
+    ),
     InputSpec("connect-timeout", "Seconds to wait for each SSH connection attempt.", "20"),
-    InputSpec("connect-retries", "How many times to retry a failed SSH connection, with backoff (1 s, 2 s, 4 s ...).", "2"),
+    InputSpec(
+        "connect-retries", "How many times to retry a failed SSH connection, with backoff (1 s, 2 s, 4 s ...).", "2"
+    ),
     InputSpec("app-dir", "Absolute path of the app's git checkout on the host.", required=True),
-    InputSpec("ref", "Commit, branch or tag to deploy; fetched and checked out exactly. Empty means the run's GITHUB_SHA.", ""),
-    InputSpec("project-name", "Compose project of the base and both colors: one project, so they share its network and volumes. Empty means app-dir's folder name, as compose names it.", ""),
-    InputSpec("base-compose-file", "Compose file of shared infrastructure, relative to app-dir; brought up with --no-recreate, never restarted. Empty means none.", "docker-compose.base.yml"),
-    InputSpec("compose-file", "Per-color compose file, relative to app-dir; {color} becomes blue or green.", "docker-compose.{color}.yml"),
-    InputSpec("blue-health-urls", "URLs of the blue stack as seen from the host, newline or space separated; all must answer 2xx.", required=True),
-    InputSpec("green-health-urls", "URLs of the green stack as seen from the host, newline or space separated; all must answer 2xx.", required=True),
+    InputSpec(
+        "ref", "Commit, branch or tag to deploy; fetched and checked out exactly. Empty means the run's GITHUB_SHA.", ""
+    ),
+    InputSpec(
+        "project-name",
+        "Compose project of the base and both colors: one project, so they share its network and volumes. Empty "
+        "means app-dir's folder name, as compose names it.",
+        "",
+    ),
+    InputSpec(
+        "base-compose-file",
+        "Compose file of shared infrastructure, relative to app-dir; brought up with --no-recreate, never restarted. "
+        "Empty means none.",
+        "docker-compose.base.yml",
+    ),
+    InputSpec(
+        "compose-file",
+        "Per-color compose file, relative to app-dir; {color} becomes blue or green.",
+        "docker-compose.{color}.yml",
+    ),
+    InputSpec(
+        "blue-health-urls",
+        "URLs of the blue stack as seen from the host, newline or space separated; all must answer 2xx.",
+        required=True,
+    ),
+    InputSpec(
+        "green-health-urls",
+        "URLs of the green stack as seen from the host, newline or space separated; all must answer 2xx.",
+        required=True,
+    ),
     InputSpec("health-timeout", "Seconds to wait for every health URL to answer 2xx.", "60"),
-    InputSpec("health-interval", "Longest pause in seconds between health probes; they start 0.25 s apart and back off to this.", "2"),
-    InputSpec("upstream-file", "Per-color nginx upstream file, relative to app-dir; {color} becomes blue or green.", "nginx/upstream.{color}.conf"),
-    InputSpec("upstream-target", "The upstream file nginx includes, relative to app-dir or absolute. Written in place (inode kept).", "nginx/conf.d/upstream.conf"),
-    InputSpec("nginx-container", "Name of the nginx container; nginx commands then run through docker exec. Empty means nginx runs on the host.", ""),
+    InputSpec(
+        "health-interval",
+        "Longest pause in seconds between health probes; they start 0.25 s apart and back off to this.",
+        "2",
+    ),
+    InputSpec(
+        "upstream-file",
+        "Per-color nginx upstream file, relative to app-dir; {color} becomes blue or green.",
+        "nginx/upstream.{color}.conf",
+    ),
+    InputSpec(
+        "upstream-target",
+        "The upstream file nginx includes, relative to app-dir or absolute. Written in place (inode kept).",
+        "nginx/conf.d/upstream.conf",
+    ),
+    InputSpec(
+        "nginx-container",
+        "Name of the nginx container; nginx commands then run through docker exec. Empty means nginx runs on the host.",
+        "",
+    ),
     InputSpec("public-url", "If set, checked through nginx after the switch; a non-2xx answer switches back.", ""),
-    InputSpec("drain-timeout", "Seconds to wait for old nginx workers to finish in-flight requests before the old color is stopped.", "30"),
+    InputSpec(
+        "drain-timeout",
+        "Seconds to wait for old nginx workers to finish in-flight requests before the old color is stopped.",
+        "30",
+    ),
     InputSpec("lock-timeout", "Seconds to wait for another deploy of the same app-dir to finish.", "600"),
 )
 
@@ -155,7 +215,11 @@ def _host(value: str) -> str:
     except ValueError:
         pass
     if not _HOST.match(value) or ".." in value:
-        raise ConfigError("host", f"{value!r} is not a host name or IP address", "give a DNS name like deploy.example.com or an address like 203.0.113.7, without user@ or :port")
+        raise ConfigError(
+            "host",
+            f"{value!r} is not a host name or IP address",
+            "give a DNS name like deploy.example.com or an address like 203.0.113.7, without user@ or :port",
+        )
     return value
 
 
@@ -185,13 +249,21 @@ def _relative_path(name: str, value: str, *, need_color: bool = False, allow_abs
     if value.startswith("-"):
         raise ConfigError(name, f"{value!r} starts with '-'", "give a path that does not start with '-'")
     if not _PATH_CHARS.match(value):
-        raise ConfigError(name, f"{value!r} has characters other than letters, digits and . _ / @ + -", "rename the file, or give a path without spaces or shell characters")
+        raise ConfigError(
+            name,
+            f"{value!r} has characters other than letters, digits and . _ / @ + -",
+            "rename the file, or give a path without spaces or shell characters",
+        )
     if value.startswith("/") and not allow_absolute:
         raise ConfigError(name, f"{value!r} is absolute", "give a path relative to app-dir")
     if ".." in value.split("/"):
         raise ConfigError(name, f"{value!r} contains '..'", "give a path inside app-dir without '..'")
     if need_color and "{color}" not in value:
-        raise ConfigError(name, f"{value!r} has no {{color}} placeholder", "put {color} where blue or green goes, e.g. " + _SPEC[name].default)
+        raise ConfigError(
+            name,
+            f"{value!r} has no {{color}} placeholder",
+            "put {color} where blue or green goes, e.g. " + _SPEC[name].default,
+        )
     stripped = value.replace("{color}", "")
     if "{" in stripped or "}" in stripped:
         raise ConfigError(name, f"{value!r} has a placeholder other than {{color}}", "use only {color}")
@@ -200,13 +272,19 @@ def _relative_path(name: str, value: str, *, need_color: bool = False, allow_abs
 
 def _app_dir(value: str) -> str:
     if not value:
-        raise ConfigError("app-dir", "is required", "give the absolute path of the app's git checkout on the host, e.g. /srv/app")
+        raise ConfigError(
+            "app-dir", "is required", "give the absolute path of the app's git checkout on the host, e.g. /srv/app"
+        )
     if _CONTROL.search(value):
         raise ConfigError("app-dir", "contains a control character or newline", "give a single-line absolute path")
     if not value.startswith("/"):
         raise ConfigError("app-dir", f"{value!r} is not absolute", "give an absolute path, e.g. /srv/app")
     if not _PATH_CHARS.match(value) or "{" in value or "}" in value:
-        raise ConfigError("app-dir", f"{value!r} has characters other than letters, digits and . _ / @ + -", "give the path without spaces or shell characters")
+        raise ConfigError(
+            "app-dir",
+            f"{value!r} has characters other than letters, digits and . _ / @ + -",
+            "give the path without spaces or shell characters",
+        )
     if ".." in value.split("/"):
         raise ConfigError("app-dir", f"{value!r} contains '..'", "give the path without '..'")
     normal = posixpath.normpath(value)
@@ -217,7 +295,11 @@ def _app_dir(value: str) -> str:
 
 def _url(name: str, value: str) -> str:
     if _CONTROL.search(value) or _URL_BAD.search(value):
-        raise ConfigError(name, f"{value!r} has whitespace, quotes or other characters a URL cannot hold", "give one URL per line, percent-encoding special characters")
+        raise ConfigError(
+            name,
+            f"{value!r} has whitespace, quotes or other characters a URL cannot hold",
+            "give one URL per line, percent-encoding special characters",
+        )
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(name, f"{value!r} is not an http(s) URL", "give a URL like http://127.0.0.1:8001/health")
@@ -241,7 +323,11 @@ def _fingerprints(value: str) -> tuple[str, ...]:
     items = [item.strip() for item in re.split(r"[,\n]", value) if item.strip()]
     for item in items:
         if not _FINGERPRINT.match(item):
-            raise ConfigError("fingerprint", f"{item!r} is not a SHA256 host key fingerprint", "give SHA256:<43 base64 characters>, as printed by ssh-keygen -lf on the host key")
+            raise ConfigError(
+                "fingerprint",
+                f"{item!r} is not a SHA256 host key fingerprint",
+                "give SHA256:<43 base64 characters>, as printed by ssh-keygen -lf on the host key",
+            )
     return tuple(item.rstrip("=") for item in items)
 
 
@@ -256,7 +342,11 @@ def _known_hosts(value: str) -> str:
         try:
             asyncssh.import_public_key(f"{fields[1]} {fields[2]}")
         except (IndexError, asyncssh.KeyImportError):
-            raise ConfigError("known-hosts", f"line {number} is not a known_hosts entry", "give lines as printed by 'ssh-keyscan -p PORT HOST': host, key type, base64 key") from None
+            raise ConfigError(
+                "known-hosts",
+                f"line {number} is not a known_hosts entry",
+                "give lines as printed by 'ssh-keyscan -p PORT HOST': host, key type, base64 key",
+            ) from None
     return value
 
 
@@ -288,29 +378,50 @@ def load_config(raw: Mapping[str, str], *, for_deploy: bool = True) -> Config:
     app_dir = _app_dir(get("app-dir"))
     username = get("username")
     if not _USER.match(username):
-        raise ConfigError("username", f"{username!r} is not a valid user name", "give the login name of the deploy user, e.g. deploy")
+        raise ConfigError(
+            "username", f"{username!r} is not a valid user name", "give the login name of the deploy user, e.g. deploy"
+        )
     known_hosts = _known_hosts(get("known-hosts"))
     fingerprints = _fingerprints(get("fingerprint"))
     insecure = _bool("insecure-skip-host-key-check", get("insecure-skip-host-key-check"))
     if not known_hosts and not fingerprints and not insecure:
-        raise ConfigError("known-hosts", "neither known-hosts nor fingerprint is set", "pin the host key: set known-hosts to the output of 'ssh-keyscan -p PORT HOST' or fingerprint to 'SHA256:...'")
+        raise ConfigError(
+            "known-hosts",
+            "neither known-hosts nor fingerprint is set",
+            "pin the host key: set known-hosts to the output of 'ssh-keyscan -p PORT HOST' or fingerprint to "
+            "'SHA256:...'",
+        )
     ref = get("ref")
     if not ref and for_deploy:
         raise ConfigError("ref", "is empty and GITHUB_SHA is not set", "set ref to a commit, branch or tag")
     if ref and (not _REF.match(ref) or ".." in ref or "@{" in ref or ref.endswith((".lock", "/", "."))):
-        raise ConfigError("ref", f"{ref!r} is not a valid git ref or commit", "give a commit SHA, a branch or a tag name")
+        raise ConfigError(
+            "ref", f"{ref!r} is not a valid git ref or commit", "give a commit SHA, a branch or a tag name"
+        )
     project = get("project-name") or _project_from_dir(app_dir)
     if not _PROJECT.match(project):
-        raise ConfigError("project-name", f"{project!r} is not a valid compose project name", "use lower-case letters, digits, '-' and '_', starting with a letter or digit")
+        raise ConfigError(
+            "project-name",
+            f"{project!r} is not a valid compose project name",
+            "use lower-case letters, digits, '-' and '_', starting with a letter or digit",
+        )
     base = raw.get("base-compose-file", _SPEC["base-compose-file"].default).strip()
     nginx_container = get("nginx-container")
     if nginx_container and not _CONTAINER.match(nginx_container):
-        raise ConfigError("nginx-container", f"{nginx_container!r} is not a container name", "give the name shown by 'docker ps', e.g. app_nginx_1")
+        raise ConfigError(
+            "nginx-container",
+            f"{nginx_container!r} is not a container name",
+            "give the name shown by 'docker ps', e.g. app_nginx_1",
+        )
     public_url = get("public-url")
     health_timeout = _int("health-timeout", get("health-timeout"), 1, 3600)
     health_interval = _int("health-interval", get("health-interval"), 1, 600)
     if health_interval > health_timeout:
-        raise ConfigError("health-interval", f"{health_interval}s is longer than health-timeout ({health_timeout}s)", "make health-interval at most health-timeout")
+        raise ConfigError(
+            "health-interval",
+            f"{health_interval}s is longer than health-timeout ({health_timeout}s)",
+            "make health-interval at most health-timeout",
+        )
     return Config(
         host=_host(get("host")),
         port=_int("port", get("port"), 1, 65535),

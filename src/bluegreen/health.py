@@ -96,9 +96,13 @@ async def wait_healthy(remote: Remote, urls: Sequence[str], timeout: float, inte
     forwarding = await remote.can_forward(first_host, first_port)
     report = HealthReport(results, "SSH port forward" if forwarding else "curl on the host")
     if not forwarding:
-        report.notes.append("the host refuses TCP forwarding (AllowTcpForwarding), so health was probed from the host with curl")
+        report.notes.append(
+            "the host refuses TCP forwarding (AllowTcpForwarding), so health was probed from the host with curl"
+        )
     async with contextlib.AsyncExitStack() as stack:
-        client = await stack.enter_async_context(httpx.AsyncClient(timeout=PROBE_TIMEOUT, verify=False, follow_redirects=False))
+        client = await stack.enter_async_context(
+            httpx.AsyncClient(timeout=PROBE_TIMEOUT, verify=False, follow_redirects=False)
+        )
         ports = {}
         if forwarding:
             for target in {_target(u) for u in urls}:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from . import commands
 from .config import COLORS, Color
-from .remote import Remote, last_line
+from .remote import Host, last_line
 
 RELOAD_CONFIRM_TIMEOUT = 15.0
 POLL = 0.05
@@ -87,29 +87,38 @@ def pid_path(dump: str) -> str:
 
 
 class Nginx:
-    def __init__(self, remote: Remote, container: str, target: str) -> None:
-        self.remote = remote
+    def __init__(self, host: Host, container: str, target: str) -> None:
+        self.host = host
         self.container = container
         self.target = target
         self._master: int | None = None
 
     async def is_running(self) -> bool:
-        state = await self.remote.run(commands.container_exists(self.container), check=False)
+        state = await self.host.run(commands.container_exists(self.container), check=False)
         return state.stdout.strip() == "true"
 
     async def check_available(self) -> None:
         if self.container:
             if not await self.is_running():
-                raise NginxError(f"nginx container '{self.container}' is not running on the host", "set nginx-container to the name 'docker ps' shows for nginx, or start it")
+                raise NginxError(
+                    f"nginx container '{self.container}' is not running on the host",
+                    "set nginx-container to the name 'docker ps' shows for nginx, or start it",
+                )
         else:
-            probe = await self.remote.run(commands.nginx("", "-v"), check=False)
+            probe = await self.host.run(commands.nginx("", "-v"), check=False)
             if not probe.ok:
-                raise NginxError("nginx is not installed on the host (or not on the deploy user's PATH)", "set nginx-container if nginx runs in a container, or install nginx")
+                raise NginxError(
+                    "nginx is not installed on the host (or not on the deploy user's PATH)",
+                    "set nginx-container if nginx runs in a container, or install nginx",
+                )
 
     async def dump(self) -> str:
-        result = await self.remote.run(commands.nginx(self.container, "-T"), check=False)
+        result = await self.host.run(commands.nginx(self.container, "-T"), check=False)
         if not result.ok:
-            raise NginxError(f"nginx -T failed: {last_line(result.stderr)}", "fix nginx's configuration on the host: nginx -t shows the error")
+            raise NginxError(
+                f"nginx -T failed: {last_line(result.stderr)}",
+                "fix nginx's configuration on the host: nginx -t shows the error",
+            )
         return result.stdout
 
     async def master(self) -> int | None:
@@ -118,14 +127,17 @@ class Nginx:
         if self.container:
             return None
         if self._master is None:
-            pid = await self.remote.run(commands.read_file(pid_path(await self.dump())), check=False)
+            pid = await self.host.run(commands.read_file(pid_path(await self.dump())), check=False)
             if not pid.stdout.strip().isdigit():
-                raise NginxError("cannot read the nginx master's pid file on the host", "run nginx as a service with its pid file readable by the deploy user, or set nginx-container")
+                raise NginxError(
+                    "cannot read the nginx master's pid file on the host",
+                    "run nginx as a service with its pid file readable by the deploy user, or set nginx-container",
+                )
             self._master = int(pid.stdout.strip())
         return self._master
 
     async def processes(self) -> tuple[list[Process], set[int]]:
-        result = await self.remote.run(commands.nginx_processes(self.container))
+        result = await self.host.run(commands.nginx_processes(self.container))
         processes = parse_processes(result.stdout)
         return processes, worker_pids(processes, await self.master())
 
@@ -138,28 +150,35 @@ class Nginx:
         return {p.pid for p in processes if p.pid in workers and "shutting down" in p.title}
 
     async def read_target(self) -> str:
-        result = await self.remote.run(commands.read_file(self.target), check=False)
+        result = await self.host.run(commands.read_file(self.target), check=False)
         return result.stdout if result.ok else ""
 
     async def write_target(self, content: str) -> None:
-        await self.remote.run(commands.write_file(self.target), input=content)
+        await self.host.run(commands.write_file(self.target), input=content)
 
     async def test(self) -> None:
-        result = await self.remote.run(commands.nginx(self.container, "-t"), check=False)
+        result = await self.host.run(commands.nginx(self.container, "-t"), check=False)
         if not result.ok:
-            raise NginxError(f"nginx -t rejected the config: {last_line(result.stderr)}", "fix the upstream file in the commit; the previous upstream was put back")
+            raise NginxError(
+                f"nginx -t rejected the config: {last_line(result.stderr)}",
+                "fix the upstream file in the commit; the previous upstream was put back",
+            )
 
     async def reload_and_confirm(self, content: str, before: set[int]) -> float:
         """Reload; wait for a worker generation newer than `before` and for the loaded config to show `content`."""
         start = time.monotonic()
-        await self.remote.run(commands.nginx(self.container, "-s", "reload"))
+        await self.host.run(commands.nginx(self.container, "-s", "reload"))
         wanted = normalize(content)
         while True:
             current, dump = await asyncio.gather(self.workers(), self.dump())
             if current - before and wanted in config_sections(dump):
                 return time.monotonic() - start
             if time.monotonic() - start > RELOAD_CONFIRM_TIMEOUT:
-                raise NginxError(f"nginx did not take the reload within {RELOAD_CONFIRM_TIMEOUT:.0f}s (no new worker generation with the new upstream)", "read nginx's error log on the host")
+                raise NginxError(
+                    f"nginx did not take the reload within {RELOAD_CONFIRM_TIMEOUT:.0f}s (no new worker generation "
+                    "with the new upstream)",
+                    "read nginx's error log on the host",
+                )
             await asyncio.sleep(POLL)
 
     async def wait_loaded(self, content: str) -> None:
@@ -167,17 +186,20 @@ class Nginx:
         start = time.monotonic()
         wanted = normalize(content)
         while True:
-            dump = await self.remote.run(commands.nginx(self.container, "-T"), check=False)
+            dump = await self.host.run(commands.nginx(self.container, "-T"), check=False)
             if dump.ok and wanted in config_sections(dump.stdout) and await self.workers():
                 return
             if time.monotonic() - start > RELOAD_CONFIRM_TIMEOUT:
                 raise NginxError(
-                    f"nginx did not start with the new upstream within {RELOAD_CONFIRM_TIMEOUT:.0f}s: {last_line(dump.stderr)}",
+                    f"nginx did not start with the new upstream within {RELOAD_CONFIRM_TIMEOUT:.0f}s: "
+                    f"{last_line(dump.stderr)}",
                     "read the nginx container's log (docker logs) on the host",
                 )
             await asyncio.sleep(POLL)
 
-    async def test_and_reload(self, content: str, on_reload: Callable[[], None] = lambda: None) -> tuple[set[int], float]:
+    async def test_and_reload(
+        self, content: str, on_reload: Callable[[], None] = lambda: None
+    ) -> tuple[set[int], float]:
         """nginx -t, then a confirmed reload (`on_reload` is called just before it). Returns the old
         workers and the reload time."""
         _, before = await asyncio.gather(self.test(), self.workers())

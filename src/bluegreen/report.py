@@ -74,7 +74,9 @@ class Report:
         short = self.sha[:12] or self.ref
         if self.already_live:
             finished = any(step.name == "stop" for step in self.steps)
-            return f"### ✅ `{short}` is already live on {self.live}: " + ("finished the earlier switch" if finished else "nothing to redeploy")
+            return f"### ✅ `{short}` is already live on {self.live}: " + (
+                "finished the earlier switch" if finished else "nothing to redeploy"
+            )
         if self.ok and self.first_deploy:
             return f"### ✅ First deploy of `{short}`: {self.target} serves, nginx started"
         if self.ok:
@@ -88,30 +90,59 @@ class Report:
             if self.fix:
                 lines += [f"**Fix:** {self.fix}", ""]
             serving = self.active_color or "unknown"
-            lines += [f"**Serving now:** {serving}" + (" (previous color kept)" if not self.switched or self.rolled_back else ""), ""]
+            lines += [
+                f"**Serving now:** {serving}"
+                + (" (previous color kept)" if not self.switched or self.rolled_back else ""),
+                "",
+            ]
             if self.restored:
                 lines += ["**Restored:**", *[f"- {item}" for item in self.restored], ""]
         lines += ["| step | status | duration |", "| --- | --- | --- |"]
         icons = {"ok": "✅", "failed": "❌", "skipped": "⏭️", "running": "⏹️"}
         for step in self.steps:
             detail = f" ({step.detail})" if step.detail else ""
-            lines.append(f"| {step.title}{detail} | {icons.get(step.status, step.status)} {step.status} | {step.seconds:.1f}s |")
+            lines.append(
+                f"| {step.title}{detail} | {icons.get(step.status, step.status)} {step.status} | {step.seconds:.1f}s |"
+            )
         total = sum(step.seconds for step in self.steps)
         lines += [f"| **total** | | **{total:.1f}s** |", ""]
         if self.health:
-            lines += [f"**Health of {self.target}** (via {self.health.via})", "", "| URL | result | attempts | healthy after |", "| --- | --- | --- | --- |"]
+            lines += [
+                f"**Health of {self.target}** (via {self.health.via})",
+                "",
+                "| URL | result | attempts | healthy after |",
+                "| --- | --- | --- | --- |",
+            ]
             for item in self.health.results:
                 after = f"{item.seconds:.1f}s" if item.healthy else "—"
-                lines.append(f"| `{item.url}` | {'✅' if item.healthy else '❌'} {item.last} | {item.attempts} | {after} |")
+                lines.append(
+                    f"| `{item.url}` | {'✅' if item.healthy else '❌'} {item.last} | {item.attempts} | {after} |"
+                )
             lines += [*[f"> {note}" for note in self.health.notes], ""]
         if self.warnings:
             lines += ["**Warnings:**", *[f"- {w}" for w in self.warnings], ""]
         if self.logs:
-            lines += [f"<details><summary>Last log lines of {self.target}</summary>", "", "```", self.logs.rstrip(), "```", "</details>", ""]
+            lines += [
+                f"<details><summary>Last log lines of {self.target}</summary>",
+                "",
+                "```",
+                self.logs.rstrip(),
+                "```",
+                "</details>",
+                "",
+            ]
         if self.journal:
-            lines += ["**Recent deploys on this host**", "", "| time | ref | switch | result |", "| --- | --- | --- | --- |"]
+            lines += [
+                "**Recent deploys on this host**",
+                "",
+                "| time | ref | switch | result |",
+                "| --- | --- | --- | --- |",
+            ]
             for entry in self.journal:
-                lines.append(f"| {entry.get('time', '')} | `{str(entry.get('ref', ''))[:12]}` | {entry.get('from') or 'none'} → {entry.get('to')} | {entry.get('result')} |")
+                lines.append(
+                    f"| {entry.get('time', '')} | `{str(entry.get('ref', ''))[:12]}` | {entry.get('from') or 'none'} "
+                    f"→ {entry.get('to')} | {entry.get('result')} |"
+                )
             lines.append("")
         return "\n".join(lines)
 

@@ -8,10 +8,20 @@ the previous release, with a project per stack) are adopted."""
 
 from __future__ import annotations
 
+import asyncio
 import posixpath
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import yaml
+
+from . import commands
+from .commands import Compose, ComposeVariant
+from .config import COLORS, Color, Config
+from .remote import Host, checked
+
+STOP_TIMEOUT_MIN = 10  # the least stop grace a color gets
 
 
 @dataclass(frozen=True)
@@ -31,7 +41,16 @@ def parse_containers(text: str) -> list[Container]:
         if len(fields) != 6:
             continue
         cid, name, status, project, service, files = fields
-        out.append(Container(cid, name, status.startswith("Up"), project, service, tuple(f.strip() for f in files.split(",") if f.strip())))
+        out.append(
+            Container(
+                cid,
+                name,
+                status.startswith("Up"),
+                project,
+                service,
+                tuple(f.strip() for f in files.split(",") if f.strip()),
+            )
+        )
     return out
 
 
@@ -71,3 +90,140 @@ def service_of_container(text: str, container: str, project: str) -> str | None:
 def shared_names(blue: str, green: str) -> list[str]:
     """Service names both color files define: in one compose project they would replace each other."""
     return sorted(set(_services(blue)) & set(_services(green)))
+
+
+BUILD_TIMEOUT = 1800
+
+
+class Stacks:
+    """The base and the two colors on the host: start, build, stop and adopt them.
+
+    One compose project holds all three files, unless both color files define the same service name
+    (then each color runs as <project>-<color>). A color is stopped and removed by container, never
+    with `down` or `--remove-orphans`, which would reach the network, the volumes or the services it
+    shares with the base and the other color."""
+
+    def __init__(self, host: Host, config: Config, info: Callable[[str], None]) -> None:
+        self.host = host
+        self.cfg = config
+        self.info = info
+        self.variant: ComposeVariant = "v2"
+        self.split_colors = False
+        self.nginx_service = ""  # a first deploy: the base service that makes the nginx container
+        self._containers: list[Container] | None = None
+
+    def compose(self, stack: Color | Literal["base"]) -> Compose:
+        cfg = self.cfg
+        if stack == "base":
+            return Compose(self.variant, cfg.project_name, cfg.app_path(cfg.base_compose_file), cfg.app_dir)
+        project = f"{cfg.project_name}-{stack}" if self.split_colors else cfg.project_name
+        return Compose(self.variant, project, cfg.compose_path(stack), cfg.app_dir)
+
+    async def containers(self, refresh: bool = False) -> list[Container]:
+        """The app's containers under any project; listed once (after the lock, before any change)
+        unless `refresh`."""
+        if self._containers is None or refresh:
+            listing = await checked(
+                self.host,
+                commands.app_containers(self.cfg.app_dir),
+                "listing containers",
+                "check that docker works for the deploy user",
+            )
+            self._containers = parse_containers(listing)
+        return self._containers
+
+    async def find_nginx_service(self) -> str | None:
+        """The base service that makes the nginx container, if the base compose file has one."""
+        cfg = self.cfg
+        if not cfg.base_compose_file:
+            return None
+        text = (await self.host.run(commands.read_file(cfg.app_path(cfg.base_compose_file)), check=False)).stdout
+        return service_of_container(text, cfg.nginx_container, cfg.project_name)
+
+    async def base_up(self) -> str:
+        """Start the base services that do not run; never touch one that does, whatever project made it
+        (the previous release ran the base as <name>-base). On a first deploy nginx waits for the switch."""
+        stack = self.compose("base")
+        fix = f"check {self.cfg.base_compose_file} with 'docker compose config'"
+        containers, text = await asyncio.gather(
+            self.containers(), checked(self.host, commands.read_file(stack.file), "reading the base compose file", fix)
+        )
+        running = [c for c in from_file(containers, stack.file) if c.running]
+        adopted = sorted({c.service for c in running if c.project != stack.project})
+        if adopted:
+            self.info(f"base services already running under another project, left as they are: {', '.join(adopted)}")
+        up = {c.service for c in running}
+        missing = [s for s in compose_services(text) if s not in up and s != self.nginx_service]
+        if missing:
+            await checked(self.host, stack.up_base(missing), "base compose up", fix, BUILD_TIMEOUT)
+        return f"started {', '.join(missing)}" if missing else "every service already runs"
+
+    async def choose_color_projects(self) -> None:
+        """One project for everything, unless both color files define the same service name."""
+        files = await asyncio.gather(
+            *(self.host.run(commands.read_file(self.cfg.compose_path(c)), check=False) for c in COLORS)
+        )
+        shared = shared_names(files[0].stdout, files[1].stdout)
+        self.split_colors = bool(shared)
+        if shared:
+            name = self.cfg.project_name
+            self.info(
+                f"blue and green both define {', '.join(shared)}: each color runs as a project of its own "
+                f"({name}-blue, {name}-green)"
+            )
+
+    async def build(self, color: Color) -> None:
+        """Replace whatever `color` has with a fresh build of the checked-out commit."""
+        await self.choose_color_projects()
+        await self.remove(color, STOP_TIMEOUT_MIN)
+        stack = self.compose(color)
+        await checked(
+            self.host,
+            stack.up_color(),
+            f"building and starting {color}",
+            f"fix the build or {stack.file}; the compose output is above",
+            BUILD_TIMEOUT,
+        )
+
+    async def remove(self, color: Color, stop_timeout: int, refresh: bool = False) -> None:
+        """Stop and remove `color`'s containers, whatever project made them."""
+        found = from_file(await self.containers(refresh), self.cfg.compose_path(color))
+        if not found:
+            return
+        ids = [c.id for c in found]
+        other = sorted({c.project for c in found} - {self.compose(color).project})
+        if other:
+            self.info(f"{color}: adopting containers made by project {', '.join(other)}")
+        await checked(
+            self.host,
+            commands.stop_containers(ids, stop_timeout),
+            f"stopping {color}",
+            "stop its containers by hand with docker stop",
+            BUILD_TIMEOUT,
+        )
+        await checked(
+            self.host,
+            commands.remove_containers(ids),
+            f"removing {color}'s containers",
+            "remove them by hand with docker rm",
+        )
+
+    async def runs(self, color: Color) -> bool:
+        """Whether any container of `color` exists (from the listing taken after the lock)."""
+        return bool(from_file(await self.containers(), self.cfg.compose_path(color)))
+
+    async def logs(self, color: Color, tail: int) -> str:
+        result = await self.host.run(self.compose(color).logs(tail), check=False, timeout=30)
+        return result.stdout + result.stderr
+
+    async def start_nginx(self) -> None:
+        await checked(
+            self.host,
+            self.compose("base").up_base([self.nginx_service]),
+            f"starting nginx ({self.nginx_service})",
+            f"check the nginx service in {self.cfg.base_compose_file}",
+            BUILD_TIMEOUT,
+        )
+
+    async def stop_nginx(self) -> None:
+        await self.host.run(self.compose("base").stop([self.nginx_service]), check=False, timeout=120)

@@ -15,7 +15,13 @@ def test_shell_line_round_trips_any_argv(argv: list[str]) -> None:
 
 
 def test_shell_line_adds_a_host_side_timeout() -> None:
-    assert shlex.split(commands.shell_line(["cat", "x; rm -rf /"], 30)) == ["timeout", "--kill-after=5", "30", "cat", "x; rm -rf /"]
+    assert shlex.split(commands.shell_line(["cat", "x; rm -rf /"], 30)) == [
+        "timeout",
+        "--kill-after=5",
+        "30",
+        "cat",
+        "x; rm -rf /",
+    ]
 
 
 def test_tied_commands_keep_their_argv_intact() -> None:
@@ -58,8 +64,24 @@ def test_nginx_runs_in_the_container_or_on_the_host() -> None:
 
 
 def test_git_commands_take_values_as_single_arguments() -> None:
-    assert commands.git_checkout("/srv/my app", "abc") == ["git", "-C", "/srv/my app", "checkout", "--quiet", "--force", "--detach", "abc"]
-    assert commands.git_has_file("/srv/app", "abc", "docker-compose.blue.yml") == ["git", "-C", "/srv/app", "cat-file", "-e", "abc:./docker-compose.blue.yml"]
+    assert commands.git_checkout("/srv/my app", "abc") == [
+        "git",
+        "-C",
+        "/srv/my app",
+        "checkout",
+        "--quiet",
+        "--force",
+        "--detach",
+        "abc",
+    ]
+    assert commands.git_has_file("/srv/app", "abc", "docker-compose.blue.yml") == [
+        "git",
+        "-C",
+        "/srv/app",
+        "cat-file",
+        "-e",
+        "abc:./docker-compose.blue.yml",
+    ]
     assert commands.ref_candidates("main") == ["main", "refs/remotes/origin/main", "FETCH_HEAD"]
 
 

@@ -43,7 +43,10 @@ def test_defaults_and_derived_values() -> None:
     assert cfg.upstream_target_path == "/srv/app/nginx/conf.d/upstream.conf"
 
 
-@pytest.mark.parametrize(("app_dir", "project"), [("/srv/hint_system", "hint_system"), ("/srv/My.App", "myapp"), ("/srv/-x-", "x-"), ("/srv/...", "app")])
+@pytest.mark.parametrize(
+    ("app_dir", "project"),
+    [("/srv/hint_system", "hint_system"), ("/srv/My.App", "myapp"), ("/srv/-x-", "x-"), ("/srv/...", "app")],
+)
 def test_default_project_is_the_one_compose_gives_the_folder(app_dir: str, project: str) -> None:
     """So a host set up by the seed's script (compose run in app-dir) is already in the action's project."""
     assert load_config(raw(**{"app-dir": app_dir})).project_name == project

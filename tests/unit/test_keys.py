@@ -16,8 +16,17 @@ RSA = asyncssh.generate_private_key("ssh-rsa", key_size=2048)
 
 def config(key: str, passphrase: str = "") -> Config:
     raw = {spec.name: spec.default for spec in INPUTS}
-    raw.update(host="h.example.com", username="deploy", key=key, passphrase=passphrase, fingerprint="SHA256:" + "A" * 43, ref="main")
-    raw.update({"app-dir": "/srv/app", "blue-health-urls": "http://127.0.0.1:1/", "green-health-urls": "http://127.0.0.1:2/"})
+    raw.update(
+        host="h.example.com",
+        username="deploy",
+        key=key,
+        passphrase=passphrase,
+        fingerprint="SHA256:" + "A" * 43,
+        ref="main",
+    )
+    raw.update(
+        {"app-dir": "/srv/app", "blue-health-urls": "http://127.0.0.1:1/", "green-health-urls": "http://127.0.0.1:2/"}
+    )
     return load_config(raw)
 
 

@@ -1,7 +1,16 @@
 from __future__ import annotations
 
 from bluegreen.config import Color
-from bluegreen.nginx import DEFAULT_PID_PATH, config_sections, live_color, normalize, parse_processes, pid_path, servers, worker_pids
+from bluegreen.nginx import (
+    DEFAULT_PID_PATH,
+    config_sections,
+    live_color,
+    normalize,
+    parse_processes,
+    pid_path,
+    servers,
+    worker_pids,
+)
 
 BLUE = "# blue\nupstream backend {\n    server 127.0.0.1:8001;\n    keepalive 16;\n}\n"
 GREEN = "# green\nupstream backend {\n    server 127.0.0.1:8002;\n    keepalive 16;\n}\n"
@@ -42,16 +51,25 @@ def test_identical_color_files_are_ambiguous() -> None:
 
 
 def test_workers_are_children_of_a_master() -> None:
-    procs = parse_processes("1 0 nginx: master process nginx -g daemon off; \n30 1 nginx: worker process \n31 1 nginx: worker process is shutting down \n77 70 nginx: worker process \ngarbage\n")
+    procs = parse_processes(
+        "1 0 nginx: master process nginx -g daemon off; \n30 1 nginx: worker process \n31 1 nginx: worker process is "
+        "shutting down \n77 70 nginx: worker process \ngarbage\n"
+    )
     assert worker_pids(procs) == {30, 31}
 
 
 def test_on_the_host_only_our_masters_workers_count() -> None:
-    procs = parse_processes("10 1 nginx: master process /usr/sbin/nginx\n11 10 nginx: worker process\n20 5 nginx: master process nginx -g daemon off;\n21 20 nginx: worker process\n")
+    procs = parse_processes(
+        "10 1 nginx: master process /usr/sbin/nginx\n11 10 nginx: worker process\n20 5 nginx: master process nginx "
+        "-g daemon off;\n21 20 nginx: worker process\n"
+    )
     assert worker_pids(procs) == {11, 21}
     assert worker_pids(procs, master=10) == {11}
 
 
 def test_pid_path_from_the_dump() -> None:
-    assert pid_path("# configuration file /etc/nginx/nginx.conf:\nuser www-data;\npid /var/run/nginx.pid;\n") == "/var/run/nginx.pid"
+    assert (
+        pid_path("# configuration file /etc/nginx/nginx.conf:\nuser www-data;\npid /var/run/nginx.pid;\n")
+        == "/var/run/nginx.pid"
+    )
     assert pid_path("worker_processes 2;\n") == DEFAULT_PID_PATH

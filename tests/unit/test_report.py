@@ -8,17 +8,42 @@ from bluegreen.report import ConsoleReporter, Report, Reporter, StepRecord
 def test_success_outputs_and_headline() -> None:
     report = Report(ref="main", sha="a" * 40, live="green", target="blue", switched=True)
     report.steps.append(StepRecord("build", "Build and start blue", "ok", 2.5))
-    assert report.outputs() == {"active-color": "blue", "previous-color": "green", "deployed-ref": "a" * 40, "switched": "true", "rolled-back": "false"}
+    assert report.outputs() == {
+        "active-color": "blue",
+        "previous-color": "green",
+        "deployed-ref": "a" * 40,
+        "switched": "true",
+        "rolled-back": "false",
+    }
     text = report.summary_markdown()
     assert "green → blue" in text and "| Build and start blue | ✅ ok | 2.5s |" in text
 
 
 def test_rolled_back_failure_keeps_the_previous_color() -> None:
-    report = Report(ref="main", sha="b" * 40, live="green", target="blue", switched=True, rolled_back=True, error="public-url failed", failed_step="Switch nginx to blue")
+    report = Report(
+        ref="main",
+        sha="b" * 40,
+        live="green",
+        target="blue",
+        switched=True,
+        rolled_back=True,
+        error="public-url failed",
+        failed_step="Switch nginx to blue",
+    )
     report.restored.append("nginx upstream switched back to green and reloaded")
-    assert report.outputs() == {"active-color": "green", "previous-color": "green", "deployed-ref": "", "switched": "false", "rolled-back": "true"}
+    assert report.outputs() == {
+        "active-color": "green",
+        "previous-color": "green",
+        "deployed-ref": "",
+        "switched": "false",
+        "rolled-back": "true",
+    }
     text = report.summary_markdown()
-    assert "failed at Switch nginx to blue" in text and "switched back to green" in text and "**Serving now:** green" in text
+    assert (
+        "failed at Switch nginx to blue" in text
+        and "switched back to green" in text
+        and "**Serving now:** green" in text
+    )
 
 
 def test_scrub_masks_secrets() -> None:

