@@ -90,7 +90,14 @@ class Connection:
 class Load:
     """Runs on its own thread and event loop while a deploy happens on the main thread."""
 
-    def __init__(self, port: int, rate: float = 100.0, connections: int = 4, long_in_flight: int = 4, long_path: str = "/slow?s=3") -> None:
+    def __init__(
+        self,
+        port: int,
+        rate: float = 100.0,
+        connections: int = 4,
+        long_in_flight: int = 4,
+        long_path: str = "/slow?s=3",
+    ) -> None:
         self.port = port
         self.interval = connections / rate
         self.connections = connections
@@ -109,7 +116,9 @@ class Load:
         self._thread.join(TIMEOUT + 10)
 
     async def _main(self) -> None:
-        await asyncio.gather(*[self._steady() for _ in range(self.connections)], *[self._long() for _ in range(self.long_in_flight)])
+        await asyncio.gather(
+            *[self._steady() for _ in range(self.connections)], *[self._long() for _ in range(self.long_in_flight)]
+        )
 
     async def _request(self, conn: Connection, path: str) -> tuple[int, bytes]:
         reused = conn.used > 0

@@ -27,7 +27,15 @@ def first_byte_seconds(image: str) -> float:
         port = listener.getsockname()[1]
         key, _ = lab.client_key(lab.LAB_ROOT, "startup_key")
         inputs = {spec.name: spec.default for spec in INPUTS}
-        inputs |= {"host": "127.0.0.1", "port": str(port), "username": "deploy", "key": key, "fingerprint": "SHA256:" + "A" * 43, "app-dir": "/srv/app", "ref": "main"}
+        inputs |= {
+            "host": "127.0.0.1",
+            "port": str(port),
+            "username": "deploy",
+            "key": key,
+            "fingerprint": "SHA256:" + "A" * 43,
+            "app-dir": "/srv/app",
+            "ref": "main",
+        }
         inputs |= {"blue-health-urls": "http://127.0.0.1:1/", "green-health-urls": "http://127.0.0.1:2/"}
         start = time.monotonic()
         running = lab.RunningAction(inputs, image=image)
@@ -44,10 +52,25 @@ def first_byte_seconds(image: str) -> float:
 def main() -> None:
     tag = "bluegreen-action:startup"
     start = time.monotonic()
-    subprocess.run(["docker", "build", "--no-cache", "--quiet", "--network", "host", "--tag", tag, str(lab.REPO_ROOT)], check=True, capture_output=True)
+    subprocess.run(
+        ["docker", "build", "--no-cache", "--quiet", "--network", "host", "--tag", tag, str(lab.REPO_ROOT)],
+        check=True,
+        capture_output=True,
+    )
     build = time.monotonic() - start
-    size = int(subprocess.run(["docker", "image", "inspect", "--format", "{{.Size}}", tag], check=True, capture_output=True, text=True).stdout)
-    base = int(subprocess.run(["docker", "image", "inspect", "--format", "{{.Size}}", "python:3.12-slim"], check=True, capture_output=True, text=True).stdout)
+    size = int(
+        subprocess.run(
+            ["docker", "image", "inspect", "--format", "{{.Size}}", tag], check=True, capture_output=True, text=True
+        ).stdout
+    )
+    base = int(
+        subprocess.run(
+            ["docker", "image", "inspect", "--format", "{{.Size}}", "python:3.12-slim"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    )
     firsts = [first_byte_seconds(tag) for _ in range(5)]
     print("| what | figure |")
     print("| --- | --- |")

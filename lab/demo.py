@@ -18,7 +18,10 @@ def main() -> int:
         app = lab.LabApp("bgdemo", lab.LAB_ROOT / "app-bgdemo", {})
         app.teardown()
         app = lab.make_app("bgdemo")
-        print(f"demo: app-dir {app.app_dir} on deploy@127.0.0.1:{host.port}; green v1 goes live the way the seed's script would")
+        print(
+            f"demo: app-dir {app.app_dir} on deploy@127.0.0.1:{host.port}; green v1 goes live the way the seed's "
+            "script would"
+        )
         app.bootstrap("green")
         sha = app.version("v2")
         print(f"demo: committed v2 ({sha[:12]}); running the action as GitHub's runner runs it\n")

@@ -47,11 +47,15 @@ COMPOSE_V2_PLUGIN = Path("/usr/local/lib/bluegreen-lab/cli-plugins/docker-compos
 DEPLOY_PLUGIN_LINK = Path(f"/home/{DEPLOY_USER}/.docker/cli-plugins/docker-compose")
 
 
-def sh(*argv: str | Path, env: Mapping[str, str] | None = None, cwd: Path | None = None, input: str | None = None) -> str:
+def sh(
+    *argv: str | Path, env: Mapping[str, str] | None = None, cwd: Path | None = None, input: str | None = None
+) -> str:
     full_env = {**os.environ, **(env or {})}
     done = subprocess.run([str(a) for a in argv], env=full_env, cwd=cwd, input=input, capture_output=True, text=True)
     if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(map(str, argv))} failed ({done.returncode}): {done.stderr.strip() or done.stdout.strip()}")
+        raise RuntimeError(
+            f"{' '.join(map(str, argv))} failed ({done.returncode}): {done.stderr.strip() or done.stdout.strip()}"
+        )
     return done.stdout
 
 
@@ -112,7 +116,10 @@ def use_compose(variant: str) -> None:
 
 def compose_variant() -> str:
     """What the action will detect for the deploy user: v2 if `docker compose` works, else v1."""
-    v2 = subprocess.run(["runuser", "-u", DEPLOY_USER, "--", "env", f"HOME=/home/{DEPLOY_USER}", "docker", "compose", "version"], capture_output=True)
+    v2 = subprocess.run(
+        ["runuser", "-u", DEPLOY_USER, "--", "env", f"HOME=/home/{DEPLOY_USER}", "docker", "compose", "version"],
+        capture_output=True,
+    )
     return "v2" if v2.returncode == 0 else "v1"
 
 
@@ -145,7 +152,9 @@ class SshHost:
         self.process.wait(10)
 
     def restart(self) -> None:
-        self.process = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(self.root / "sshd_config")], stdin=subprocess.DEVNULL)
+        self.process = subprocess.Popen(
+            ["/usr/sbin/sshd", "-D", "-e", "-f", str(self.root / "sshd_config")], stdin=subprocess.DEVNULL
+        )
         wait_port(self.port)
 
 
@@ -258,10 +267,18 @@ class LabApp:
 
     def frontend_server(self, color: str) -> str:
         """The address of color's frontend in its upstream file."""
-        return f"frontend_{color}:3000" if self.variant == "bridge" else f"127.0.0.1:{self.ports[color.upper() + '_FRONTEND']}"
+        return (
+            f"frontend_{color}:3000"
+            if self.variant == "bridge"
+            else f"127.0.0.1:{self.ports[color.upper() + '_FRONTEND']}"
+        )
 
     def render(self, text: str) -> str:
-        values = {**{k: str(v) for k, v in self.ports.items()}, "NAME": self.name, "EXIT_ON_SIGTERM": "1" if self.exit_on_sigterm else "0"}
+        values = {
+            **{k: str(v) for k, v in self.ports.items()},
+            "NAME": self.name,
+            "EXIT_ON_SIGTERM": "1" if self.exit_on_sigterm else "0",
+        }
         for key, value in values.items():
             text = text.replace(f"@{key}@", value)
         return text
@@ -274,7 +291,19 @@ class LabApp:
             path.write_text(text)
         sh("chown", "-R", f"{DEPLOY_USER}:{DEPLOY_USER}", self.root)
         as_deploy("git", "-C", self.work, "add", "-A")
-        as_deploy("git", "-C", self.work, "-c", "user.name=lab", "-c", "user.email=lab@localhost", "commit", "--quiet", "-m", message)
+        as_deploy(
+            "git",
+            "-C",
+            self.work,
+            "-c",
+            "user.name=lab",
+            "-c",
+            "user.email=lab@localhost",
+            "commit",
+            "--quiet",
+            "-m",
+            message,
+        )
         as_deploy("git", "-C", self.work, "push", "--quiet", "origin", "HEAD:main")
         return as_deploy("git", "-C", self.work, "rev-parse", "HEAD").strip()
 
@@ -284,7 +313,16 @@ class LabApp:
     def compose(self, stack: str, *args: str, project: str = "") -> str:
         """Compose on one file of the app, in the project the action uses (all three files share it)."""
         file = self.app_dir / f"docker-compose.{stack}.yml"
-        return as_deploy(*compose_command(), "--project-name", project or self.name, "--project-directory", self.app_dir, "--file", file, *args)
+        return as_deploy(
+            *compose_command(),
+            "--project-name",
+            project or self.name,
+            "--project-directory",
+            self.app_dir,
+            "--file",
+            file,
+            *args,
+        )
 
     def bootstrap(self, color: str = "green") -> None:
         """Bring the host to 'color live', the way the seed's script leaves it."""
@@ -316,7 +354,16 @@ class LabApp:
         """'color' live the way the seed's script leaves a host: one directory-named project for all three files."""
         self.write_live(color)
         for stack, services in (("base", ["db"]), (color, []), ("base", [])):
-            as_deploy(*compose_command(), "--file", f"docker-compose.{stack}.yml", "up", "-d", "--build", *services, cwd=self.app_dir)
+            as_deploy(
+                *compose_command(),
+                "--file",
+                f"docker-compose.{stack}.yml",
+                "up",
+                "-d",
+                "--build",
+                *services,
+                cwd=self.app_dir,
+            )
         self.wait_ready(color)
 
     def pull(self) -> None:
@@ -326,7 +373,12 @@ class LabApp:
     def write_live(self, color: str) -> None:
         shutil.copyfile(self.app_dir / f"nginx/upstream.{color}.conf", self.app_dir / "nginx/conf.d/upstream.conf")
         (self.app_dir / ".active_env").write_text(color + "\n")
-        sh("chown", f"{DEPLOY_USER}:{DEPLOY_USER}", self.app_dir / "nginx/conf.d/upstream.conf", self.app_dir / ".active_env")
+        sh(
+            "chown",
+            f"{DEPLOY_USER}:{DEPLOY_USER}",
+            self.app_dir / "nginx/conf.d/upstream.conf",
+            self.app_dir / ".active_env",
+        )
 
     def wait_ready(self, color: str) -> None:
         wait_port(self.ports["PUBLIC_PORT"])
@@ -339,9 +391,15 @@ class LabApp:
     def containers(self, stack: str) -> list[docker.models.containers.Container]:
         """The containers made from docker-compose.<stack>.yml of this app, under any project."""
         client = docker.from_env()
-        everything = client.containers.list(all=True, filters={"label": f"com.docker.compose.project.working_dir={self.app_dir}"})
+        everything = client.containers.list(
+            all=True, filters={"label": f"com.docker.compose.project.working_dir={self.app_dir}"}
+        )
         file = f"docker-compose.{stack}.yml"
-        return [c for c in everything if file in {Path(f).name for f in c.labels.get("com.docker.compose.project.config_files", "").split(",")}]
+        return [
+            c
+            for c in everything
+            if file in {Path(f).name for f in c.labels.get("com.docker.compose.project.config_files", "").split(",")}
+        ]
 
     def static_file(self) -> str:
         """The bridge variant's static file, as nginx serves it from the shared named volume."""
@@ -351,7 +409,9 @@ class LabApp:
 
     def teardown(self) -> None:
         client = docker.from_env()
-        for container in client.containers.list(all=True, filters={"label": f"com.docker.compose.project.working_dir={self.app_dir}"}):
+        for container in client.containers.list(
+            all=True, filters={"label": f"com.docker.compose.project.working_dir={self.app_dir}"}
+        ):
             container.remove(force=True, v=False)
         for network in client.networks.list(filters={"label": f"com.docker.compose.project={self.name}"}):
             network.remove()
@@ -429,9 +489,13 @@ def parse_outputs(text: str) -> dict[str, str]:
     return out
 
 
-def action_env(inputs: Mapping[str, str], workdir: Path, extra: Mapping[str, str] | None = None) -> tuple[dict[str, str], list[str]]:
+def action_env(
+    inputs: Mapping[str, str], workdir: Path, extra: Mapping[str, str] | None = None
+) -> tuple[dict[str, str], list[str]]:
     """The environment GitHub's runner gives a container action, and the `docker run` arguments for it."""
-    home, workflow, commands, workspace = (workdir / d for d in ("_github_home", "_github_workflow", "_runner_file_commands", "workspace"))
+    home, workflow, commands, workspace = (
+        workdir / d for d in ("_github_home", "_github_workflow", "_runner_file_commands", "workspace")
+    )
     for d in (home, workflow, commands, workspace):
         d.mkdir(parents=True, exist_ok=True)
     suffix = uuid.uuid4()
@@ -484,7 +548,17 @@ def action_env(inputs: Mapping[str, str], workdir: Path, extra: Mapping[str, str
 
 def docker_run_argv(env: Mapping[str, str], volumes: list[str], name: str, image: str = ACTION_IMAGE) -> list[str]:
     """`docker run` as the runner builds it: values stay in the environment, only names on the command line."""
-    argv = ["docker", "run", "--name", name, "--label", "bluegreen-lab-action", "--workdir", "/github/workspace", "--rm"]
+    argv = [
+        "docker",
+        "run",
+        "--name",
+        name,
+        "--label",
+        "bluegreen-lab-action",
+        "--workdir",
+        "/github/workspace",
+        "--rm",
+    ]
     for key in env:
         argv += ["-e", key]
     return [*argv, *volumes, "--network", "host", image]
@@ -493,7 +567,9 @@ def docker_run_argv(env: Mapping[str, str], volumes: list[str], name: str, image
 class RunningAction:
     """A `docker run` of the action in progress; its stdout goes to a file that can be polled."""
 
-    def __init__(self, inputs: Mapping[str, str], extra_env: Mapping[str, str] | None = None, image: str = ACTION_IMAGE) -> None:
+    def __init__(
+        self, inputs: Mapping[str, str], extra_env: Mapping[str, str] | None = None, image: str = ACTION_IMAGE
+    ) -> None:
         self.inputs = dict(inputs)
         self.workdir = LAB_ROOT / f"run-{uuid.uuid4().hex[:8]}"
         self.env, volumes = action_env(inputs, self.workdir, extra_env)
@@ -501,7 +577,12 @@ class RunningAction:
         self.stdout_path = self.workdir / "stdout"
         with self.stdout_path.open("w") as out:
             self.process = subprocess.Popen(
-                docker_run_argv(self.env, volumes, self.name, image), env={**os.environ, **self.env}, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, text=True
+                docker_run_argv(self.env, volumes, self.name, image),
+                env={**os.environ, **self.env},
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                text=True,
             )
 
     def output(self) -> str:
@@ -510,7 +591,11 @@ class RunningAction:
     def wait_for_step(self, title: str, timeout: float = 120) -> None:
         """Until the action opens the log group of a step."""
         pattern = re.compile(rf"^::group::{re.escape(title)}", re.MULTILINE)
-        wait_for(lambda: bool(pattern.search(self.output())) or self.process.poll() is not None, f"step {title!r} in the action's log", timeout)
+        wait_for(
+            lambda: bool(pattern.search(self.output())) or self.process.poll() is not None,
+            f"step {title!r} in the action's log",
+            timeout,
+        )
         assert pattern.search(self.output()), self.output()
 
     def cancel_like_the_runner(self) -> None:
@@ -543,7 +628,9 @@ class RunningAction:
 def assert_no_secrets(run: ActionRun, inputs: Mapping[str, str]) -> None:
     """No line of the private key and no passphrase in the log or the summary (the ::add-mask::
     commands themselves are consumed by the runner, never shown)."""
-    secrets_ = [line.strip() for line in inputs.get("key", "").splitlines() if line.strip() and not line.startswith("-----")]
+    secrets_ = [
+        line.strip() for line in inputs.get("key", "").splitlines() if line.strip() and not line.startswith("-----")
+    ]
     if inputs.get("passphrase"):
         secrets_.append(inputs["passphrase"])
     shown = run.shown + run.summary.splitlines()
@@ -551,7 +638,12 @@ def assert_no_secrets(run: ActionRun, inputs: Mapping[str, str]) -> None:
     assert not leaked, f"secrets leaked: {leaked[:3]}"
 
 
-def run_action(inputs: Mapping[str, str], extra_env: Mapping[str, str] | None = None, image: str = ACTION_IMAGE, timeout: float = 600) -> ActionRun:
+def run_action(
+    inputs: Mapping[str, str],
+    extra_env: Mapping[str, str] | None = None,
+    image: str = ACTION_IMAGE,
+    timeout: float = 600,
+) -> ActionRun:
     return RunningAction(inputs, extra_env, image).wait(timeout)
 
 
@@ -611,7 +703,12 @@ def run_with_act(inputs: Mapping[str, str], after: str, timeout: float = 600) ->
         with_["key"] = "${{ secrets.DEPLOY_KEY }}"
         workflow = {
             "on": "push",
-            "jobs": {"deploy": {"runs-on": "ubuntu-latest", "steps": [{"id": "deploy", "uses": "./", "with": with_}, {"run": after}]}},
+            "jobs": {
+                "deploy": {
+                    "runs-on": "ubuntu-latest",
+                    "steps": [{"id": "deploy", "uses": "./", "with": with_}, {"run": after}],
+                }
+            },
         }
         (repo / ".github/workflows").mkdir(parents=True)
         (repo / ".github/workflows/deploy.yml").write_text(yaml.safe_dump(workflow, sort_keys=False))
@@ -620,11 +717,40 @@ def run_with_act(inputs: Mapping[str, str], after: str, timeout: float = 600) ->
         (work / "home").mkdir()
         sh("git", "init", "--quiet", repo)
         sh("git", "-C", repo, "add", "-A")
-        sh("git", "-C", repo, "-c", "user.name=lab", "-c", "user.email=lab@localhost", "commit", "--quiet", "-m", "action under test")
+        sh(
+            "git",
+            "-C",
+            repo,
+            "-c",
+            "user.name=lab",
+            "-c",
+            "user.email=lab@localhost",
+            "commit",
+            "--quiet",
+            "-m",
+            "action under test",
+        )
         sh("docker", "tag", ACTION_IMAGE, ACT_ACTION_IMAGE)
-        argv = [ACT, "push", "--workflows", ".github/workflows/deploy.yml", "--platform", "ubuntu-latest=python:3.12-slim", "--pull=false", "--rebuild=false"]
+        argv = [
+            ACT,
+            "push",
+            "--workflows",
+            ".github/workflows/deploy.yml",
+            "--platform",
+            "ubuntu-latest=python:3.12-slim",
+            "--pull=false",
+            "--rebuild=false",
+        ]
         argv += ["--secret-file", work / "secrets", "--action-offline-mode", "--bind"]
-        done = subprocess.run([str(a) for a in argv], cwd=repo, env={**os.environ, "HOME": str(work / "home")}, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run(
+            [str(a) for a in argv],
+            cwd=repo,
+            env={**os.environ, "HOME": str(work / "home")},
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         return ActRun(done.returncode, done.stdout + done.stderr)
     finally:
         shutil.rmtree(work, ignore_errors=True)

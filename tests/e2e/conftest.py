@@ -49,7 +49,12 @@ def ssh_host(action_image: str) -> Iterator[lab.SshHost]:
 # The shapes users have: Compose v1 and v2 on the host, and the app on the host network or on the
 # project's bridge network (service-name DNS, a shared named volume). Tests marked with SHAPES run on
 # each; the rest run on v1 and the host network.
-SHAPES = pytest.mark.parametrize("app", [(compose, variant) for compose in lab.COMPOSE_VARIANTS for variant in lab.VARIANTS], indirect=True, ids=lambda shape: "-".join(shape))
+SHAPES = pytest.mark.parametrize(
+    "app",
+    [(compose, variant) for compose in lab.COMPOSE_VARIANTS for variant in lab.VARIANTS],
+    indirect=True,
+    ids=lambda shape: "-".join(shape),
+)
 
 
 @pytest.fixture

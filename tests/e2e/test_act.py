@@ -17,7 +17,9 @@ if grep -q 'Deployed' "$GITHUB_STEP_SUMMARY"; then echo "summary: written"; fi
 
 
 @pytest.mark.parametrize("app", [("v2", "bridge")], indirect=True, ids=["v2-bridge"])
-def test_act_runs_the_action_with_no_secret_in_its_log(action_image: str, ssh_host: lab.SshHost, app: lab.LabApp) -> None:
+def test_act_runs_the_action_with_no_secret_in_its_log(
+    action_image: str, ssh_host: lab.SshHost, app: lab.LabApp
+) -> None:
     app.bootstrap("green")
     sha = app.version("v2")
     inputs = lab.lab_inputs(ssh_host, app, sha)

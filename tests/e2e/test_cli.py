@@ -20,11 +20,17 @@ ROOT = Path(__file__).resolve().parents[2]
 def bluegreen_cli(tmp_path_factory: pytest.TempPathFactory) -> Path:
     env_dir = tmp_path_factory.mktemp("cli-venv")
     venv.create(env_dir, with_pip=True)
-    subprocess.run([env_dir / "bin/pip", "install", "--quiet", "--disable-pip-version-check", str(ROOT)], check=True, capture_output=True)
+    subprocess.run(
+        [env_dir / "bin/pip", "install", "--quiet", "--disable-pip-version-check", str(ROOT)],
+        check=True,
+        capture_output=True,
+    )
     return env_dir / "bin/bluegreen"
 
 
-def test_pip_installed_cli_deploys_and_reports_status(bluegreen_cli: Path, ssh_host: lab.SshHost, app: lab.LabApp, tmp_path: Path) -> None:
+def test_pip_installed_cli_deploys_and_reports_status(
+    bluegreen_cli: Path, ssh_host: lab.SshHost, app: lab.LabApp, tmp_path: Path
+) -> None:
     app.bootstrap("green")
     sha = app.version("v2")
     key_file = tmp_path / "key"
@@ -33,22 +39,66 @@ def test_pip_installed_cli_deploys_and_reports_status(bluegreen_cli: Path, ssh_h
     inputs = lab.lab_inputs(ssh_host, app, sha)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "BLUEGREEN_"))}
     # Flags for some inputs, BLUEGREEN_* variables for the others.
-    flags = ["--host", "127.0.0.1", "--port", inputs["port"], "--username", "deploy", "--key-file", str(key_file), "--app-dir", inputs["app-dir"], "--ref", sha]
-    env |= {f"BLUEGREEN_{name.upper().replace('-', '_')}": inputs[name] for name in ("known-hosts", "project-name", "blue-health-urls", "green-health-urls", "nginx-container", "public-url")}
+    flags = [
+        "--host",
+        "127.0.0.1",
+        "--port",
+        inputs["port"],
+        "--username",
+        "deploy",
+        "--key-file",
+        str(key_file),
+        "--app-dir",
+        inputs["app-dir"],
+        "--ref",
+        sha,
+    ]
+    env |= {
+        f"BLUEGREEN_{name.upper().replace('-', '_')}": inputs[name]
+        for name in (
+            "known-hosts",
+            "project-name",
+            "blue-health-urls",
+            "green-health-urls",
+            "nginx-container",
+            "public-url",
+        )
+    }
 
-    done = subprocess.run([str(bluegreen_cli), "deploy", *flags], env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [str(bluegreen_cli), "deploy", *flags],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Deployed" in done.stdout and "green → blue" in done.stdout and "active-color=blue" in done.stdout
     assert "::group::" not in done.stdout
     assert not any(line.strip() in done.stdout for line in ssh_host.key.splitlines()[1:-1])
     assert served(app) == {"role": "backend", "color": "blue", "version": "v2"}
 
-    status = subprocess.run([str(bluegreen_cli), "status", *flags[:-2]], env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    status = subprocess.run(
+        [str(bluegreen_cli), "status", *flags[:-2]],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert status.returncode == 0, status.stdout + status.stderr
     report = json.loads(status.stdout)
     assert report["live-color"] == "blue" and report["active-env"] == "blue"
     assert report["containers"]["green"] == [] and len(report["containers"]["blue"]) == 2
     assert report["recent-deploys"][0]["ref"] == sha
 
-    bad = subprocess.run([str(bluegreen_cli), "deploy", *flags, "--health-timeout", "soon"], env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    bad = subprocess.run(
+        [str(bluegreen_cli), "deploy", *flags, "--health-timeout", "soon"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert bad.returncode == 2 and "--health-timeout: 'soon' is not a whole number" in bad.stdout

@@ -36,7 +36,9 @@ def network_ids(app: lab.LabApp) -> set[str]:
 
 
 @SHAPES
-def test_green_v1_live_deploys_v2_to_blue_then_back_to_green(action_image: str, ssh_host: lab.SshHost, app: lab.LabApp) -> None:
+def test_green_v1_live_deploys_v2_to_blue_then_back_to_green(
+    action_image: str, ssh_host: lab.SshHost, app: lab.LabApp
+) -> None:
     app.bootstrap("green")
     base_before = {c.name: started_at(c) for c in app.containers("base")}
     assert len(base_before) == 2
@@ -54,10 +56,19 @@ def test_green_v1_live_deploys_v2_to_blue_then_back_to_green(action_image: str, 
     assert app.containers("green") == []
     # the base, and the network and volume the colors share with it, were never touched
     assert network_ids(app) == networks
-    assert {c.labels["com.docker.compose.service"] for c in app.containers("blue") if c.status == "running"} == {"backend_blue", "frontend_blue"}
+    assert {c.labels["com.docker.compose.service"] for c in app.containers("blue") if c.status == "running"} == {
+        "backend_blue",
+        "frontend_blue",
+    }
     assert {c.name: started_at(c) for c in app.containers("base")} == base_before
     assert (app.app_dir / ".active_env").read_text().strip() == "blue"
-    assert run.outputs == {"active-color": "blue", "previous-color": "green", "deployed-ref": sha, "switched": "true", "rolled-back": "false"}
+    assert run.outputs == {
+        "active-color": "blue",
+        "previous-color": "green",
+        "deployed-ref": sha,
+        "switched": "true",
+        "rolled-back": "false",
+    }
     assert "green → blue" in run.summary and sha[:12] in run.summary
     assert load.failures == [] and len(load.statuses) > 10
 
@@ -75,7 +86,9 @@ def test_green_v1_live_deploys_v2_to_blue_then_back_to_green(action_image: str, 
 
 
 @SHAPES
-def test_unhealthy_version_fails_and_green_keeps_serving(action_image: str, ssh_host: lab.SshHost, app: lab.LabApp) -> None:
+def test_unhealthy_version_fails_and_green_keeps_serving(
+    action_image: str, ssh_host: lab.SshHost, app: lab.LabApp
+) -> None:
     app.bootstrap("green")
     sha = app.version("v2-broken", status=503)
     inputs = lab.lab_inputs(ssh_host, app, sha, health_timeout="5")
@@ -87,12 +100,22 @@ def test_unhealthy_version_fails_and_green_keeps_serving(action_image: str, ssh_
     backend_url = app.health_urls("blue").split()[0]
     errors = [line for line in run.stdout.splitlines() if line.startswith("::error")]
     assert len(errors) == 1, run.log
-    assert "title=Deploy failed at Health-check blue::" in errors[0] and backend_url in errors[0] and "HTTP 503" in errors[0]
+    assert (
+        "title=Deploy failed at Health-check blue::" in errors[0]
+        and backend_url in errors[0]
+        and "HTTP 503" in errors[0]
+    )
     assert load.failures == [] and {json.loads(b)["color"] for b in load.bodies} == {"green"}
     assert served(app)["color"] == "green"
     assert app.containers("blue") == []
     assert (app.app_dir / ".active_env").read_text().strip() == "green"
-    assert run.outputs == {"active-color": "green", "previous-color": "green", "deployed-ref": "", "switched": "false", "rolled-back": "false"}
+    assert run.outputs == {
+        "active-color": "green",
+        "previous-color": "green",
+        "deployed-ref": "",
+        "switched": "false",
+        "rolled-back": "false",
+    }
     assert "failed at Health-check blue" in run.summary
     assert "blue containers removed; green keeps serving" in run.summary
 
@@ -124,9 +147,18 @@ def test_first_deploy_on_an_empty_host(action_image: str, ssh_host: lab.SshHost,
     assert "first deploy: nginx container" in run.stdout
     assert served(app) == {"role": "backend", "color": "blue", "version": "v1.1"}
     assert_static(app, "v1.1", "blue")
-    assert {c.labels["com.docker.compose.service"] for c in app.containers("base") if c.status == "running"} == {"db", "nginx"}
+    assert {c.labels["com.docker.compose.service"] for c in app.containers("base") if c.status == "running"} == {
+        "db",
+        "nginx",
+    }
     assert (app.app_dir / ".active_env").read_text().strip() == "blue"
-    assert run.outputs == {"active-color": "blue", "previous-color": "", "deployed-ref": run.outputs["deployed-ref"], "switched": "true", "rolled-back": "false"}
+    assert run.outputs == {
+        "active-color": "blue",
+        "previous-color": "",
+        "deployed-ref": run.outputs["deployed-ref"],
+        "switched": "true",
+        "rolled-back": "false",
+    }
 
     with Load(app.public_url("/api/v1/")) as load:
         run = lab.run_action(lab.lab_inputs(ssh_host, app, app.version("v2")))
@@ -135,10 +167,20 @@ def test_first_deploy_on_an_empty_host(action_image: str, ssh_host: lab.SshHost,
     assert load.failures == [] and len(load.statuses) > 10
 
 
-def test_a_mistyped_nginx_container_is_an_error_not_a_first_deploy(action_image: str, ssh_host: lab.SshHost, app: lab.LabApp) -> None:
+def test_a_mistyped_nginx_container_is_an_error_not_a_first_deploy(
+    action_image: str, ssh_host: lab.SshHost, app: lab.LabApp
+) -> None:
     run = lab.run_action(lab.lab_inputs(ssh_host, app, app.version("v2"), nginx_container=f"{app.name}-ngnix"))
     assert run.status != 0
     (error,) = [line for line in run.stdout.splitlines() if line.startswith("::error")]
-    assert f"nginx container '{app.name}-ngnix' is not running on the host, and no service of docker-compose.base.yml makes a container of that name" in error
+    assert (
+        f"nginx container '{app.name}-ngnix' is not running on the host, and no service of docker-compose.base.yml "
+        "makes a container of that name" in error
+    )
     assert "Fix: set nginx-container" in error
-    assert docker.from_env().containers.list(all=True, filters={"label": f"com.docker.compose.project.working_dir={app.app_dir}"}) == []
+    assert (
+        docker.from_env().containers.list(
+            all=True, filters={"label": f"com.docker.compose.project.working_dir={app.app_dir}"}
+        )
+        == []
+    )

@@ -34,7 +34,9 @@ def only_error(run: lab.ActionRun) -> str:
 def test_nginx_rejects_the_new_upstream(action_image: str, ssh_host: lab.SshHost, app: lab.LabApp) -> None:
     app.bootstrap("green")
     before = (app.app_dir / "nginx/conf.d/upstream.conf").read_text()
-    sha = app.commit("broken blue upstream", {"app/VERSION": "v2\n", "nginx/upstream.blue.conf": "upstream backend { server ; }\n"})
+    sha = app.commit(
+        "broken blue upstream", {"app/VERSION": "v2\n", "nginx/upstream.blue.conf": "upstream backend { server ; }\n"}
+    )
     with Load(app.public_url("/api/v1/")) as load:
         run = lab.run_action(lab.lab_inputs(ssh_host, app, sha))
     assert run.status != 0
@@ -53,12 +55,18 @@ def test_post_switch_failure_switches_back(action_image: str, ssh_host: lab.SshH
     live = app.frontend_server("blue")
     dead = live.rsplit(":", 1)[0] + f":{lab.free_port()}"
     upstream = (app.work / "nginx/upstream.blue.conf").read_text().replace(live, dead)
-    sha = app.commit("blue frontend upstream on a dead port", {"app/VERSION": "v2\n", "nginx/upstream.blue.conf": upstream})
+    sha = app.commit(
+        "blue frontend upstream on a dead port", {"app/VERSION": "v2\n", "nginx/upstream.blue.conf": upstream}
+    )
     with Load(app.public_url("/api/v1/")) as load:
         run = lab.run_action(lab.lab_inputs(ssh_host, app, sha, public_url=app.public_url("/")))
     assert run.status != 0
     assert "public-url" in only_error(run) and "did not answer 2xx after the switch" in only_error(run)
-    assert run.outputs["rolled-back"] == "true" and run.outputs["switched"] == "false" and run.outputs["active-color"] == "green"
+    assert (
+        run.outputs["rolled-back"] == "true"
+        and run.outputs["switched"] == "false"
+        and run.outputs["active-color"] == "green"
+    )
     assert_serves_alone(app, "green", "v1")
     assert "switched back to green" in run.summary
     assert load.failures == [] and len(load.statuses) > 10
@@ -66,7 +74,10 @@ def test_post_switch_failure_switches_back(action_image: str, ssh_host: lab.SshH
 
 def test_build_failure_and_forged_workflow_commands(action_image: str, ssh_host: lab.SshHost, app: lab.LabApp) -> None:
     app.bootstrap("green")
-    dockerfile = (app.work / "app/Dockerfile").read_text() + "RUN echo '::error title=forged::from the host' && echo '::set-output name=switched::true' && false\n"
+    dockerfile = (
+        (app.work / "app/Dockerfile").read_text()
+        + "RUN echo '::error title=forged::from the host' && echo '::set-output name=switched::true' && false\n"
+    )
     sha = app.commit("broken build", {"app/VERSION": "v2\n", "app/Dockerfile": dockerfile})
     with Load(app.public_url("/api/v1/")) as load:
         run = lab.run_action(lab.lab_inputs(ssh_host, app, sha))

@@ -19,7 +19,19 @@ def test_reference_configs_pass_nginx_t(color: str, lab_ready: None, tmp_path: P
     shutil.copy(NGINX / "app.conf", conf_d / "app.conf")
     shutil.copy(NGINX / f"upstream.{color}.conf", conf_d / "upstream.conf")
     done = subprocess.run(
-        ["docker", "run", "--rm", "--network", "none", "-v", f"{conf_d}:/etc/nginx/conf.d:ro", lab.LAB_IMAGE, "sh", "-c", "rm -f /etc/nginx/sites-enabled/* && nginx -t"],
+        [
+            "docker",
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "-v",
+            f"{conf_d}:/etc/nginx/conf.d:ro",
+            lab.LAB_IMAGE,
+            "sh",
+            "-c",
+            "rm -f /etc/nginx/sites-enabled/* && nginx -t",
+        ],
         capture_output=True,
         text=True,
     )

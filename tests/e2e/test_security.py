@@ -18,7 +18,11 @@ PWN = f"touch {MARKER}"
 
 def host_state(app: lab.LabApp) -> tuple[str, list[str], bool]:
     head = lab.as_deploy("git", "-C", app.app_dir, "rev-parse", "HEAD").strip()
-    ids = sorted(c.id for c in docker.from_env().containers.list(all=True) if c.labels.get("com.docker.compose.project.working_dir") == str(app.app_dir))
+    ids = sorted(
+        c.id
+        for c in docker.from_env().containers.list(all=True)
+        if c.labels.get("com.docker.compose.project.working_dir") == str(app.app_dir)
+    )
     return head, ids, (app.app_dir / ".bluegreen").exists()
 
 
@@ -37,7 +41,10 @@ def test_wrong_pin_is_refused_before_any_command(live_app: lab.LabApp, ssh_host:
     sha = live_app.version("v2")
     for pin in (
         {"fingerprint": "SHA256:" + "A" * 43, "known_hosts": ""},
-        {"known_hosts": ssh_host.known_hosts.rsplit(" ", 1)[0] + " AAAAC3NzaC1lZDI1NTE5AAAAIEEtIhgE4l/mD3lJv1ZfG8Kk7n0wR6m6r7Eo1C2eQYgL"},
+        {
+            "known_hosts": ssh_host.known_hosts.rsplit(" ", 1)[0]
+            + " AAAAC3NzaC1lZDI1NTE5AAAAIEEtIhgE4l/mD3lJv1ZfG8Kk7n0wR6m6r7Eo1C2eQYgL"
+        },
     ):
         run = lab.run_action(lab.lab_inputs(ssh_host, live_app, sha, **pin))
         assert run.status != 0
@@ -116,10 +123,14 @@ def test_every_input_is_covered_by_a_hostile_value() -> None:
 
 
 @pytest.mark.parametrize("name", sorted(HOSTILE))
-def test_hostile_input_is_refused_with_a_clear_error_and_nothing_runs(name: str, live_app: lab.LabApp, ssh_host: lab.SshHost) -> None:
+def test_hostile_input_is_refused_with_a_clear_error_and_nothing_runs(
+    name: str, live_app: lab.LabApp, ssh_host: lab.SshHost
+) -> None:
     MARKER.unlink(missing_ok=True)
     before = host_state(live_app)
-    run = lab.run_action(lab.lab_inputs(ssh_host, live_app, live_app.version("v2"), **{name.replace("-", "_"): HOSTILE[name]}))
+    run = lab.run_action(
+        lab.lab_inputs(ssh_host, live_app, live_app.version("v2"), **{name.replace("-", "_"): HOSTILE[name]})
+    )
     assert run.status != 0
     (error,) = errors(run)
     assert f"input '{name}'" in error.replace("%3A", ":")
@@ -136,12 +147,27 @@ def test_clear_errors_for_host_side_mistakes(live_app: lab.LabApp, ssh_host: lab
         "nothing listens": ({"port": str(closed)}, f"cannot reach 127.0.0.1:{closed} (connection refused)"),
         "auth refused": ({"key": unauthorized}, "authentication refused for deploy@127.0.0.1"),
         "not in the docker group": ({"username": lab.OUTSIDER}, f"{lab.OUTSIDER} may not use docker on the host"),
-        "app-dir missing": ({"app_dir": "/home/deploy/apps/missing"}, "app-dir /home/deploy/apps/missing is missing or not a git checkout"),
+        "app-dir missing": (
+            {"app_dir": "/home/deploy/apps/missing"},
+            "app-dir /home/deploy/apps/missing is missing or not a git checkout",
+        ),
         "ref not found": ({"ref": "0" * 40}, f"ref {'0' * 40} was not found"),
-        "compose file missing": ({"compose_file": "docker-compose.{color}.missing.yml"}, "docker-compose.blue.missing.yml does not exist at"),
-        "upstream file missing": ({"upstream_file": "nginx/missing.{color}.conf"}, "nginx/missing.blue.conf does not exist at"),
-        "nginx container missing": ({"nginx_container": "no-such-nginx"}, "nginx container 'no-such-nginx' is not running"),
-        "health URL unreachable": ({"blue_health_urls": f"http://127.0.0.1:{closed}/", "health_timeout": "3"}, f"http://127.0.0.1:{closed}/ did not answer 2xx within 3s (last: connection refused"),
+        "compose file missing": (
+            {"compose_file": "docker-compose.{color}.missing.yml"},
+            "docker-compose.blue.missing.yml does not exist at",
+        ),
+        "upstream file missing": (
+            {"upstream_file": "nginx/missing.{color}.conf"},
+            "nginx/missing.blue.conf does not exist at",
+        ),
+        "nginx container missing": (
+            {"nginx_container": "no-such-nginx"},
+            "nginx container 'no-such-nginx' is not running",
+        ),
+        "health URL unreachable": (
+            {"blue_health_urls": f"http://127.0.0.1:{closed}/", "health_timeout": "3"},
+            f"http://127.0.0.1:{closed}/ did not answer 2xx within 3s (last: connection refused",
+        ),
     }
     for case, (overrides, message) in cases.items():
         before = host_state(live_app)

@@ -15,7 +15,9 @@ from .conftest import SHAPES, Load
 from .test_deploy import assert_static, served, started_at
 
 
-def test_drift_nginx_serves_blue_but_active_env_says_green(action_image: str, ssh_host: lab.SshHost, app: lab.LabApp) -> None:
+def test_drift_nginx_serves_blue_but_active_env_says_green(
+    action_image: str, ssh_host: lab.SshHost, app: lab.LabApp
+) -> None:
     """A run that died right after the reload: blue serves, green still runs, .active_env still says green."""
     app.bootstrap("green")
     app.compose("blue", "up", "-d", "--build")
@@ -30,7 +32,10 @@ def test_drift_nginx_serves_blue_but_active_env_says_green(action_image: str, ss
         run = lab.run_action(lab.lab_inputs(ssh_host, app, sha))
 
     assert run.status == 0, run.log
-    assert any(line.startswith("::warning title=Live color drift::") and "trusting nginx" in line for line in run.stdout.splitlines()), run.log
+    assert any(
+        line.startswith("::warning title=Live color drift::") and "trusting nginx" in line
+        for line in run.stdout.splitlines()
+    ), run.log
     assert run.outputs["previous-color"] == "blue" and run.outputs["active-color"] == "green"
     assert served(app) == {"role": "backend", "color": "green", "version": "v2"}
     assert load.failures == [] and len(load.statuses) > 10
@@ -49,9 +54,18 @@ def test_adopts_a_host_set_up_by_the_seed_script(action_image: str, ssh_host: la
     app.seed_layout()
     app.pull()
     app.bootstrap_seed("green")
-    client_names = {c.name for c in docker.from_env().containers.list(filters={"label": f"com.docker.compose.project={app.name}"})}
-    assert client_names == {f"{app.name}_db", app.nginx_container, f"{app.name}_backend_green", f"{app.name}_frontend_green"}
-    base_started = {name: started_at(docker.from_env().containers.get(name)) for name in (f"{app.name}_db", app.nginx_container)}
+    client_names = {
+        c.name for c in docker.from_env().containers.list(filters={"label": f"com.docker.compose.project={app.name}"})
+    }
+    assert client_names == {
+        f"{app.name}_db",
+        app.nginx_container,
+        f"{app.name}_backend_green",
+        f"{app.name}_frontend_green",
+    }
+    base_started = {
+        name: started_at(docker.from_env().containers.get(name)) for name in (f"{app.name}_db", app.nginx_container)
+    }
     sha = app.version("v2")
 
     with Load(app.public_url("/api/v1/")) as load:
@@ -61,7 +75,12 @@ def test_adopts_a_host_set_up_by_the_seed_script(action_image: str, ssh_host: la
     assert served(app) == {"role": "backend", "color": "blue", "version": "v2"}
     assert_static(app, "v2", "blue")
     assert {n: started_at(docker.from_env().containers.get(n)) for n in base_started} == base_started
-    remaining = {c.name for c in docker.from_env().containers.list(all=True, filters={"label": f"com.docker.compose.project={app.name}"})}
+    remaining = {
+        c.name
+        for c in docker.from_env().containers.list(
+            all=True, filters={"label": f"com.docker.compose.project={app.name}"}
+        )
+    }
     assert remaining == {f"{app.name}_db", app.nginx_container, f"{app.name}_backend_blue", f"{app.name}_frontend_blue"}
     assert load.failures == []
 
@@ -74,7 +93,9 @@ def test_adopts_a_host_set_up_by_the_seed_script(action_image: str, ssh_host: la
 
 
 @pytest.mark.parametrize("app", [("v1", "host"), ("v2", "host")], indirect=True, ids=["v1", "v2"])
-def test_upgrade_from_a_host_the_previous_release_deployed(action_image: str, ssh_host: lab.SshHost, app: lab.LabApp) -> None:
+def test_upgrade_from_a_host_the_previous_release_deployed(
+    action_image: str, ssh_host: lab.SshHost, app: lab.LabApp
+) -> None:
     """The previous release ran each stack as a project of its own (<name>-base, -blue, -green); it
     could only deploy apps that reach the base through the host, as the host-network variant does."""
     app.bootstrap_previous_release("green")
@@ -102,12 +123,24 @@ def test_upgrade_from_a_host_the_previous_release_deployed(action_image: str, ss
     assert load.failures == [] and len(load.statuses) > 10
 
 
-def test_single_file_bind_mount_of_a_tracked_upstream_target(action_image: str, ssh_host: lab.SshHost, app: lab.LabApp) -> None:
+def test_single_file_bind_mount_of_a_tracked_upstream_target(
+    action_image: str, ssh_host: lab.SshHost, app: lab.LabApp
+) -> None:
     """The harshest layout: nginx mounts the one file, and git tracks it with other content."""
-    base = (app.work / "docker-compose.base.yml").read_text().replace("./nginx/conf.d:/etc/nginx/conf.d:ro", "./nginx/conf.d/upstream.conf:/etc/nginx/conf.d/upstream.conf:ro")
+    base = (
+        (app.work / "docker-compose.base.yml")
+        .read_text()
+        .replace(
+            "./nginx/conf.d:/etc/nginx/conf.d:ro", "./nginx/conf.d/upstream.conf:/etc/nginx/conf.d/upstream.conf:ro"
+        )
+    )
     app.commit(
         "track the upstream target; mount it as a single file",
-        {"docker-compose.base.yml": base, "nginx/conf.d/.gitignore": "", "nginx/conf.d/upstream.conf": "# tracked placeholder, never served\n"},
+        {
+            "docker-compose.base.yml": base,
+            "nginx/conf.d/.gitignore": "",
+            "nginx/conf.d/upstream.conf": "# tracked placeholder, never served\n",
+        },
     )
     app.pull()
     app.bootstrap("green")
@@ -115,7 +148,10 @@ def test_single_file_bind_mount_of_a_tracked_upstream_target(action_image: str, 
     inode = os.stat(target).st_ino
 
     for version, color in (("v2", "blue"), ("v3", "green")):
-        sha = app.commit(f"{version}, and new tracked placeholder text", {"app/VERSION": version + "\n", "nginx/conf.d/upstream.conf": f"# placeholder {version}\n"})
+        sha = app.commit(
+            f"{version}, and new tracked placeholder text",
+            {"app/VERSION": version + "\n", "nginx/conf.d/upstream.conf": f"# placeholder {version}\n"},
+        )
         with Load(app.public_url("/api/v1/")) as load:
             run = lab.run_action(lab.lab_inputs(ssh_host, app, sha))
         assert run.status == 0, run.log
@@ -147,7 +183,9 @@ def test_drain_lets_a_long_request_in_flight_finish(action_image: str, ssh_host:
     assert served(app)["color"] == "blue"
 
 
-def test_a_run_that_died_between_writing_the_upstream_and_the_reload(action_image: str, ssh_host: lab.SshHost, app: lab.LabApp) -> None:
+def test_a_run_that_died_between_writing_the_upstream_and_the_reload(
+    action_image: str, ssh_host: lab.SshHost, app: lab.LabApp
+) -> None:
     """nginx still serves green, but the file on disk (what `nginx -T` shows) already says blue."""
     app.bootstrap("green")
     app.compose("blue", "up", "-d", "--build")
@@ -165,7 +203,9 @@ def test_a_run_that_died_between_writing_the_upstream_and_the_reload(action_imag
         run = lab.run_action(lab.lab_inputs(ssh_host, app, sha))
 
     assert run.status == 0, run.log
-    assert any(line.startswith("::warning title=Interrupted switch undone::") for line in run.stdout.splitlines()), run.log
+    assert any(line.startswith("::warning title=Interrupted switch undone::") for line in run.stdout.splitlines()), (
+        run.log
+    )
     assert run.outputs["previous-color"] == "green" and run.outputs["active-color"] == "blue"
     assert served(app) == {"role": "backend", "color": "blue", "version": "v2"}
     assert not (state / "switching").exists()
