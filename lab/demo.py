@@ -17,9 +17,11 @@ def main() -> int:
     try:
         app = lab.LabApp("bgdemo", lab.LAB_ROOT / "app-bgdemo", {})
         app.teardown()
-        app = lab.make_app("bgdemo")
+        lab.use_compose("v2")
+        app = lab.make_app("bgdemo", variant="bridge")
         print(
-            f"demo: app-dir {app.app_dir} on deploy@127.0.0.1:{host.port}; green v1 goes live the way the seed's "
+            f"demo: app-dir {app.app_dir} on deploy@127.0.0.1:{host.port}, the seed's layout (one compose project: "
+            "db and the colors by service name, a shared static volume); green v1 goes live the way the seed's "
             "script would"
         )
         app.bootstrap("green")
@@ -32,6 +34,7 @@ def main() -> int:
         print("outputs:", " ".join(f"{k}={v}" for k, v in run.outputs.items()))
         with lab.urllib_open(app.public_url("/api/v1/")) as response:
             print(f"\ncurl {app.public_url('/api/v1/')}  ->  {response.read().decode()}")
+        print(f"curl {app.public_url('/static/version.txt')}  ->  {app.static_file()}")
         return run.status
     finally:
         host.stop()

@@ -210,3 +210,37 @@ def test_a_run_that_died_between_writing_the_upstream_and_the_reload(
     assert served(app) == {"role": "backend", "color": "blue", "version": "v2"}
     assert not (state / "switching").exists()
     assert load.failures == [] and len(load.statuses) > 10
+
+
+def test_colors_that_reuse_service_names_run_as_a_project_each(
+    action_image: str, ssh_host: lab.SshHost, app: lab.LabApp
+) -> None:
+    """Both color files name their services `backend` and `frontend`: one project cannot hold both, so
+    each color gets its own (they reach the base through the host, as the host-network variant does)."""
+    renamed = {}
+    for color in ("blue", "green"):
+        rel = f"docker-compose.{color}.yml"
+        text = (
+            (app.work / rel).read_text().replace(f"backend_{color}", "backend").replace(f"frontend_{color}", "frontend")
+        )
+        renamed[rel] = text
+    app.commit("same service names in both colors", renamed)
+    app.pull()
+    app.write_live("green")
+    app.compose("base", "up", "-d")
+    app.compose("green", "up", "-d", "--build", project=f"{app.name}-green")
+    app.wait_ready("green")
+
+    with Load(app.public_url("/api/v1/")) as load:
+        run = lab.run_action(lab.lab_inputs(ssh_host, app, app.version("v2")))
+        assert run.status == 0, run.log
+        assert f"each color runs as a project of its own ({app.name}-blue, {app.name}-green)" in run.stdout
+        assert served(app) == {"role": "backend", "color": "blue", "version": "v2"}
+        assert app.containers("green") == []
+        assert {c.labels["com.docker.compose.project"] for c in app.containers("blue")} == {f"{app.name}-blue"}
+
+        run = lab.run_action(lab.lab_inputs(ssh_host, app, app.version("v3")))
+    assert run.status == 0, run.log
+    assert served(app) == {"role": "backend", "color": "green", "version": "v3"}
+    assert app.containers("blue") == []
+    assert load.failures == [] and len(load.statuses) > 10
