@@ -27,7 +27,9 @@ from typing import Any
 import docker
 import yaml
 
+from bluegreen.commands import NGINX_PROCESSES_SCRIPT
 from bluegreen.config import INPUTS
+from bluegreen.nginx import parse_processes, worker_pids
 
 LAB_ROOT = Path("/var/lib/bluegreen-lab")
 TEMPLATE = Path(__file__).parent / "app_template"
@@ -265,13 +267,17 @@ class LabApp:
         c = color.upper()
         return f"http://127.0.0.1:{self.ports[c + '_BACKEND']}/api/v1/\nhttp://127.0.0.1:{self.ports[c + '_FRONTEND']}/"
 
-    def frontend_server(self, color: str) -> str:
-        """The address of color's frontend in its upstream file."""
-        return (
-            f"frontend_{color}:3000"
-            if self.variant == "bridge"
-            else f"127.0.0.1:{self.ports[color.upper() + '_FRONTEND']}"
-        )
+    def server(self, service: str) -> str:
+        """A service's address as the upstream files name it: `backend_blue`, `frontend_green`, `db`."""
+        role, _, color = service.partition("_")
+        if self.variant == "bridge":
+            return {"backend": f"{service}:8000", "frontend": f"{service}:3000"}.get(role, "db:5432")
+        return f"127.0.0.1:{self.ports[f'{color.upper()}_{role.upper()}' if color else 'DB_PORT']}"
+
+    def nginx_workers(self) -> set[int]:
+        """The nginx container's worker processes: a reload replaces them."""
+        listing = sh("docker", "exec", self.nginx_container, "sh", "-c", NGINX_PROCESSES_SCRIPT)
+        return worker_pids(parse_processes(listing))
 
     def render(self, text: str) -> str:
         values = {

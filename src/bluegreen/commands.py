@@ -164,6 +164,30 @@ def nginx_processes(container: str) -> Argv:
     return ["docker", "exec", container, *argv] if container else argv
 
 
+# Tries a TCP connection to each "host port" pair in "$@" (or, for "unix PATH", checks the socket)
+# and prints "ok|unreachable HOST PORT" per pair, or "no-tool" if the image has none of bash
+# (/dev/tcp), nc or perl. Run inside nginx's container, it sees what nginx sees: its network
+# namespace, its DNS (compose service names) and its sockets. A constant: values come as "$@".
+PROBE_SERVERS_SCRIPT = (
+    "to=; command -v timeout >/dev/null 2>&1 && to='timeout 3'; "
+    "if command -v bash >/dev/null 2>&1; then t=bash; elif command -v nc >/dev/null 2>&1; then t=nc; "
+    "elif command -v perl >/dev/null 2>&1; then t=perl; else echo no-tool; exit 0; fi; "
+    'while [ "$#" -ge 2 ]; do h=$1; p=$2; shift 2; '
+    'if [ "$h" = unix ]; then test -S "$p"; '
+    "else case $t in "
+    'bash) $to bash -c \'exec 3<>"/dev/tcp/$0/$1"\' "$h" "$p" 2>/dev/null;; '
+    'nc) $to nc -w 3 "$h" "$p" </dev/null >/dev/null 2>&1;; '
+    "perl) perl -MIO::Socket::INET -e 'exit !IO::Socket::INET->new(PeerAddr=>$ARGV[0],PeerPort=>$ARGV[1],Timeout=>3)'"
+    ' "$h" "$p";; esac; fi && r=ok || r=unreachable; echo "$r $h $p"; done'
+)
+
+
+def probe_servers(container: str, targets: Sequence[tuple[str, str]]) -> Argv:
+    """Whether nginx could connect to each (host, port), from its own network view."""
+    argv = ["sh", "-c", PROBE_SERVERS_SCRIPT, "sh", *(value for target in targets for value in target)]
+    return ["docker", "exec", container, *argv] if container else argv
+
+
 def container_exists(container: str) -> Argv:
     return ["docker", "inspect", "--type", "container", "--format", "{{.State.Running}}", container]
 

@@ -34,7 +34,9 @@ from .switch import Switch
 TEARDOWN_STOP_TIMEOUT = 2
 RECONNECT_LOCK_TIMEOUT = 30
 LOG_TAIL = 50
-PUBLIC_URL_PROBES = 5
+PUBLIC_URL_EVERY = 0.1  # seconds between probes of public-url after the switch
+PUBLIC_URL_DECIDE = 0.3  # failures for this long, with no 2xx between them, switch back
+PUBLIC_URL_TIMEOUT = 5
 
 
 class Deployer:
@@ -295,11 +297,13 @@ class Deployer:
         needed = [(cfg.compose_file_for(target), "compose-file"), (cfg.upstream_file_for(target), "upstream-file")]
         if cfg.base_compose_file:
             needed.append((cfg.base_compose_file, "base-compose-file"))
-        for path, name in needed:
-            in_commit, on_disk = await asyncio.gather(
-                self.host.run(commands.git_has_file(cfg.app_dir, sha, path), check=False),
-                self.host.run(commands.path_exists(cfg.app_path(path)), check=False),
-            )
+        checks = [
+            self.host.run(argv, check=False)
+            for path, _ in needed
+            for argv in (commands.git_has_file(cfg.app_dir, sha, path), commands.path_exists(cfg.app_path(path)))
+        ]
+        found = await asyncio.gather(*checks)
+        for (path, name), in_commit, on_disk in zip(needed, found[::2], found[1::2], strict=True):
             if not (in_commit.ok or on_disk.ok):
                 raise DeployError(
                     f"{path} does not exist at {sha[:12]} ({name})",
@@ -350,13 +354,18 @@ class Deployer:
         """Point nginx at `target` (on a first deploy: start it), confirm, check public-url, commit.
         Returns the nginx workers that served before, for the drain."""
         cfg = self.cfg
-        content = await checked(
-            self.host,
-            commands.read_file(cfg.upstream_path(target)),
-            f"reading {cfg.upstream_file}",
-            f"commit {cfg.upstream_file_for(target)}",
+        content, previous = await asyncio.gather(
+            checked(
+                self.host,
+                commands.read_file(cfg.upstream_path(target)),
+                f"reading {cfg.upstream_file}",
+                f"commit {cfg.upstream_file_for(target)}",
+            ),
+            self.proxy.read_target(),
         )
-        await self.switch.begin(target, self.run_info.url)
+        if not self.stacks.nginx_service:
+            await self.check_reachable(target, content)
+        await self.switch.begin(previous, target, self.run_info.url)
         old_workers: set[int] = set()
         if self.stacks.nginx_service:
             s.detail = f"nginx started in {await self.switch.start_nginx(content, self.stacks.start_nginx):.1f}s"
@@ -368,6 +377,24 @@ class Deployer:
         self.committed = True
         self.report.switched = True
         return old_workers
+
+    async def check_reachable(self, target: Color, content: str) -> None:
+        """Never switch to an upstream nginx cannot connect to: every `server` is tried from nginx's own
+        network view before anything is written or reloaded."""
+        unreachable = await self.proxy.unreachable(content)
+        upstream = self.cfg.upstream_file_for(target)
+        if unreachable is None:
+            self.warn(
+                f"could not check that nginx reaches the servers of {upstream}: its image has no bash, nc or perl",
+                "Upstream servers not checked",
+            )
+        elif unreachable:
+            where = f"in the nginx container {self.cfg.nginx_container}" if self.cfg.nginx_container else "on the host"
+            raise DeployError(
+                f"nginx cannot connect to {', '.join(unreachable)} ({upstream}, tried {where}); nothing was reloaded",
+                f"point {upstream} at the {target} services as nginx reaches them: compose service names on a shared "
+                "network, host ports with the host network",
+            )
 
     async def drain(self, old_workers: set[int], s: StepRecord) -> float:
         timeout = self.cfg.drain_timeout
@@ -392,12 +419,15 @@ class Deployer:
         return grace
 
     async def check_public_url(self) -> None:
+        """Probe public-url every 100 ms from the switch on: a 2xx passes; failures for 0.3 s with no 2xx
+        between them fail, so a bad upstream serves for well under a second."""
         url = self.cfg.public_url
         if not url:
             return
         last = ""
-        async with httpx.AsyncClient(timeout=5) as client:
-            for _ in range(PUBLIC_URL_PROBES):
+        failing_since: float | None = None
+        async with httpx.AsyncClient(timeout=PUBLIC_URL_TIMEOUT) as client:
+            while failing_since is None or time.monotonic() - failing_since < PUBLIC_URL_DECIDE:
                 try:
                     response = await client.get(url)
                     last = f"HTTP {response.status_code}"
@@ -405,7 +435,8 @@ class Deployer:
                         return
                 except httpx.HTTPError as err:
                     last = type(err).__name__
-                await asyncio.sleep(1)
+                failing_since = failing_since or time.monotonic()
+                await asyncio.sleep(PUBLIC_URL_EVERY)
         raise DeployError(
             f"public-url {url} did not answer 2xx after the switch (last: {last})",
             "check the new upstream file: it must point at the new color's ports",
@@ -450,9 +481,14 @@ class Deployer:
             if self.committed:
                 await self.record("switched")
                 return
+            switched_at = self.proxy.reloaded_at  # the reload that loaded the new upstream, if any
             if restored := await self.switch.undo(self.report.live or "its previous content", self.stacks.stop_nginx):
-                self.report.restored.append(restored)
                 self.report.rolled_back = self.switch.reloaded and not self.switch.started_nginx
+                if self.report.rolled_back:
+                    # from the reload that loaded the new upstream to the one that put the old one back
+                    self.report.exposed = self.proxy.reloaded_at - switched_at
+                    restored += f"; the new upstream served for {self.report.exposed:.2f}s"
+                self.report.restored.append(restored)
             if self.target_touched and target:
                 logs = await self.stacks.logs(target, LOG_TAIL)
                 self.report.logs = self.out.scrub(logs)

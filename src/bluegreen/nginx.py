@@ -45,6 +45,31 @@ def servers(text: str) -> set[str]:
     return set(_SERVER.findall(normalize(text)))
 
 
+def server_targets(text: str) -> list[tuple[str, str]]:
+    """The (host, port) each `server` of the upstream text connects to (port 80 if none), or
+    ("unix", path) for a socket; in a stable order."""
+    out = []
+    for address in sorted(servers(text)):
+        if address.startswith("unix:"):
+            out.append(("unix", address[len("unix:") :]))
+        elif address.startswith("["):
+            host, _, port = address[1:].partition("]")
+            out.append((host, port.lstrip(":") or "80"))
+        elif address.count(":") == 1:
+            host, _, port = address.partition(":")
+            out.append((host, port))
+        else:
+            out.append((address, "80"))
+    return out
+
+
+def show_target(target: tuple[str, str]) -> str:
+    host, port = target
+    if host == "unix":
+        return f"unix:{port}"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def live_color(dump: str, upstreams: Mapping[Color, str]) -> Color | None:
     """The color whose upstream file nginx has loaded: by whole-file match, else by its server addresses."""
     sections = set(config_sections(dump))
@@ -92,6 +117,7 @@ class Nginx:
         self.container = container
         self.target = target
         self._master: int | None = None
+        self.reloaded_at = 0.0  # when the last reload signal was sent (monotonic)
 
     async def is_running(self) -> bool:
         state = await self.host.run(commands.container_exists(self.container), check=False)
@@ -111,6 +137,20 @@ class Nginx:
                     "nginx is not installed on the host (or not on the deploy user's PATH)",
                     "set nginx-container if nginx runs in a container, or install nginx",
                 )
+
+    async def unreachable(self, content: str) -> list[str] | None:
+        """The `server` addresses of `content` that nginx could not connect to now, tried from its own
+        network view (inside its container: its network namespace and DNS); None if the image has no
+        tool to try with (bash, nc or perl)."""
+        targets = server_targets(content)
+        if not targets:
+            return []
+        result = await self.host.run(commands.probe_servers(self.container, targets), check=False, timeout=30)
+        lines = [line.split(" ", 2) for line in result.stdout.splitlines()]
+        if not result.ok or ["no-tool"] in lines:
+            return None
+        failed = {(line[1], line[2]) for line in lines if len(line) == 3 and line[0] == "unreachable"}
+        return [show_target(target) for target in targets if target in failed]
 
     async def dump(self) -> str:
         result = await self.host.run(commands.nginx(self.container, "-T"), check=False)
@@ -168,6 +208,7 @@ class Nginx:
         """Reload; wait for a worker generation newer than `before` and for the loaded config to show `content`."""
         start = time.monotonic()
         await self.host.run(commands.nginx(self.container, "-s", "reload"))
+        self.reloaded_at = time.monotonic()
         wanted = normalize(content)
         while True:
             current, dump = await asyncio.gather(self.workers(), self.dump())

@@ -42,6 +42,7 @@ class Report:
     rolled_back: bool = False
     already_live: bool = False
     first_deploy: bool = False
+    exposed: float = 0.0  # a switch made and undone: seconds from the reload until nginx served the old upstream again
     error: str = ""
     fix: str = ""
     failed_step: str = ""

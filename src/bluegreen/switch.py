@@ -74,9 +74,9 @@ class Switch:
 
     # -- the switch -------------------------------------------------------------------------------
 
-    async def begin(self, to: str, run_url: str) -> None:
-        """Note the upstream being replaced, on the host first: from here a dead run can be undone."""
-        previous = await self.proxy.read_target()
+    async def begin(self, previous: str, to: str, run_url: str) -> None:
+        """Note the upstream being replaced (`previous`, the target's content), on the host first: from
+        here a dead run can be undone."""
         record = {"previous": previous, "to": to, "run": run_url}
         await self.host.run(commands.write_file(self.marker), input=json.dumps(record))
         self.previous = previous

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -71,7 +72,9 @@ class Load:
     """Steady GETs through nginx on a background thread while the block runs; records every answer."""
 
     url: str
+    pause: float = 0.02
     statuses: list[int] = field(default_factory=list)
+    failed_at: list[float] = field(default_factory=list)  # monotonic times of failed requests
     bodies: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -85,9 +88,11 @@ class Load:
                     self.bodies.append(response.read().decode())
             except urllib.error.HTTPError as err:
                 self.statuses.append(err.code)
+                self.failed_at.append(time.monotonic())
             except OSError as err:
                 self.errors.append(str(err))
-            self._stop.wait(0.02)
+                self.failed_at.append(time.monotonic())
+            self._stop.wait(self.pause)
 
     def __enter__(self) -> Load:
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -98,6 +103,10 @@ class Load:
         self._stop.set()
         assert self._thread is not None
         self._thread.join(15)
+
+    def failure_window(self) -> float:
+        """Seconds from the first failed request to the last one."""
+        return self.failed_at[-1] - self.failed_at[0] if self.failed_at else 0.0
 
     @property
     def failures(self) -> list[str]:

@@ -49,27 +49,59 @@ def test_nginx_rejects_the_new_upstream(action_image: str, ssh_host: lab.SshHost
 
 
 @SHAPES
-def test_post_switch_failure_switches_back(action_image: str, ssh_host: lab.SshHost, app: lab.LabApp) -> None:
-    """nginx accepts the new upstream, but its frontend points at a dead port: public-url fails after the switch."""
+def test_an_upstream_nginx_cannot_reach_is_refused_before_any_reload(
+    action_image: str, ssh_host: lab.SshHost, app: lab.LabApp
+) -> None:
+    """blue is healthy on its own ports, but its upstream file names a port nothing listens on."""
     app.bootstrap("green")
-    live = app.frontend_server("blue")
+    live = app.server("backend_blue")
     dead = live.rsplit(":", 1)[0] + f":{lab.free_port()}"
     upstream = (app.work / "nginx/upstream.blue.conf").read_text().replace(live, dead)
     sha = app.commit(
-        "blue frontend upstream on a dead port", {"app/VERSION": "v2\n", "nginx/upstream.blue.conf": upstream}
+        "blue backend upstream on a dead port", {"app/VERSION": "v2\n", "nginx/upstream.blue.conf": upstream}
     )
+    workers = app.nginx_workers()
     with Load(app.public_url("/api/v1/")) as load:
-        run = lab.run_action(lab.lab_inputs(ssh_host, app, sha, public_url=app.public_url("/")))
+        run = lab.run_action(lab.lab_inputs(ssh_host, app, sha))
     assert run.status != 0
-    assert "public-url" in only_error(run) and "did not answer 2xx after the switch" in only_error(run)
-    assert (
-        run.outputs["rolled-back"] == "true"
-        and run.outputs["switched"] == "false"
-        and run.outputs["active-color"] == "green"
-    )
+    error = only_error(run)
+    assert "title=Deploy failed at Switch nginx to blue::" in error
+    assert f"nginx cannot connect to {dead} (nginx/upstream.blue.conf, tried in the nginx container" in error
+    assert "nothing was reloaded" in error
+    assert app.nginx_workers() == workers  # never reloaded
+    assert run.outputs["switched"] == "false" and run.outputs["rolled-back"] == "false"
     assert_serves_alone(app, "green", "v1")
-    assert "switched back to green" in run.summary
+    assert "blue containers removed; green keeps serving" in run.summary
     assert load.failures == [] and len(load.statuses) > 10
+
+
+@SHAPES
+def test_post_switch_failure_switches_back_within_a_second(
+    action_image: str, ssh_host: lab.SshHost, app: lab.LabApp
+) -> None:
+    """nginx connects to blue's new backend upstream, but it is the db, which answers 404 on the API:
+    public-url fails after the switch, and nginx is switched back within a second."""
+    app.bootstrap("green")
+    upstream = (app.work / "nginx/upstream.blue.conf").read_text().replace(app.server("backend_blue"), app.server("db"))
+    sha = app.commit("blue backend upstream on the db", {"app/VERSION": "v2\n", "nginx/upstream.blue.conf": upstream})
+    with Load(app.public_url("/"), pause=0.05) as frontend, Load(app.public_url("/api/v1/"), pause=0.01) as api:
+        run = lab.run_action(lab.lab_inputs(ssh_host, app, sha))
+    assert run.status != 0
+    error = only_error(run)
+    assert "public-url" in error and "did not answer 2xx after the switch (last: HTTP 404)" in error
+    assert run.outputs["rolled-back"] == "true" and run.outputs["switched"] == "false"
+    assert run.outputs["active-color"] == "green"
+    assert_serves_alone(app, "green", "v1")
+    exposed = re.search(
+        r"switched back to green, reloaded and confirmed; the new upstream served for ([0-9.]+)s", run.summary
+    )
+    assert exposed, run.summary
+    # The bad upstream did serve (404s on the API), briefly; the frontend never failed. The figure itself
+    # (under a second) is the benchmark's to measure; this bound only tells 100 ms probing from the
+    # 5 probes a second apart it replaced.
+    assert api.failures and set(api.failures) == {"HTTP 404"}
+    assert float(exposed.group(1)) < 3 and api.failure_window() < 3
+    assert frontend.failures == [] and len(frontend.statuses) > 10
 
 
 def test_build_failure_and_forged_workflow_commands(action_image: str, ssh_host: lab.SshHost, app: lab.LabApp) -> None:

@@ -95,3 +95,21 @@ def test_writes_keep_the_inode_and_a_safe_umask() -> None:
     assert commands.write_file("/x y") == ["sh", "-c", commands.UMASK_TEE_SCRIPT, "sh", "--", "/x y"]
     assert commands.append_file("/j") == ["sh", "-c", commands.UMASK_TEE_SCRIPT, "sh", "-a", "--", "/j"]
     assert commands.UMASK_TEE_SCRIPT.startswith("umask 022 && exec tee ")
+
+
+def test_upstream_servers_are_probed_from_nginxs_own_view_with_a_constant_script() -> None:
+    argv = commands.probe_servers("web", [("backend_blue", "8000"), ("unix", "/run/a.sock")])
+    assert argv == [
+        "docker",
+        "exec",
+        "web",
+        "sh",
+        "-c",
+        commands.PROBE_SERVERS_SCRIPT,
+        "sh",
+        "backend_blue",
+        "8000",
+        "unix",
+        "/run/a.sock",
+    ]
+    assert commands.probe_servers("", [("127.0.0.1", "8001")])[:2] == ["sh", "-c"]

@@ -8,6 +8,7 @@ from bluegreen.nginx import (
     normalize,
     parse_processes,
     pid_path,
+    server_targets,
     servers,
     worker_pids,
 )
@@ -73,3 +74,17 @@ def test_pid_path_from_the_dump() -> None:
         == "/var/run/nginx.pid"
     )
     assert pid_path("worker_processes 2;\n") == DEFAULT_PID_PATH
+
+
+def test_server_targets_are_what_nginx_connects_to() -> None:
+    text = (
+        "upstream backend { server backend_blue:8000 max_fails=3; server 10.0.0.5; }\n"
+        "upstream frontend { server [::1]:3001; server unix:/run/app.sock backup; }\n"
+    )
+    assert server_targets(text) == [
+        ("10.0.0.5", "80"),
+        ("::1", "3001"),
+        ("backend_blue", "8000"),
+        ("unix", "/run/app.sock"),
+    ]
+    assert server_targets("") == []

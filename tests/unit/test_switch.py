@@ -33,7 +33,7 @@ def test_a_switch_writes_the_marker_first_and_removes_it_on_commit() -> None:
     host, nginx, switch = setup()
 
     async def go() -> set[int]:
-        await switch.begin("blue", "https://run")
+        await switch.begin(GREEN, "blue", "https://run")
         assert json.loads(host.files[MARKER]) == {"previous": GREEN, "to": "blue", "run": "https://run"}
         assert host.files[TARGET] == GREEN
         old, _ = await switch.reload(BLUE)
@@ -50,7 +50,7 @@ def test_a_rejected_upstream_is_put_back_without_a_reload() -> None:
     host, nginx, switch = setup()
 
     async def go() -> str:
-        await switch.begin("blue", "")
+        await switch.begin(host.files.get(TARGET, ""), "blue", "")
         with pytest.raises(NginxError, match="nginx -t rejected the config"):
             await switch.reload("upstream backend { server ; }\n")
         return await switch.undo("green", never)
@@ -67,7 +67,7 @@ def test_undo_after_the_reload_switches_back_and_confirms() -> None:
     host, nginx, switch = setup()
 
     async def go() -> str:
-        await switch.begin("blue", "")
+        await switch.begin(host.files.get(TARGET, ""), "blue", "")
         await switch.reload(BLUE)
         return await switch.undo("green", never)
 
@@ -122,7 +122,7 @@ def test_a_first_deploy_starts_nginx_only_after_the_upstream_is_written() -> Non
         events.append("stop nginx")
 
     async def go() -> str:
-        await switch.begin("blue", "")
+        await switch.begin(host.files.get(TARGET, ""), "blue", "")
         await switch.start_nginx(BLUE, start)
         return await switch.undo("nothing", stop)
 
