@@ -11,5 +11,7 @@ RUN pip install --only-binary=:all: --requirement /action/requirements.txt
 
 COPY src /action/src
 COPY entrypoint /action/entrypoint
+# Bytecode made once at build time (PYTHONDONTWRITEBYTECODE stops only the writing at run time).
+RUN python3 -m compileall -q /action/src /action/entrypoint
 
 ENTRYPOINT ["python3", "/action/entrypoint/main.py"]

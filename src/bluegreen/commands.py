@@ -159,6 +159,29 @@ def nginx(container: str, *args: str) -> Argv:
     return ["nginx", *args]
 
 
+# One exec for the whole reload: the processes (as NGINX_PROCESSES_SCRIPT lists them), nginx -t and,
+# only if it passes, the reload; then up to 10 s for a worker that was not there before, and the
+# processes and `nginx -T` after it, between RELOAD_MARK lines. Exit status 3: the test failed, nothing
+# was reloaded; 4: the reload signal failed. A constant: nothing is interpolated into it.
+RELOAD_MARK = "--bluegreen-reload--"
+TEST_AND_RELOAD_SCRIPT = (
+    f"ps_() {{ {NGINX_PROCESSES_SCRIPT}; }}; "
+    'workers() { ps_ | while read -r pid ppid title; do case "$title" in "nginx: worker process"*) echo "$pid";; '
+    "esac; done; }; "
+    'ps_; before=" $(workers | tr "\\n" " ") "; '
+    "nginx -t >/dev/null || exit 3; nginx -s reload || exit 4; i=0; "
+    'while [ "$i" -lt 500 ]; do for p in $(workers); do case "$before" in *" $p "*) ;; *) break 2;; esac; done; '
+    "i=$((i + 1)); sleep 0.02; done; "
+    f"echo {RELOAD_MARK}; ps_; echo {RELOAD_MARK}; nginx -T 2>/dev/null"
+)
+TEST_FAILED = 3
+
+
+def nginx_test_and_reload(container: str) -> Argv:
+    argv = ["sh", "-c", TEST_AND_RELOAD_SCRIPT]
+    return ["docker", "exec", container, *argv] if container else argv
+
+
 def nginx_processes(container: str) -> Argv:
     argv = ["sh", "-c", NGINX_PROCESSES_SCRIPT]
     return ["docker", "exec", container, *argv] if container else argv
@@ -210,6 +233,15 @@ def probe_url(url: str, timeout: int) -> Argv:
 
 def remove_file(path: str) -> Argv:
     return ["rm", "-f", "--", path]
+
+
+# The action's state directory, with a .gitignore that keeps it out of the app's git status. A
+# constant: the path comes as "$1".
+STATE_DIR_SCRIPT = 'umask 022 && mkdir -p -- "$1" && { [ -e "$1/.gitignore" ] || echo "*" > "$1/.gitignore"; }'
+
+
+def make_state_dir(path: str) -> Argv:
+    return ["sh", "-c", STATE_DIR_SCRIPT, "sh", path]
 
 
 def make_dirs(path: str) -> Argv:

@@ -160,11 +160,12 @@ class Deployer:
 
     async def preflight(self) -> None:
         cfg = self.cfg
-        docker, checkout, v2, v1 = await asyncio.gather(
+        docker, checkout, v2, v1, nginx = await asyncio.gather(
             self.host.run(commands.docker_server_version(), check=False),
             self.host.run(commands.git_is_checkout(cfg.app_dir), check=False),
             self.host.run(commands.compose_detect("v2"), check=False),
             self.host.run(commands.compose_detect("v1"), check=False),
+            self.proxy.is_running(),
         )
         user = cfg.username
         if docker.status == 127:
@@ -199,10 +200,10 @@ class Deployer:
             )
         self.stacks.variant = variant
         self.out.info(f"compose: {'docker compose (v2)' if variant == 'v2' else 'docker-compose (v1)'}")
-        if cfg.nginx_container and not await self.proxy.is_running():
-            self.stacks.nginx_service = await self.first_deploy_nginx()
-        else:
+        if not cfg.nginx_container:
             await self.proxy.check_available()
+        elif not nginx:
+            self.stacks.nginx_service = await self.first_deploy_nginx()
 
     async def first_deploy_nginx(self) -> str:
         """On a host where nothing runs yet, the nginx container is a service of the base stack, which

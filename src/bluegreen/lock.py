@@ -56,11 +56,10 @@ class DeployLock:
         """Wait up to `timeout` seconds for the lock, saying every 10 s who holds it."""
         await checked(
             self.host,
-            commands.make_dirs(self.state_dir),
+            commands.make_state_dir(self.state_dir),
             f"creating {self.state_dir}",
             "make app-dir writable by the deploy user",
         )
-        await self.host.run(commands.write_file(posixpath.join(self.state_dir, ".gitignore")), input="*\n")
         deadline = time.monotonic() + timeout
         last_note = 0.0
         while True:

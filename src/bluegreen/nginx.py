@@ -28,6 +28,10 @@ class NginxError(RuntimeError):
         super().__init__(message)
 
 
+class ConfigRejected(NginxError):
+    """nginx -t failed: nothing was reloaded."""
+
+
 def normalize(text: str) -> str:
     """Config text without comments and with whitespace folded, for comparing files."""
     lines = (line.split("#", 1)[0].strip() for line in text.splitlines())
@@ -120,6 +124,9 @@ class Nginx:
         self.reloaded_at = 0.0  # when the last reload signal was sent (monotonic)
 
     async def is_running(self) -> bool:
+        """Whether the nginx container runs (always true for nginx on the host: see check_available)."""
+        if not self.container:
+            return True
         state = await self.host.run(commands.container_exists(self.container), check=False)
         return state.stdout.strip() == "true"
 
@@ -196,19 +203,9 @@ class Nginx:
     async def write_target(self, content: str) -> None:
         await self.host.run(commands.write_file(self.target), input=content)
 
-    async def test(self) -> None:
-        result = await self.host.run(commands.nginx(self.container, "-t"), check=False)
-        if not result.ok:
-            raise NginxError(
-                f"nginx -t rejected the config: {last_line(result.stderr)}",
-                "fix the upstream file in the commit; the previous upstream was put back",
-            )
-
-    async def reload_and_confirm(self, content: str, before: set[int]) -> float:
-        """Reload; wait for a worker generation newer than `before` and for the loaded config to show `content`."""
-        start = time.monotonic()
-        await self.host.run(commands.nginx(self.container, "-s", "reload"))
-        self.reloaded_at = time.monotonic()
+    async def confirm(self, content: str, before: set[int], start: float) -> float:
+        """Wait for a worker generation newer than `before` and for the loaded config to show `content`;
+        returns the seconds since `start`."""
         wanted = normalize(content)
         while True:
             current, dump = await asyncio.gather(self.workers(), self.dump())
@@ -241,11 +238,27 @@ class Nginx:
     async def test_and_reload(
         self, content: str, on_reload: Callable[[], None] = lambda: None
     ) -> tuple[set[int], float]:
-        """nginx -t, then a confirmed reload (`on_reload` is called just before it). Returns the old
-        workers and the reload time."""
-        _, before = await asyncio.gather(self.test(), self.workers())
+        """nginx -t and, if it passes, a reload, in one exec (`on_reload` is called just before it);
+        then confirm it. Returns the workers from before the reload and the reload time."""
+        start = time.monotonic()
         on_reload()
-        return before, await self.reload_and_confirm(content, before)
+        result = await self.host.run(commands.nginx_test_and_reload(self.container), check=False)
+        if result.status == commands.TEST_FAILED:
+            raise ConfigRejected(
+                f"nginx -t rejected the config: {last_line(result.stderr)}",
+                "fix the upstream file in the commit; the previous upstream was put back",
+            )
+        if not result.ok:
+            raise NginxError(
+                f"nginx -s reload failed: {last_line(result.stderr)}", "read nginx's error log on the host"
+            )
+        self.reloaded_at = time.monotonic()
+        listing, after, dump = [*result.stdout.split(commands.RELOAD_MARK + "\n"), "", ""][:3]
+        master = await self.master()
+        before = worker_pids(parse_processes(listing), master)
+        if worker_pids(parse_processes(after), master) - before and normalize(content) in config_sections(dump):
+            return before, time.monotonic() - start  # confirmed by the same exec
+        return before, await self.confirm(content, before, start)
 
     async def restore(self, previous: str) -> None:
         await self.write_target(previous)

@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 
 from . import commands
 from .journal import STATE_DIR, parse_json
-from .nginx import Nginx
+from .nginx import ConfigRejected, Nginx
 from .remote import Host
 
 
@@ -84,7 +84,11 @@ class Switch:
     async def reload(self, content: str) -> tuple[set[int], float]:
         """Write the target, nginx -t, reload, confirm; returns the old workers and the reload time."""
         await self.proxy.write_target(content)
-        return await self.proxy.test_and_reload(content, on_reload=self._mark_reloaded)
+        try:
+            return await self.proxy.test_and_reload(content, on_reload=self._mark_reloaded)
+        except ConfigRejected:
+            self.reloaded = False  # nginx -t failed before the reload: nginx never loaded it
+            raise
 
     async def start_nginx(self, content: str, start: Callable[[], Awaitable[None]]) -> float:
         """A first deploy: write the target, then start nginx with `start`, which can only succeed once

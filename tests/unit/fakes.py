@@ -96,6 +96,7 @@ class FakeNginx:
         host.on([*exec_, "nginx", "-T"], self.dump)
         host.on([*exec_, "nginx", "-s", "reload"], self.reload)
         host.on([*exec_, "sh", "-c", commands.NGINX_PROCESSES_SCRIPT], self.processes)
+        host.on([*exec_, "sh", "-c", commands.TEST_AND_RELOAD_SCRIPT], self.test_and_reload)
         host.on(["docker", "inspect"], lambda argv, _: Result(0, "true\n", ""))
 
     def workers(self) -> set[int]:
@@ -114,6 +115,15 @@ class FakeNginx:
         self.reloads += 1
         self.generation += 1  # the old workers exit at once: nothing in flight
         return OK
+
+    def test_and_reload(self, argv: list[str], _: str | None) -> Result:
+        listing = self.processes(argv, None).stdout
+        tested = self.test(argv, None)
+        if not tested.ok:
+            return Result(3, listing, tested.stderr)
+        self.reload(argv, None)
+        mark = commands.RELOAD_MARK + "\n"
+        return Result(0, listing + mark + self.processes(argv, None).stdout + mark + self.dump(argv, None).stdout, "")
 
     def processes(self, argv: list[str], _: str | None) -> Result:
         lines = ["1 0 nginx: master process nginx"] + [

@@ -32,8 +32,7 @@ def test_taking_the_lock_records_its_owner_and_release_ends_the_holder() -> None
     host = FakeHost()
     lock = DeployLock(host, STATE, RUN, print)
     asyncio.run(lock.take(10, lambda: "2026-11-27T00:00:00Z"))
-    assert host.calls[0] == commands.make_dirs(STATE)
-    assert host.files[f"{STATE}/.gitignore"] == "*\n"
+    assert host.calls[0] == commands.make_state_dir(STATE)
     assert host.ran(*commands.hold_lock(f"{STATE}/lock"))
     owner = json.loads(host.files[f"{STATE}/lock.json"])
     assert owner == {
