@@ -1,12 +1,17 @@
-"""Benchmark: the action against the seed's script (bench/seed-deploy.sh), under identical load.
+"""Benchmark: the action against the seed's script (bench/seed-deploy.sh), on the same lab.
 
-    .venv/bin/python -m bench.run --deploys 20
+    .venv/bin/python -m bench.run --rounds 5 --bad-upstream 5 --deploys 10
 
-For each tool and app variant (graceful on SIGTERM / exits at once on SIGTERM, on the host network;
-graceful on the project's bridge network, the seed's real layout) it makes a fresh lab app, sets
-the host up the way the seed's script does (green v1 live), then runs N consecutive deploys under
-constant load (bench/load.py). Then the drift case (the host as a run that died right
-after the reload leaves it), and a no-load warm-cache wall time comparison. Prints a Markdown table.
+First, per shape (Compose v1 and v2, the app on the host network and on the project's bridge
+network), medians with their spread:
+- wall time of a warm deploy without load, the two tools interleaved round by round, each on its
+  own app; the action's time is its whole `docker run`, container start included;
+- the bad-upstream case: a commit whose backend upstream nginx can connect to but that answers 404.
+  For how long do clients get errors? (the action switches back; the seed's script never does).
+Then, on Compose v1, N consecutive deploys under constant load (bench/load.py) per tool and app
+variant (graceful on SIGTERM / exits at once on SIGTERM on the host network; graceful on the bridge
+network, the seed's real layout), and the drift case (the host as a run that died right after the
+reload leaves it). Prints Markdown tables.
 """
 
 from __future__ import annotations
@@ -79,6 +84,7 @@ class Seed(Tool):
             "NGINX": app.nginx_container,
             "BLUE_URLS": app.health_urls("blue"),
             "GREEN_URLS": app.health_urls("green"),
+            "COMPOSE": " ".join(lab.compose_command()),
         }
         env = " ".join(f"{name}={shlex.quote(value)}" for name, value in values.items())
         remote = f"{env} bash {shlex.quote(str(app.app_dir / 'scripts/blue-green-deploy.sh'))}"
@@ -220,20 +226,119 @@ def drift(tool: Tool) -> Row:
     return row
 
 
-def walltime(tool: Tool, deploys: int) -> list[float]:
-    """Warm-cache deploys without load."""
-    app = new_app(False)
-    walls = []
+@dataclass
+class Figure:
+    """One measure for both tools on one shape: the samples, and how many deploys failed."""
+
+    measure: str
+    shape: str
+    samples: dict[str, list[float]] = field(default_factory=dict)
+    failed: dict[str, int] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
+
+
+def spread(values: list[float]) -> str:
+    if not values:
+        return "—"
+    return f"{statistics.median(values):.2f}s ({min(values):.2f}–{max(values):.2f})"
+
+
+def walltime(tools: list[Tool], rounds: int, compose: str, variant: str) -> Figure:
+    """Warm-cache deploys without load, interleaved: each round deploys with both tools, in turn
+    (the order alternates), each on its own app; the action's time includes its container start."""
+    figure = Figure("deploy wall time, warm, no load", f"compose {compose}, {variant} network")
+    lab.use_compose(compose)
+    apps = {tool.name: new_app(False, variant) for tool in tools}
     try:
-        tool.deploy(app, app.version("warm-up"))
-        for i in range(deploys):
-            sha = app.version(f"w{i}")
-            start = time.monotonic()
-            tool.deploy(app, sha)
-            walls.append(time.monotonic() - start)
+        for tool in tools:
+            tool.deploy(apps[tool.name], apps[tool.name].version("warm-up"))
+        for i in range(rounds):
+            for tool in tools if i % 2 == 0 else list(reversed(tools)):
+                sha = apps[tool.name].version(f"w{i}")
+                start = time.monotonic()
+                error = tool.deploy(apps[tool.name], sha)
+                figure.samples.setdefault(tool.name, []).append(time.monotonic() - start)
+                figure.failed[tool.name] = figure.failed.get(tool.name, 0) + (error is not None)
     finally:
-        app.teardown()
-    return walls
+        for app in apps.values():
+            app.teardown()
+    return figure
+
+
+class FailureWindow:
+    """GETs every 10 ms on a background thread; notes when answers fail."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.failed_at: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                with lab.urllib_open(self.url, timeout=5) as response:
+                    response.read()
+            except OSError:
+                self.failed_at.append(time.monotonic())
+            self._stop.wait(0.01)
+
+    def __enter__(self) -> FailureWindow:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def seconds(self) -> float:
+        return self.failed_at[-1] - self.failed_at[0] if self.failed_at else 0.0
+
+
+def bad_upstream(tools: list[Tool], rounds: int, compose: str, variant: str, watch: float = 10.0) -> Figure:
+    """A commit whose backend upstream nginx can connect to (the db) but that answers 404: how long do
+    clients get errors? The action switches back; the seed's script never notices, so it is deployed
+    once and watched for `watch` seconds."""
+    figure = Figure("bad upstream: 5xx window", f"compose {compose}, {variant} network")
+    lab.use_compose(compose)
+    for tool in tools:
+        app = new_app(False, variant)
+        try:
+            for i in range(rounds if isinstance(tool, Action) else 1):
+                target = "blue" if served_color(app) == "green" else "green"
+                good = (app.work / f"nginx/upstream.{target}.conf").read_text()
+                bad = good.replace(app.server(f"backend_{target}"), app.server("db"))
+                sha = app.commit(f"bad upstream {i}", {"app/VERSION": f"b{i}\n", f"nginx/upstream.{target}.conf": bad})
+                with FailureWindow(app.public_url("/api/v1/")) as window:
+                    tool.deploy(app, sha)
+                    if not isinstance(tool, Action):
+                        time.sleep(watch)  # how long the errors last is the measure: there is nothing to poll for
+                figure.samples.setdefault(tool.name, []).append(window.seconds())
+                app.commit(f"good upstream {i}", {f"nginx/upstream.{target}.conf": good})
+            if not isinstance(tool, Action):
+                figure.notes[tool.name] = f"never switched back: errors until the end of the {watch:.0f}s watched"
+        finally:
+            app.teardown()
+    return figure
+
+
+def figures_table(figures: list[Figure], tools: list[Tool]) -> str:
+    action, seed = (tool.name for tool in tools)
+    out = [
+        f"| measure | shape | {action}: median (min–max) | {seed}: median (min–max) | ratio of medians |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for f in figures:
+        cells = []
+        for name in (action, seed):
+            cell = f"{spread(f.samples.get(name, []))}, n={len(f.samples.get(name, []))}"
+            if f.failed.get(name):
+                cell += f", {f.failed[name]} failed"
+            cells.append(cell + (f"; {f.notes[name]}" if name in f.notes else ""))
+        a, s = f.samples.get(action), f.samples.get(seed)
+        ratio = f"{statistics.median(a) / statistics.median(s):.2f}" if a and s and not f.failed.get(seed) else "—"
+        out.append(f"| {f.measure} | {f.shape} | {cells[0]} | {cells[1]} | {ratio} |")
+    return "\n".join(out)
 
 
 def table(rows: list[Row]) -> str:
@@ -256,27 +361,29 @@ def table(rows: list[Row]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--deploys", type=int, default=20, help="consecutive deploys per tool and variant (default 20)")
-    parser.add_argument(
-        "--walltime-deploys", type=int, default=3, help="no-load deploys per tool for the wall time ratio (default 3)"
-    )
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per shape for wall time (default 5)")
+    parser.add_argument("--bad-upstream", type=int, default=5, help="bad-upstream deploys of the action per shape")
     args = parser.parse_args()
     lab.build_action_image()
-    lab.use_compose("v1")  # the seed's script calls docker-compose (v1)
     host = lab.start_sshd()
+    rows: list[Row] = []
+    figures: list[Figure] = []
     try:
         tools: list[Tool] = [Action(host), Seed(host)]
-        rows = [series(tool, variant, args.deploys) for variant in (False, True) for tool in tools]
-        rows += [series(tool, False, args.deploys, "bridge") for tool in tools]
-        rows += [drift(tool) for tool in tools]
-        walls = {tool.name: statistics.mean(walltime(tool, args.walltime_deploys)) for tool in tools}
+        shapes = [(compose, variant) for compose in lab.COMPOSE_VARIANTS for variant in lab.VARIANTS]
+        figures += [walltime(tools, args.rounds, compose, variant) for compose, variant in shapes]
+        figures += [bad_upstream(tools, args.bad_upstream, compose, variant) for compose, variant in shapes]
+        if args.deploys:
+            lab.use_compose("v1")
+            rows = [series(tool, variant, args.deploys) for variant in (False, True) for tool in tools]
+            rows += [series(tool, False, args.deploys, "bridge") for tool in tools]
+            rows += [drift(tool) for tool in tools]
     finally:
         host.stop()
-    print(table(rows))
-    ratio = walls[Action.name] / walls[Seed.name]
-    print(
-        f"\nWarm-cache deploy without load, mean of {args.walltime_deploys}: action {walls[Action.name]:.2f}s, seed "
-        f"script {walls[Seed.name]:.2f}s, ratio {ratio:.2f}"
-    )
+    print(figures_table(figures, tools))
+    if rows:
+        print()
+        print(table(rows))
     for r in rows:
         if r.counts.errors:
             print(f"\n{r.tool}, {r.case}: first request errors: {r.counts.errors[:5]}")
