@@ -28,6 +28,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 from lab import lab
 
@@ -117,31 +118,46 @@ def new_app(exit_on_sigterm: bool, variant: str = "host") -> lab.LabApp:
     return app
 
 
-class HealthWatch:
-    """Notes when the new version first answers on its color's own port: the health-pass moment."""
+class Poller:
+    """Calls `probe` every `pause` seconds on a background thread while the block runs, until it
+    returns True."""
 
-    def __init__(self, url: str, version: str) -> None:
-        self.url, self.version, self.at = url, version, 0.0
+    def __init__(self, pause: float) -> None:
+        self.pause = pause
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self) -> None:
-        while not self._stop.is_set() and not self.at:
-            try:
-                with lab.urllib_open(self.url, timeout=2) as response:
-                    if response.status == 200 and f'"version": "{self.version}"' in response.read().decode():
-                        self.at = time.monotonic()
-            except OSError:
-                pass
-            self._stop.wait(0.05)
+    def probe(self) -> bool:
+        raise NotImplementedError
 
-    def __enter__(self) -> HealthWatch:
+    def _run(self) -> None:
+        while not self._stop.is_set() and not self.probe():
+            self._stop.wait(self.pause)
+
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        self._thread.join(5)
+        self._thread.join(10)
+
+
+class HealthWatch(Poller):
+    """Notes when the new version first answers on its color's own port: the health-pass moment."""
+
+    def __init__(self, url: str, version: str) -> None:
+        super().__init__(0.05)
+        self.url, self.version, self.at = url, version, 0.0
+
+    def probe(self) -> bool:
+        try:
+            with lab.urllib_open(self.url, timeout=2) as response:
+                if response.status == 200 and f'"version": "{self.version}"' in response.read().decode():
+                    self.at = time.monotonic()
+        except OSError:
+            pass
+        return bool(self.at)
 
 
 def served(app: lab.LabApp) -> dict[str, str]:
@@ -265,31 +281,21 @@ def walltime(tools: list[Tool], rounds: int, compose: str, variant: str) -> Figu
     return figure
 
 
-class FailureWindow:
-    """GETs every 10 ms on a background thread; notes when answers fail."""
+class FailureWindow(Poller):
+    """GETs every 10 ms; notes when answers fail."""
 
     def __init__(self, url: str) -> None:
+        super().__init__(0.01)
         self.url = url
         self.failed_at: list[float] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                with lab.urllib_open(self.url, timeout=5) as response:
-                    response.read()
-            except OSError:
-                self.failed_at.append(time.monotonic())
-            self._stop.wait(0.01)
-
-    def __enter__(self) -> FailureWindow:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
+    def probe(self) -> bool:
+        try:
+            with lab.urllib_open(self.url, timeout=5) as response:
+                response.read()
+        except OSError:
+            self.failed_at.append(time.monotonic())
+        return False
 
     def seconds(self) -> float:
         return self.failed_at[-1] - self.failed_at[0] if self.failed_at else 0.0

@@ -61,6 +61,22 @@ def sh(
     return done.stdout
 
 
+def git_commit(repo: Path, message: str) -> list[str | Path]:
+    return [
+        "git",
+        "-C",
+        repo,
+        "-c",
+        "user.name=lab",
+        "-c",
+        "user.email=lab@localhost",
+        "commit",
+        "--quiet",
+        "-m",
+        message,
+    ]
+
+
 def as_deploy(*argv: str | Path, cwd: Path | None = None) -> str:
     return sh("runuser", "-u", DEPLOY_USER, "--", "env", f"HOME=/home/{DEPLOY_USER}", *argv, cwd=cwd)
 
@@ -297,19 +313,7 @@ class LabApp:
             path.write_text(text)
         sh("chown", "-R", f"{DEPLOY_USER}:{DEPLOY_USER}", self.root)
         as_deploy("git", "-C", self.work, "add", "-A")
-        as_deploy(
-            "git",
-            "-C",
-            self.work,
-            "-c",
-            "user.name=lab",
-            "-c",
-            "user.email=lab@localhost",
-            "commit",
-            "--quiet",
-            "-m",
-            message,
-        )
+        as_deploy(*git_commit(self.work, message))
         as_deploy("git", "-C", self.work, "push", "--quiet", "origin", "HEAD:main")
         return as_deploy("git", "-C", self.work, "rev-parse", "HEAD").strip()
 
@@ -723,19 +727,7 @@ def run_with_act(inputs: Mapping[str, str], after: str, timeout: float = 600) ->
         (work / "home").mkdir()
         sh("git", "init", "--quiet", repo)
         sh("git", "-C", repo, "add", "-A")
-        sh(
-            "git",
-            "-C",
-            repo,
-            "-c",
-            "user.name=lab",
-            "-c",
-            "user.email=lab@localhost",
-            "commit",
-            "--quiet",
-            "-m",
-            "action under test",
-        )
+        sh(*git_commit(repo, "action under test"))
         sh("docker", "tag", ACTION_IMAGE, ACT_ACTION_IMAGE)
         argv = [
             ACT,
