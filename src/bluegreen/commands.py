@@ -160,18 +160,22 @@ def nginx(container: str, *args: str) -> Argv:
 
 
 # One exec for the whole reload: the processes (as NGINX_PROCESSES_SCRIPT lists them), nginx -t and,
-# only if it passes, the reload; then up to 10 s for a worker that was not there before, and the
-# processes and `nginx -T` after it, between RELOAD_MARK lines. Exit status 3: the test failed, nothing
-# was reloaded; 4: the reload signal failed. A constant: nothing is interpolated into it.
+# only if it passes, the reload; then up to 10 s until a worker that was not there before accepts
+# connections and every one that was there is shutting down (until it says so, it may still accept
+# one and serve the old config); then the processes and `nginx -T`, between RELOAD_MARK lines. Exit
+# status 3: the test failed, nothing was reloaded; 4: the reload signal failed. A constant.
 RELOAD_MARK = "--bluegreen-reload--"
 TEST_AND_RELOAD_SCRIPT = (
     f"ps_() {{ {NGINX_PROCESSES_SCRIPT}; }}; "
     'workers() { ps_ | while read -r pid ppid title; do case "$title" in "nginx: worker process"*) echo "$pid";; '
     "esac; done; }; "
+    'ready() { ps_ | { n=0; o=0; while read -r pid ppid title; do case "$title" in '
+    '"nginx: worker process is shutting down"*) ;; '
+    '"nginx: worker process"*) case "$before" in *" $pid "*) o=1;; *) n=1;; esac;; esac; done; '
+    '[ "$n" = 1 ] && [ "$o" = 0 ]; }; }; '
     'ps_; before=" $(workers | tr "\\n" " ") "; '
     "nginx -t >/dev/null || exit 3; nginx -s reload || exit 4; i=0; "
-    'while [ "$i" -lt 500 ]; do for p in $(workers); do case "$before" in *" $p "*) ;; *) break 2;; esac; done; '
-    "i=$((i + 1)); sleep 0.02; done; "
+    'while [ "$i" -lt 500 ]; do ready && break; i=$((i + 1)); sleep 0.02; done; '
     f"echo {RELOAD_MARK}; ps_; echo {RELOAD_MARK}; nginx -T 2>/dev/null"
 )
 TEST_FAILED = 3

@@ -109,6 +109,15 @@ def worker_pids(processes: list[Process], master: int | None = None) -> set[int]
     return {p.pid for p in processes if p.title.startswith("nginx: worker process") and p.ppid in masters}
 
 
+def took_reload(processes: list[Process], before: set[int], master: int | None = None) -> bool:
+    """A reload has taken when a new worker accepts connections and no worker from `before` still does.
+    A worker that got the reload's quit signal says "is shutting down" as it closes its listening
+    sockets; until then it may accept a new connection and serve it with the old config."""
+    workers = worker_pids(processes, master)
+    accepting = {p.pid for p in processes if p.pid in workers and "shutting down" not in p.title}
+    return bool(accepting - before) and not accepting & before
+
+
 def pid_path(dump: str) -> str:
     """Where nginx writes its master's pid: the `pid` directive, else Debian's and Ubuntu's default."""
     match = _PID.search(dump)
@@ -208,8 +217,8 @@ class Nginx:
         returns the seconds since `start`."""
         wanted = normalize(content)
         while True:
-            current, dump = await asyncio.gather(self.workers(), self.dump())
-            if current - before and wanted in config_sections(dump):
+            (processes, _), dump = await asyncio.gather(self.processes(), self.dump())
+            if took_reload(processes, before, await self.master()) and wanted in config_sections(dump):
                 return time.monotonic() - start
             if time.monotonic() - start > RELOAD_CONFIRM_TIMEOUT:
                 raise NginxError(
@@ -256,7 +265,7 @@ class Nginx:
         listing, after, dump = [*result.stdout.split(commands.RELOAD_MARK + "\n"), "", ""][:3]
         master = await self.master()
         before = worker_pids(parse_processes(listing), master)
-        if worker_pids(parse_processes(after), master) - before and normalize(content) in config_sections(dump):
+        if took_reload(parse_processes(after), before, master) and normalize(content) in config_sections(dump):
             return before, time.monotonic() - start  # confirmed by the same exec
         return before, await self.confirm(content, before, start)
 

@@ -10,6 +10,7 @@ from bluegreen.nginx import (
     pid_path,
     server_targets,
     servers,
+    took_reload,
     worker_pids,
 )
 
@@ -88,3 +89,15 @@ def test_server_targets_are_what_nginx_connects_to() -> None:
         ("unix", "/run/app.sock"),
     ]
     assert server_targets("") == []
+
+
+def test_a_reload_has_taken_only_once_no_old_worker_still_accepts() -> None:
+    master = "1 0 nginx: master process nginx"
+    before = {11, 12}
+    new_workers = "21 1 nginx: worker process\n22 1 nginx: worker process"
+    old_accepting = "11 1 nginx: worker process\n12 1 nginx: worker process is shutting down"
+    old_closing = "11 1 nginx: worker process is shutting down\n12 1 nginx: worker process is shutting down"
+    assert not took_reload(parse_processes(f"{master}\n{old_accepting}"), before)
+    assert not took_reload(parse_processes(f"{master}\n{new_workers}\n{old_accepting}"), before)
+    assert took_reload(parse_processes(f"{master}\n{new_workers}\n{old_closing}"), before)
+    assert took_reload(parse_processes(f"{master}\n{new_workers}"), before)
