@@ -342,7 +342,9 @@ def figures_table(figures: list[Figure], tools: list[Tool]) -> str:
                 cell += f", {f.failed[name]} failed"
             cells.append(cell + (f"; {f.notes[name]}" if name in f.notes else ""))
         a, s = f.samples.get(action), f.samples.get(seed)
-        ratio = f"{statistics.median(a) / statistics.median(s):.2f}" if a and s and not f.failed.get(seed) else "—"
+        ratio = "—"
+        if a and s and not f.failed.get(seed) and seed not in f.notes:
+            ratio = f"{statistics.median(a) / statistics.median(s):.2f}"
         out.append(f"| {f.measure} | {f.shape} | {cells[0]} | {cells[1]} | {ratio} |")
     return "\n".join(out)
 
