@@ -23,7 +23,7 @@ from . import commands
 from .config import COLORS, Color, Config, other_color
 from .errors import DeployError
 from .health import wait_healthy
-from .journal import STATE_DIR, Journal, last_switch, now
+from .journal import STATE_DIR, Journal, collapse, last_switch, now
 from .lock import DeployLock, RunInfo
 from .nginx import Nginx, NginxError, live_color
 from .remote import CommandFailed, Remote, RemoteError, checked, last_line
@@ -48,6 +48,7 @@ class Deployer:
         self.remote: Remote | None = None
         self.target_touched = False
         self.committed = False
+        self.switched_entry: dict[str, object] = {}
         self.journal_tail: list[dict[str, object]] | None = None  # the journal's last entries, oldest first
 
     def attach(self, remote: Remote) -> None:
@@ -374,7 +375,10 @@ class Deployer:
             old_workers, reload_seconds = await self.switch.reload(content)
             s.detail = f"reload took {reload_seconds:.1f}s"
         await self.check_public_url()
-        await self.switch.commit()
+        # Committed: the marker goes, and the journal says what now serves, at once, so a rerun after
+        # a hard kill from here on finishes this switch instead of making another.
+        self.switched_entry = self.journal_entry("switched")
+        await asyncio.gather(self.switch.commit(), self.journal.record(self.switched_entry, target))
         self.committed = True
         self.report.switched = True
         return old_workers
@@ -443,8 +447,8 @@ class Deployer:
             "check the new upstream file: it must point at the new color's ports",
         )
 
-    async def record(self, result: str) -> None:
-        entry: dict[str, object] = {
+    def journal_entry(self, result: str) -> dict[str, object]:
+        return {
             "time": now(),
             "ref": self.report.sha or self.cfg.ref,
             "from": self.report.live,
@@ -453,10 +457,17 @@ class Deployer:
             "steps": {s.name: round(s.seconds, 2) for s in self.report.steps},
             "run": self.run_info.url,
         }
+
+    async def record(self, result: str) -> None:
+        entry = self.journal_entry(result)
         await self.journal.record(entry, self.report.active_color)
+        await self.show_journal(entry)
+
+    async def show_journal(self, entry: dict[str, object]) -> None:
+        """The summary's recent deploys: this one, then the four before it."""
         if self.journal_tail is None:  # failed before the journal was read
             self.journal_tail = (await self.journal.tail(5))[:-1]
-        self.report.journal = [entry, *reversed(self.journal_tail[-4:])]
+        self.report.journal = [entry, *reversed(collapse(self.journal_tail)[-4:])]
 
     # -- failure path -----------------------------------------------------------------------------
 
@@ -479,8 +490,8 @@ class Deployer:
         try:
             if self.remote.conn.is_closed():
                 await self.reconnect()
-            if self.committed:
-                await self.record("switched")
+            if self.committed:  # recorded when it was committed
+                await self.show_journal(self.switched_entry)
                 return
             switched_at = self.proxy.reloaded_at  # the reload that loaded the new upstream, if any
             if restored := await self.switch.undo(self.report.live or "its previous content", self.stacks.stop_nginx):

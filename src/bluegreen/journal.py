@@ -39,6 +39,13 @@ def last_switch(entries: list[dict[str, object]]) -> dict[str, object] | None:
     return switched[-1] if switched else None
 
 
+def collapse(entries: list[dict[str, object]]) -> list[dict[str, object]]:
+    """Entries as a person reads them: a `switched` entry (written when the switch committed) is
+    dropped when the same run later recorded its end."""
+    ended = {(e.get("run"), e.get("ref")) for e in entries if e.get("result") != "switched"}
+    return [e for e in entries if e.get("result") != "switched" or (e.get("run"), e.get("ref")) not in ended]
+
+
 class Journal:
     def __init__(self, host: Host, app_dir: str) -> None:
         self.host = host

@@ -196,7 +196,7 @@ def test_two_deploys_at_once(action_image: str, ssh_host: lab.SshHost, app: lab.
     live = served(app)
     assert live["color"] == (app.app_dir / ".active_env").read_text().strip() == running_colors(app).pop()
     journal = [json.loads(line) for line in (app.app_dir / ".bluegreen/journal.jsonl").read_text().splitlines()]
-    assert [e["result"] for e in journal] == ["success", "success"]
+    assert [e["result"] for e in journal] == ["switched", "success", "switched", "success"]
     assert live["version"] == {first: "v2", second: "v3"}[journal[-1]["ref"]]
     assert load.failures == []
 
@@ -231,4 +231,35 @@ def test_sshd_killed_mid_build(action_image: str, ssh_host: lab.SshHost, app: la
         rerun = lab.run_action(lab.lab_inputs(ssh_host, app, sha), {"GITHUB_RUN_ATTEMPT": "2"})
     assert rerun.status == 0, rerun.log
     assert_serves_alone(app, "blue", "v2")
+    assert load.failures == []
+
+
+def test_a_run_killed_after_the_switch_is_finished_by_the_rerun(
+    action_image: str, ssh_host: lab.SshHost, app: lab.LabApp
+) -> None:
+    """SIGKILL of the action's container during the drain: no recovery runs, but the journal already
+    says what serves, so the rerun finishes that switch instead of switching again."""
+    app.bootstrap("green")
+    sha = app.version("v2")
+    answers: list[int] = []
+
+    def long_request() -> None:
+        with lab.urllib_open(app.public_url("/slow?s=10"), timeout=60) as response:
+            answers.append(response.status)
+
+    with Load(app.public_url("/api/v1/")) as load:
+        slow = threading.Thread(target=long_request)
+        slow.start()
+        lab.wait_for(lambda: lab.established(app.ports["GREEN_FRONTEND"]), "the long request to reach green")
+        running = lab.RunningAction(lab.lab_inputs(ssh_host, app, sha, drain_timeout="60"))
+        running.wait_for_step("Drain old nginx workers")
+        lab.sh("docker", "kill", running.name)
+        running.process.wait(30)
+        assert served(app)["color"] == "blue"
+        rerun = lab.run_action(lab.lab_inputs(ssh_host, app, sha, drain_timeout="60"), {"GITHUB_RUN_ATTEMPT": "2"})
+        slow.join(60)
+    assert rerun.status == 0, rerun.log
+    assert "already live on blue: finished the earlier switch" in rerun.summary
+    assert_serves_alone(app, "blue", "v2")
+    assert answers == [200]
     assert load.failures == []

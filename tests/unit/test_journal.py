@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-from bluegreen.journal import Journal, last_switch, parse
+from bluegreen.journal import Journal, collapse, last_switch, parse
 
 from .fakes import FakeHost
 
@@ -44,3 +44,12 @@ def test_record_without_a_serving_color_leaves_active_env() -> None:
     host = FakeHost()
     asyncio.run(Journal(host, "/srv/app").record({"result": "failed"}, None))
     assert "/srv/app/.active_env" not in host.files and host.files[PATH] == '{"result": "failed"}\n'
+
+
+def test_a_runs_switched_entry_is_shown_only_until_its_end_is_recorded() -> None:
+    entries: list[dict[str, object]] = [
+        {"run": "r1", "ref": "a", "result": "switched"},
+        {"run": "r1", "ref": "a", "result": "success"},
+        {"run": "r2", "ref": "b", "result": "switched"},
+    ]
+    assert collapse(entries) == entries[1:]
