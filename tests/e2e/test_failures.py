@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+from collections.abc import Callable
 
 from lab import lab
 
@@ -151,7 +152,12 @@ def test_cancel_during_health_wait_then_rerun(action_image: str, ssh_host: lab.S
     assert load.failures == []
 
 
-def test_cancel_during_drain_then_rerun(action_image: str, ssh_host: lab.SshHost, app: lab.LabApp) -> None:
+def rerun_after_interrupting_the_drain(
+    ssh_host: lab.SshHost, app: lab.LabApp, interrupt: Callable[[lab.RunningAction], None]
+) -> lab.ActionRun:
+    """green v1 live, load running and a long request in flight to green: deploy v2, `interrupt` the run
+    during the drain (blue serves by then), then rerun it. Returns the rerun, having checked that it
+    leaves blue serving alone, that the long request got its answer and that no request failed."""
     app.bootstrap("green")
     sha = app.version("v2")
     answers: list[int] = []
@@ -166,21 +172,42 @@ def test_cancel_during_drain_then_rerun(action_image: str, ssh_host: lab.SshHost
         lab.wait_for(lambda: lab.established(app.ports["GREEN_FRONTEND"]), "the long request to reach green")
         running = lab.RunningAction(lab.lab_inputs(ssh_host, app, sha, drain_timeout="60"))
         running.wait_for_step("Drain old nginx workers")
-        running.cancel_like_the_runner()
-        run = running.wait()
-        assert run.status != 0
-        # The switch was made: blue serves, and the host says so.
+        interrupt(running)
         assert served(app)["color"] == "blue"
-        assert (app.app_dir / ".active_env").read_text().strip() == "blue"
-        assert run.outputs["switched"] == "true" and run.outputs["active-color"] == "blue"
-
         rerun = lab.run_action(lab.lab_inputs(ssh_host, app, sha, drain_timeout="60"), {"GITHUB_RUN_ATTEMPT": "2"})
         slow.join(60)
     assert rerun.status == 0, rerun.log
-    assert "already live on blue" in rerun.summary
     assert_serves_alone(app, "blue", "v2")
     assert answers == [200]
     assert load.failures == []
+    return rerun
+
+
+def test_cancel_during_drain_then_rerun(action_image: str, ssh_host: lab.SshHost, app: lab.LabApp) -> None:
+    def cancel(running: lab.RunningAction) -> None:
+        running.cancel_like_the_runner()
+        run = running.wait()
+        assert run.status != 0
+        # The switch was made: the host says so, and so do the outputs.
+        assert (app.app_dir / ".active_env").read_text().strip() == "blue"
+        assert run.outputs["switched"] == "true" and run.outputs["active-color"] == "blue"
+
+    rerun = rerun_after_interrupting_the_drain(ssh_host, app, cancel)
+    assert "already live on blue" in rerun.summary
+
+
+def test_a_run_killed_after_the_switch_is_finished_by_the_rerun(
+    action_image: str, ssh_host: lab.SshHost, app: lab.LabApp
+) -> None:
+    """SIGKILL of the action's container during the drain: no recovery runs, but the journal already
+    says what serves, so the rerun finishes that switch instead of switching again."""
+
+    def kill(running: lab.RunningAction) -> None:
+        lab.sh("docker", "kill", running.name)
+        running.process.wait(30)
+
+    rerun = rerun_after_interrupting_the_drain(ssh_host, app, kill)
+    assert "already live on blue: finished the earlier switch" in rerun.summary
 
 
 def test_two_deploys_at_once(action_image: str, ssh_host: lab.SshHost, app: lab.LabApp) -> None:
@@ -231,35 +258,4 @@ def test_sshd_killed_mid_build(action_image: str, ssh_host: lab.SshHost, app: la
         rerun = lab.run_action(lab.lab_inputs(ssh_host, app, sha), {"GITHUB_RUN_ATTEMPT": "2"})
     assert rerun.status == 0, rerun.log
     assert_serves_alone(app, "blue", "v2")
-    assert load.failures == []
-
-
-def test_a_run_killed_after_the_switch_is_finished_by_the_rerun(
-    action_image: str, ssh_host: lab.SshHost, app: lab.LabApp
-) -> None:
-    """SIGKILL of the action's container during the drain: no recovery runs, but the journal already
-    says what serves, so the rerun finishes that switch instead of switching again."""
-    app.bootstrap("green")
-    sha = app.version("v2")
-    answers: list[int] = []
-
-    def long_request() -> None:
-        with lab.urllib_open(app.public_url("/slow?s=10"), timeout=60) as response:
-            answers.append(response.status)
-
-    with Load(app.public_url("/api/v1/")) as load:
-        slow = threading.Thread(target=long_request)
-        slow.start()
-        lab.wait_for(lambda: lab.established(app.ports["GREEN_FRONTEND"]), "the long request to reach green")
-        running = lab.RunningAction(lab.lab_inputs(ssh_host, app, sha, drain_timeout="60"))
-        running.wait_for_step("Drain old nginx workers")
-        lab.sh("docker", "kill", running.name)
-        running.process.wait(30)
-        assert served(app)["color"] == "blue"
-        rerun = lab.run_action(lab.lab_inputs(ssh_host, app, sha, drain_timeout="60"), {"GITHUB_RUN_ATTEMPT": "2"})
-        slow.join(60)
-    assert rerun.status == 0, rerun.log
-    assert "already live on blue: finished the earlier switch" in rerun.summary
-    assert_serves_alone(app, "blue", "v2")
-    assert answers == [200]
     assert load.failures == []
