@@ -227,7 +227,7 @@ def drift(tool: Tool) -> Row:
         )
         app.wait_ready("blue")
         (app.app_dir / "nginx/conf.d/upstream.conf").write_text((app.app_dir / "nginx/upstream.blue.conf").read_text())
-        app.nginx("-s", "reload")
+        app.reload_nginx()
         lab.wait_for(lambda: served_color(app) == "blue", "nginx to serve blue")
         with Load(app.ports["PUBLIC_PORT"]) as load:
             sha = app.version("v2")

@@ -29,7 +29,7 @@ import yaml
 
 from bluegreen.commands import NGINX_PROCESSES_SCRIPT
 from bluegreen.config import INPUTS
-from bluegreen.nginx import parse_processes, worker_pids
+from bluegreen.nginx import Process, parse_processes, took_reload, worker_pids
 
 LAB_ROOT = Path("/var/lib/bluegreen-lab")
 TEMPLATE = Path(__file__).parent / "app_template"
@@ -290,10 +290,18 @@ class LabApp:
             return {"backend": f"{service}:8000", "frontend": f"{service}:3000"}.get(role, "db:5432")
         return f"127.0.0.1:{self.ports[f'{color.upper()}_{role.upper()}' if color else 'DB_PORT']}"
 
+    def nginx_processes(self) -> list[Process]:
+        return parse_processes(sh("docker", "exec", self.nginx_container, "sh", "-c", NGINX_PROCESSES_SCRIPT))
+
     def nginx_workers(self) -> set[int]:
         """The nginx container's worker processes: a reload replaces them."""
-        listing = sh("docker", "exec", self.nginx_container, "sh", "-c", NGINX_PROCESSES_SCRIPT)
-        return worker_pids(parse_processes(listing))
+        return worker_pids(self.nginx_processes())
+
+    def reload_nginx(self) -> None:
+        """Reload nginx, and wait until no old worker still accepts connections with the old config."""
+        before = self.nginx_workers()
+        self.nginx("-s", "reload")
+        wait_for(lambda: took_reload(self.nginx_processes(), before), "nginx to take the reload")
 
     def render(self, text: str) -> str:
         values = {

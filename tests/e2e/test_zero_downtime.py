@@ -24,8 +24,8 @@ def test_drift_nginx_serves_blue_but_active_env_says_green(
     app.wait_ready("blue")
     target = app.app_dir / "nginx/conf.d/upstream.conf"
     target.write_text((app.app_dir / "nginx/upstream.blue.conf").read_text())
-    app.nginx("-s", "reload")
-    lab.wait_for(lambda: served(app)["color"] == "blue", "nginx to serve blue after the reload")
+    app.reload_nginx()
+    assert served(app)["color"] == "blue"
     sha = app.version("v2")
 
     with Load(app.public_url("/api/v1/")) as load:
