@@ -92,9 +92,7 @@ class FakeNginx:
         self.generation = 1
         self.reloads = 0
         exec_ = ["docker", "exec", "web"]
-        host.on([*exec_, "nginx", "-t"], self.test)
         host.on([*exec_, "nginx", "-T"], self.dump)
-        host.on([*exec_, "nginx", "-s", "reload"], self.reload)
         host.on([*exec_, "sh", "-c", commands.NGINX_PROCESSES_SCRIPT], self.processes)
         host.on([*exec_, "sh", "-c", commands.TEST_AND_RELOAD_SCRIPT], self.test_and_reload)
         host.on(["docker", "inspect"], lambda argv, _: Result(0, "true\n", ""))
