@@ -1,8 +1,9 @@
-"""`bluegreen deploy|status`: the action's engine as a command, for any CI or a laptop.
+"""`bluegreen deploy|rollback|status`: the action's engine as a command, for any CI or a laptop.
 
 Flags mirror the action's inputs one to one (`--app-dir` for `app-dir`), each falling back to an
-environment variable (`BLUEGREEN_APP_DIR`) and then to the input's default. The same schema
-(`config.INPUTS`, `config.load_config`) validates both; nothing is duplicated."""
+environment variable (`BLUEGREEN_APP_DIR`) and then to the input's default. The input `command` is
+the subcommand. The same schema (`config.INPUTS`, `config.load_config`) validates both; nothing is
+duplicated."""
 
 from __future__ import annotations
 
@@ -33,10 +34,13 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     for name, text in (
         ("deploy", "deploy a ref to the idle color and switch nginx to it"),
+        ("rollback", "switch back to the previous color, at the commit it last ran, with no build"),
         ("status", "show the live color, the stacks and the last deploys"),
     ):
         sub = commands.add_parser(name, help=text, description=text)
         for spec in INPUTS:
+            if spec.name == "command":
+                continue
             default = "required" if spec.required else f"default {spec.default!r}"
             sub.add_argument(
                 f"--{spec.name}",
@@ -58,6 +62,7 @@ def raw_inputs(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[str
     for spec in INPUTS:
         value = values.get(spec.name)
         raw[spec.name] = value if value is not None else environ.get(env_name(spec.name), spec.default)
+    raw["command"] = args.command if args.command != "status" else "deploy"
     if args.key_file:
         raw["key"] = Path(args.key_file).read_text()
     return raw
@@ -68,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     raw = raw_inputs(args, os.environ)
     out = ConsoleReporter(secret_values(raw))
     try:
-        config = load_config(raw, for_deploy=args.command == "deploy")
+        config = load_config(raw, for_deploy=args.command != "status")
     except ConfigError as err:
         out.error(str(err).replace("input '", "--", 1).replace("':", ":", 1), "invalid option")
         return 2

@@ -88,6 +88,10 @@ class Compose:
             argv.append("--wait")
         return argv
 
+    def exec(self, service: str, argv: Sequence[str]) -> Argv:
+        """Run argv in the service's running container, without a TTY and without a shell."""
+        return [*self._base(), "exec", "-T", service, *argv]
+
     def stop(self, services: Sequence[str]) -> Argv:
         return [*self._base(), "stop", *services]
 
@@ -135,6 +139,11 @@ def git_has_file(app_dir: str, sha: str, path: str) -> Argv:
     return ["git", "-C", app_dir, "cat-file", "-e", f"{sha}:./{path}"]
 
 
+def git_show_file(app_dir: str, sha: str, path: str) -> Argv:
+    """A file's text at a commit (relative to app-dir)."""
+    return ["git", "-C", app_dir, "show", f"{sha}:./{path}"]
+
+
 def read_file(path: str) -> Argv:
     return ["cat", "--", path]
 
@@ -153,17 +162,24 @@ def append_file(path: str) -> Argv:
     return ["sh", "-c", UMASK_TEE_SCRIPT, "sh", "-a", "--", path]
 
 
-def nginx(container: str, *args: str) -> Argv:
+def nginx_program(container: str, sudo: bool = False) -> Argv:
+    """How nginx is called: in its container, on the host, or on the host through `sudo -n` (a
+    root-owned master; sudo never prompts)."""
     if container:
-        return ["docker", "exec", container, "nginx", *args]
-    return ["nginx", *args]
+        return ["docker", "exec", container, "nginx"]
+    return ["sudo", "-n", "nginx"] if sudo else ["nginx"]
+
+
+def nginx(container: str, *args: str, sudo: bool = False) -> Argv:
+    return [*nginx_program(container, sudo), *args]
 
 
 # One exec for the whole reload: the processes (as NGINX_PROCESSES_SCRIPT lists them), nginx -t and,
 # only if it passes, the reload; then up to 10 s until a worker that was not there before accepts
 # connections and every one that was there is shutting down (until it says so, it may still accept
 # one and serve the old config); then the processes and `nginx -T`, between RELOAD_MARK lines. Exit
-# status 3: the test failed, nothing was reloaded; 4: the reload signal failed. A constant.
+# status 3: the test failed, nothing was reloaded; 4: the reload signal failed. nginx is called as
+# "$@" (`nginx`, or `sudo -n nginx`), so only -t, -s reload and -T ever run through it. A constant.
 RELOAD_MARK = "--bluegreen-reload--"
 TEST_AND_RELOAD_SCRIPT = (
     f"ps_() {{ {NGINX_PROCESSES_SCRIPT}; }}; "
@@ -174,16 +190,17 @@ TEST_AND_RELOAD_SCRIPT = (
     '"nginx: worker process"*) case "$before" in *" $pid "*) o=1;; *) n=1;; esac;; esac; done; '
     '[ "$n" = 1 ] && [ "$o" = 0 ]; }; }; '
     'ps_; before=" $(workers | tr "\\n" " ") "; '
-    "nginx -t >/dev/null || exit 3; nginx -s reload || exit 4; i=0; "
+    '"$@" -t >/dev/null || exit 3; "$@" -s reload || exit 4; i=0; '
     'while [ "$i" -lt 500 ]; do ready && break; i=$((i + 1)); sleep 0.02; done; '
-    f"echo {RELOAD_MARK}; ps_; echo {RELOAD_MARK}; nginx -T 2>/dev/null"
+    f'echo {RELOAD_MARK}; ps_; echo {RELOAD_MARK}; "$@" -T 2>/dev/null'
 )
 TEST_FAILED = 3
 
 
-def nginx_test_and_reload(container: str) -> Argv:
-    argv = ["sh", "-c", TEST_AND_RELOAD_SCRIPT]
-    return ["docker", "exec", container, *argv] if container else argv
+def nginx_test_and_reload(container: str, sudo: bool = False) -> Argv:
+    if container:
+        return ["docker", "exec", container, "sh", "-c", TEST_AND_RELOAD_SCRIPT, "sh", "nginx"]
+    return ["sh", "-c", TEST_AND_RELOAD_SCRIPT, "sh", *nginx_program("", sudo)]
 
 
 def nginx_processes(container: str) -> Argv:
@@ -298,6 +315,10 @@ def app_containers(app_dir: str) -> Argv:
 
 def stop_containers(ids: list[str], stop_timeout: int) -> Argv:
     return ["docker", "stop", "--time", str(stop_timeout), *ids]
+
+
+def start_containers(ids: list[str]) -> Argv:
+    return ["docker", "start", *ids]
 
 
 def remove_containers(ids: list[str]) -> Argv:

@@ -10,15 +10,20 @@ from __future__ import annotations
 import ipaddress
 import posixpath
 import re
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 from urllib.parse import urlsplit
 
 import asyncssh
 
 Color = Literal["blue", "green"]
 COLORS: tuple[Color, Color] = ("blue", "green")
+Command = Literal["deploy", "rollback"]
+COMMANDS: tuple[Command, ...] = ("deploy", "rollback")
+KeepPrevious = Literal["stopped", "running", "none"]
+KEEP_PREVIOUS: tuple[KeepPrevious, ...] = ("stopped", "running", "none")
 
 
 def other_color(color: Color) -> Color:
@@ -63,6 +68,12 @@ INPUTS: tuple[InputSpec, ...] = (
     InputSpec("app-dir", "Absolute path of the app's git checkout on the host.", required=True),
     InputSpec(
         "ref", "Commit, branch or tag to deploy; fetched and checked out exactly. Empty means the run's GITHUB_SHA.", ""
+    ),
+    InputSpec(
+        "command",
+        "deploy: build ref into the idle color and switch to it. rollback: switch back to the previous color, at the "
+        "commit it last ran, with no build.",
+        "deploy",
     ),
     InputSpec(
         "project-name",
@@ -112,11 +123,32 @@ INPUTS: tuple[InputSpec, ...] = (
         "Name of the nginx container; nginx commands then run through docker exec. Empty means nginx runs on the host.",
         "",
     ),
+    InputSpec(
+        "nginx-sudo",
+        "nginx on the host only: run nginx -t, nginx -T and nginx -s reload as sudo -n nginx ... (a root-owned "
+        "master); nothing else runs as root.",
+        "false",
+    ),
     InputSpec("public-url", "If set, checked through nginx after the switch; a non-2xx answer switches back.", ""),
+    InputSpec(
+        "pre-switch-command",
+        "Run in the new color after its health check and before the switch, e.g. backend_{color} python manage.py "
+        "migrate --noinput: the first word is a service of the color's compose file ({color} becomes the color), "
+        "the rest the command, split like a shell line but run as argv through compose exec, never by a shell. A "
+        "failure restores like a failed health check. Empty means none.",
+        "",
+    ),
+    InputSpec("pre-switch-timeout", "Seconds pre-switch-command may run before the deploy fails.", "600"),
     InputSpec(
         "drain-timeout",
         "Seconds to wait for old nginx workers to finish in-flight requests before the old color is stopped.",
         "30",
+    ),
+    InputSpec(
+        "keep-previous",
+        "What happens to the old color after a switch and drain: stopped (kept, so a rollback starts it in seconds), "
+        "running (a rollback is a pure switch) or none (removed).",
+        "stopped",
     ),
     InputSpec("lock-timeout", "Seconds to wait for another deploy of the same app-dir to finish.", "600"),
 )
@@ -148,6 +180,7 @@ class Config:
     connect_retries: int
     app_dir: str
     ref: str
+    command: Command
     project_name: str
     base_compose_file: str
     compose_file: str
@@ -157,8 +190,12 @@ class Config:
     upstream_file: str
     upstream_target: str
     nginx_container: str
+    nginx_sudo: bool
     public_url: str
+    pre_switch_command: tuple[str, ...]  # service word ({color} not yet filled in), then the argv
+    pre_switch_timeout: int
     drain_timeout: int
+    keep_previous: KeepPrevious
     lock_timeout: int
 
     def app_path(self, relative: str) -> str:
@@ -182,6 +219,11 @@ class Config:
     @property
     def upstream_target_path(self) -> str:
         return self.app_path(self.upstream_target)
+
+    def pre_switch_for(self, color: Color) -> tuple[str, list[str]]:
+        """pre-switch-command for `color`: the service, and the argv to run in it."""
+        service, *argv = (word.replace("{color}", color) for word in self.pre_switch_command)
+        return service, argv
 
 
 def secret_values(raw: Mapping[str, str]) -> list[str]:
@@ -350,6 +392,45 @@ def _known_hosts(value: str) -> str:
     return value
 
 
+_Choice = TypeVar("_Choice", bound=str)
+
+
+def _choice(name: str, value: str, choices: tuple[_Choice, ...]) -> _Choice:
+    for choice in choices:
+        if value == choice:
+            return choice
+    raise ConfigError(name, f"{value!r} is not one of {', '.join(choices)}", f"give one of {', '.join(choices)}")
+
+
+_SERVICE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+def _pre_switch_command(value: str) -> tuple[str, ...]:
+    """A service name, then the command: split like a shell line, never run by a shell."""
+    name = "pre-switch-command"
+    if not value:
+        return ()
+    if _CONTROL.search(value):
+        raise ConfigError(name, "contains a newline or control character", "give the command on one line")
+    try:
+        words = tuple(shlex.split(value))
+    except ValueError as err:
+        raise ConfigError(name, f"{value!r} cannot be split into words ({err})", "close every quote") from None
+    if len(words) < 2:
+        raise ConfigError(
+            name,
+            f"{value!r} has no command after the service",
+            "give the service, then the command, e.g. backend_{color} python manage.py migrate --noinput",
+        )
+    if not _SERVICE.match(words[0].replace("{color}", "blue")):
+        raise ConfigError(
+            name,
+            f"the first word {words[0]!r} is not a compose service name",
+            "start with the service to run it in, e.g. backend_{color}",
+        )
+    return words
+
+
 def _project_from_dir(app_dir: str) -> str:
     """The project name compose itself gives files in app-dir (what the seed's script ran under)."""
     name = re.sub(r"[^a-z0-9_-]+", "", posixpath.basename(app_dir).lower()).lstrip("-_")
@@ -391,8 +472,9 @@ def load_config(raw: Mapping[str, str], *, for_deploy: bool = True) -> Config:
             "pin the host key: set known-hosts to the output of 'ssh-keyscan -p PORT HOST' or fingerprint to "
             "'SHA256:...'",
         )
+    command = _choice("command", get("command"), COMMANDS)
     ref = get("ref")
-    if not ref and for_deploy:
+    if not ref and for_deploy and command == "deploy":
         raise ConfigError("ref", "is empty and GITHUB_SHA is not set", "set ref to a commit, branch or tag")
     if ref and (not _REF.match(ref) or ".." in ref or "@{" in ref or ref.endswith((".lock", "/", "."))):
         raise ConfigError(
@@ -412,6 +494,13 @@ def load_config(raw: Mapping[str, str], *, for_deploy: bool = True) -> Config:
             "nginx-container",
             f"{nginx_container!r} is not a container name",
             "give the name shown by 'docker ps', e.g. app_nginx_1",
+        )
+    nginx_sudo = _bool("nginx-sudo", get("nginx-sudo"))
+    if nginx_sudo and nginx_container:
+        raise ConfigError(
+            "nginx-sudo",
+            f"is for nginx on the host, but nginx-container is set ({nginx_container})",
+            "remove nginx-sudo (docker exec needs no sudo), or clear nginx-container",
         )
     public_url = get("public-url")
     health_timeout = _int("health-timeout", get("health-timeout"), 1, 3600)
@@ -435,6 +524,7 @@ def load_config(raw: Mapping[str, str], *, for_deploy: bool = True) -> Config:
         connect_retries=_int("connect-retries", get("connect-retries"), 0, 10),
         app_dir=app_dir,
         ref=ref,
+        command=command,
         project_name=project,
         base_compose_file=_relative_path("base-compose-file", base) if base else "",
         compose_file=_relative_path("compose-file", get("compose-file"), need_color=True),
@@ -447,8 +537,12 @@ def load_config(raw: Mapping[str, str], *, for_deploy: bool = True) -> Config:
         upstream_file=_relative_path("upstream-file", get("upstream-file"), need_color=True),
         upstream_target=_relative_path("upstream-target", get("upstream-target"), allow_absolute=True),
         nginx_container=nginx_container,
+        nginx_sudo=nginx_sudo,
         public_url=_url("public-url", public_url) if public_url else "",
+        pre_switch_command=_pre_switch_command(get("pre-switch-command")),
+        pre_switch_timeout=_int("pre-switch-timeout", get("pre-switch-timeout"), 1, 86400),
         drain_timeout=_int("drain-timeout", get("drain-timeout"), 0, 3600),
+        keep_previous=_choice("keep-previous", get("keep-previous"), KEEP_PREVIOUS),
         lock_timeout=_int("lock-timeout", get("lock-timeout"), 0, 86400),
     )
 

@@ -1,6 +1,9 @@
 """The deploy orchestrator: the seed's steps, in its order, with the failure path beside them.
 
-    connect → preflight → lock → live color → sync → base → build → health → switch → drain → stop old → record
+    deploy:   connect → preflight → lock → live color → sync → base → build → health → pre-switch → switch
+              → drain → retire old → record
+    rollback: connect → preflight → lock → live color → plan → checkout → start kept → health → switch
+              → drain → retire old → record
 
 Each family of work lives in its own module: `stacks` (the base and the colors: start, build, stop,
 adopt), `switch` (the nginx switch and its marker), `lock`, `journal`, `health`. Any failure before
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import shlex
 import signal
 import time
 from collections.abc import AsyncIterator
@@ -23,12 +27,12 @@ from . import commands
 from .config import COLORS, Color, Config, other_color
 from .errors import DeployError
 from .health import wait_healthy
-from .journal import STATE_DIR, Journal, collapse, last_switch, now
+from .journal import STATE_DIR, SWITCHED, Journal, collapse, last_switch, now
 from .lock import DeployLock, RunInfo
 from .nginx import Nginx, NginxError, live_color
 from .remote import CommandFailed, Remote, RemoteError, checked, last_line
 from .report import Report, Reporter, StepRecord
-from .stacks import STOP_TIMEOUT_MIN, Stacks, from_file, parse_containers
+from .stacks import STOP_TIMEOUT_MIN, Container, Stacks, compose_services, from_file, parse_containers
 from .switch import Switch
 
 TEARDOWN_STOP_TIMEOUT = 2
@@ -37,6 +41,9 @@ LOG_TAIL = 50
 PUBLIC_URL_EVERY = 0.1  # seconds between probes of public-url after the switch
 PUBLIC_URL_DECIDE = 0.3  # failures for this long, with no 2xx between them, switch back
 PUBLIC_URL_TIMEOUT = 5
+PRE_SWITCH_TAIL = 20  # lines of pre-switch-command's output in the job summary
+JOURNAL_LOOKBACK = 200  # entries a rollback reads to find what the previous color ran
+RETIRE_TITLE = {"stopped": "Stop", "running": "Keep running:", "none": "Stop and remove"}
 
 
 class Deployer:
@@ -50,12 +57,16 @@ class Deployer:
         self.committed = False
         self.switched_entry: dict[str, object] = {}
         self.journal_tail: list[dict[str, object]] | None = None  # the journal's last entries, oldest first
+        self.target_ids: list[str] = []  # the target color's containers, recorded when it serves
+        self.started_ids: list[str] = []  # a rollback: kept containers it started, stopped again on failure
+        self.checkout_back = ""  # a rollback: the commit to check out again if it fails before the switch
+        self.report.command = config.command
 
     def attach(self, remote: Remote) -> None:
         """Make the step modules, on this connection."""
         cfg = self.cfg
         self.remote = remote
-        self.proxy = Nginx(remote, cfg.nginx_container, cfg.upstream_target_path)
+        self.proxy = Nginx(remote, cfg.nginx_container, cfg.upstream_target_path, cfg.nginx_sudo)
         self.switch = Switch(remote, self.proxy, cfg.app_dir, cfg.upstream_target)
         self.lock = DeployLock(remote, cfg.app_path(STATE_DIR), self.run_info, self.out.info)
         self.journal = Journal(remote, cfg.app_dir)
@@ -131,6 +142,9 @@ class Deployer:
             s.detail = f"nginx serves {live}" if live else "nginx serves neither color yet"
             if self.report.first_deploy:
                 s.detail = "first deploy: nginx is not running yet"
+        if cfg.command == "rollback":
+            await self.rollback_steps()
+            return
         async with self.step("sync", f"Sync {cfg.ref}") as s:
             self.report.sha = await self.sync()
             s.detail = self.report.sha[:12]
@@ -142,8 +156,18 @@ class Deployer:
         async with self.step("build", f"Build and start {target}"):
             self.target_touched = True
             await self.stacks.build(target)
+            self.target_ids = [c.id for c in await self.stacks.of(target, refresh=True)]
         async with self.step("health", f"Health-check {target}") as s:
             await self.health_gate(target, s)
+        if cfg.pre_switch_command:
+            service, _ = cfg.pre_switch_for(target)
+            async with self.step("pre-switch", f"Run pre-switch-command in {service}") as s:
+                await self.pre_switch(target, s)
+        await self.switch_and_retire(target)
+
+    async def switch_and_retire(self, target: Color) -> None:
+        """Switch, drain, then treat the color that served before as keep-previous says, and record."""
+        cfg = self.cfg
         async with self.step("switch", f"Switch nginx to {target}") as s:
             old_workers = await self.switch_to(target, s)
         if old_workers:
@@ -152,10 +176,29 @@ class Deployer:
         else:
             drained = 0.0  # a first deploy: no nginx served before
         if old := self.report.live:
-            async with self.step("stop", f"Stop {old}") as s:
-                s.detail = f"stop timeout {await self.stop_color(old, cfg.drain_timeout - drained)}s"
+            async with self.step("stop", f"{RETIRE_TITLE[cfg.keep_previous]} {old}") as s:
+                s.detail = await self.retire(old, cfg.drain_timeout - drained)
         async with self.step("record", "Record the deploy"):
             await self.record("success")
+
+    async def rollback_steps(self) -> None:
+        """Back to the color that served before, at the commit it ran: its kept containers, no build."""
+        self.journal_tail = await self.journal.tail(JOURNAL_LOOKBACK)
+        if await self.rollback_done():
+            return
+        async with self.step("plan", "Find what to roll back to") as s:
+            target, containers, back = await self.plan_rollback()
+            s.detail = f"{target} at {self.report.sha[:12]}"
+        async with self.step("sync", f"Check out {self.report.sha[:12]}"):
+            self.checkout_back = back
+            await self.checkout(self.report.sha)
+        async with self.step("start", f"Start {target}") as s:
+            self.started_ids = await self.stacks.start(containers)
+            self.target_ids = [c.id for c in containers]
+            s.detail = f"started {len(self.started_ids)} kept containers" if self.started_ids else "already running"
+        async with self.step("health", f"Health-check {target}") as s:
+            await self.health_gate(target, s)
+        await self.switch_and_retire(target)
 
     # -- steps ------------------------------------------------------------------------------------
 
@@ -284,11 +327,15 @@ class Deployer:
                 "push the commit first, or give an existing commit, branch or tag as ref",
             )
         await self.check_files(sha)
+        await self.checkout(sha)
+        return sha
+
+    async def checkout(self, sha: str) -> None:
+        app = self.cfg.app_dir
         async with self.switch.upstream_set_aside():
             await checked(
                 self.host, commands.git_checkout(app, sha), f"git checkout {sha[:12]}", f"check the work tree in {app}"
             )
-        return sha
 
     async def check_files(self, sha: str) -> None:
         """Before the checkout changes anything: the files this deploy needs exist in the commit (or,
@@ -311,6 +358,23 @@ class Deployer:
                     f"{path} does not exist at {sha[:12]} ({name})",
                     f"commit {path}, or set {name} to where the file is",
                 )
+        if cfg.pre_switch_command:
+            await self.check_pre_switch_service(sha, target, found[0].ok)
+
+    async def check_pre_switch_service(self, sha: str, target: Color, in_commit: bool) -> None:
+        """pre-switch-command names a service of the target's compose file, as the commit has it."""
+        cfg = self.cfg
+        path = cfg.compose_file_for(target)
+        argv = commands.git_show_file(cfg.app_dir, sha, path) if in_commit else commands.read_file(cfg.app_path(path))
+        text = (await self.host.run(argv, check=False)).stdout
+        service, _ = cfg.pre_switch_for(target)
+        services = compose_services(text)
+        if service not in services:
+            raise DeployError(
+                f"pre-switch-command: '{service}' is not a service of {path} at {sha[:12]} "
+                f"(it has: {', '.join(services) or 'none'})",
+                "start pre-switch-command with a service of the color's compose file; {color} becomes blue or green",
+            )
 
     async def already_live(self) -> bool:
         """A rerun of a deploy that got as far as the switch: the live color already runs this commit.
@@ -328,13 +392,74 @@ class Deployer:
         self.report.already_live = True
         self.report.target = live
         self.out.info(f"{self.report.sha[:12]} is already live on {live} and healthy; not redeploying")
+        await self.finish_earlier_switch(live)
+        return True
+
+    async def finish_earlier_switch(self, live: Color) -> None:
+        """The earlier run died after its switch: drain and retire the other color, if that is left to do."""
+        cfg = self.cfg
         other = other_color(live)
-        if await self.stacks.runs(other):
-            async with self.step("stop", f"Finish the earlier switch: stop {other}") as s:
-                drained, _ = await self.proxy.drain(await self.proxy.shutting_down(), self.cfg.drain_timeout)
-                s.detail = f"drained in {drained:.1f}s"
-                await self.stop_color(other, self.cfg.drain_timeout - drained)
+        self.target_ids = [c.id for c in await self.stacks.of(live)]
+        if await self.stacks.needs_retiring(other, cfg.keep_previous):
+            title = f"Finish the earlier switch: {RETIRE_TITLE[cfg.keep_previous].lower()} {other}"
+            async with self.step("stop", title) as s:
+                drained, _ = await self.proxy.drain(await self.proxy.shutting_down(), cfg.drain_timeout)
+                s.detail = f"drained in {drained:.1f}s; {await self.retire(other, cfg.drain_timeout - drained)}"
             await self.record("success")
+
+    # -- rollback ---------------------------------------------------------------------------------
+
+    async def plan_rollback(self) -> tuple[Color, list[Container], str]:
+        """The color to go back to, its commit (into report.sha), its kept containers and the commit
+        the live color runs; or a DeployError saying why there is nothing to roll back to. Changes nothing."""
+        live = self.report.live
+        fix = "deploy the commit you want instead (command: deploy)"
+        if live is None or self.report.first_deploy:
+            raise DeployError("nothing to roll back: no deploy has switched nginx to a color yet", fix)
+        journal = self.journal_tail or []
+        target = other_color(live)
+        self.report.target = target
+        served = [e for e in journal if e.get("result") in SWITCHED and e.get("to") == target]
+        if not served:
+            raise DeployError(f"nothing to roll back to: the journal has no deploy that switched to {target}", fix)
+        entry = served[-1]
+        ref, recorded = str(entry.get("ref", "")), entry.get("containers")
+        later = journal[journal.index(entry) + 1 :]
+        found = await self.stacks.of(target)
+        if not found:
+            removed = [
+                e for e in later if e.get("result") in SWITCHED and e.get("from") == target and e.get("keep") == "none"
+            ]
+            why = (
+                f"the deploy of {str(removed[-1].get('ref', ''))[:12]} removed them (keep-previous: none)"
+                if removed
+                else "they were removed"
+            )
+            raise DeployError(f"nothing to roll back to: {target}'s containers from {ref[:12]} are gone: {why}", fix)
+        if not isinstance(recorded, list) or {c.id for c in found} != set(recorded):
+            raise DeployError(
+                f"nothing to roll back to: {target}'s containers are not the ones that served {ref[:12]} "
+                "(a later deploy rebuilt them, or the journal entry predates container tracking)",
+                fix,
+            )
+        self.report.sha = ref
+        live_entries = [e for e in journal if e.get("result") in SWITCHED and e.get("to") == live]
+        return target, found, str(live_entries[-1].get("ref", "")) if live_entries else ""
+
+    async def rollback_done(self) -> bool:
+        """A rerun of a rollback that got past its switch: finish it instead of rolling back again."""
+        switched = last_switch(self.journal_tail or [])
+        url = self.run_info.url
+        if not (url and switched and switched.get("command") == "rollback" and switched.get("run") == url):
+            return False
+        live = self.report.live
+        if live is None or switched.get("to") != live:
+            return False
+        self.report.already_live = True
+        self.report.target = live
+        self.report.sha = str(switched.get("ref", ""))
+        self.out.info(f"this run already rolled back to {live} at {self.report.sha[:12]}; not rolling back again")
+        await self.finish_earlier_switch(live)
         return True
 
     async def health_gate(self, target: Color, s: StepRecord) -> None:
@@ -417,11 +542,32 @@ class Deployer:
             )
         return drained
 
-    async def stop_color(self, color: Color, remaining_drain: float) -> int:
-        """Stop a color that no longer serves; requests still in flight get the rest of the drain window."""
+    async def retire(self, color: Color, remaining_drain: float) -> str:
+        """The color that no longer serves, as keep-previous says; requests still in flight get the rest
+        of the drain window as stop grace."""
         grace = max(STOP_TIMEOUT_MIN, math.ceil(remaining_drain))
-        await self.stacks.remove(color, grace)
-        return grace
+        return await self.stacks.retire(color, grace, self.cfg.keep_previous)
+
+    async def pre_switch(self, target: Color, s: StepRecord) -> None:
+        """pre-switch-command in the healthy target, before nginx sends it a request."""
+        cfg = self.cfg
+        service, argv = cfg.pre_switch_for(target)
+        started = time.monotonic()
+        status, output = await self.stacks.exec(target, service, argv, cfg.pre_switch_timeout)
+        seconds = time.monotonic() - started
+        self.out.host_output("output of pre-switch-command", output)
+        self.report.pre_switch = (shlex.join([service, *argv]), status, self.out.scrub(_tail(output, PRE_SWITCH_TAIL)))
+        s.detail = f"exit {status} in {seconds:.1f}s"
+        if status == 124:
+            raise DeployError(
+                f"pre-switch-command ran past pre-switch-timeout ({cfg.pre_switch_timeout}s) in {service}",
+                "raise pre-switch-timeout, or make the command faster; its output is above",
+            )
+        if status != 0:
+            raise DeployError(
+                f"pre-switch-command exited with status {status} in {service}",
+                "fix the command (or what it runs); its output is above and in the summary",
+            )
 
     async def check_public_url(self) -> None:
         """Probe public-url every 100 ms from the switch on: a 2xx passes; failures for 0.3 s with no 2xx
@@ -448,15 +594,20 @@ class Deployer:
         )
 
     def journal_entry(self, result: str) -> dict[str, object]:
-        return {
+        entry: dict[str, object] = {
             "time": now(),
             "ref": self.report.sha or self.cfg.ref,
             "from": self.report.live,
             "to": self.report.target,
             "result": result,
+            "command": self.cfg.command,
+            "keep": self.cfg.keep_previous,
             "steps": {s.name: round(s.seconds, 2) for s in self.report.steps},
             "run": self.run_info.url,
         }
+        if result in SWITCHED:
+            entry["containers"] = self.target_ids  # what a later rollback may start again
+        return entry
 
     async def record(self, result: str) -> None:
         entry = self.journal_entry(result)
@@ -478,7 +629,7 @@ class Deployer:
     def fail(self, message: str, fix: str) -> None:
         self.report.error = message
         self.report.fix = fix
-        title = f"Deploy failed at {self.report.failed_step or 'start'}"
+        title = f"{self.cfg.command.capitalize()} failed at {self.report.failed_step or 'start'}"
         self.out.error(f"{message}" + (f" Fix: {fix}" if fix else ""), title)
 
     async def recover(self) -> None:
@@ -501,6 +652,14 @@ class Deployer:
                     self.report.exposed = self.proxy.reloaded_at - switched_at
                     restored += f"; the new upstream served for {self.report.exposed:.2f}s"
                 self.report.restored.append(restored)
+            if self.started_ids:
+                await self.stacks.stop_ids(self.started_ids)
+                self.report.restored.append(f"{target}'s kept containers stopped again")
+            if self.checkout_back:
+                await self.checkout(self.checkout_back)
+                self.report.restored.append(
+                    f"checkout back at {self.checkout_back[:12]}, which {self.report.live} runs"
+                )
             if self.target_touched and target:
                 logs = await self.stacks.logs(target, LOG_TAIL)
                 self.report.logs = self.out.scrub(logs)
@@ -548,7 +707,7 @@ async def host_status(config: Config) -> dict[str, object]:
     """What runs on the host: the live color per nginx, .active_env, each stack's containers, the last deploys."""
     remote = await Remote.connect(config)
     try:
-        proxy = Nginx(remote, config.nginx_container, config.upstream_target_path)
+        proxy = Nginx(remote, config.nginx_container, config.upstream_target_path, config.nginx_sudo)
         await proxy.check_available()
         journal = Journal(remote, config.app_dir)
         paths = (config.upstream_path("blue"), config.upstream_path("green"), config.app_path(".active_env"))
@@ -575,3 +734,7 @@ async def host_status(config: Config) -> dict[str, object]:
 
 async def _nothing() -> str:
     return ""
+
+
+def _tail(text: str, lines: int) -> str:
+    return "\n".join(text.rstrip().splitlines()[-lines:])

@@ -125,10 +125,11 @@ def pid_path(dump: str) -> str:
 
 
 class Nginx:
-    def __init__(self, host: Host, container: str, target: str) -> None:
+    def __init__(self, host: Host, container: str, target: str, sudo: bool = False) -> None:
         self.host = host
         self.container = container
         self.target = target
+        self.sudo = sudo  # host nginx with a root-owned master: -t, -T and -s reload through sudo -n
         self._master: int | None = None
         self.reloaded_at = 0.0  # when the last reload signal was sent (monotonic)
 
@@ -145,6 +146,13 @@ class Nginx:
                 raise NginxError(
                     f"nginx container '{self.container}' is not running on the host",
                     "set nginx-container to the name 'docker ps' shows for nginx, or start it",
+                )
+        elif self.sudo:
+            probe = await self.host.run(commands.nginx("", "-t", sudo=True), check=False)
+            if "password is required" in probe.stderr or "not allowed" in probe.stderr or probe.status == 127:
+                raise NginxError(
+                    f"the deploy user may not run 'sudo -n nginx -t' on the host: {last_line(probe.stderr)}",
+                    "add the sudoers line from the README (nginx -t, nginx -T and nginx -s reload, NOPASSWD)",
                 )
         else:
             probe = await self.host.run(commands.nginx("", "-v"), check=False)
@@ -169,7 +177,7 @@ class Nginx:
         return [show_target(target) for target in targets if target in failed]
 
     async def dump(self) -> str:
-        result = await self.host.run(commands.nginx(self.container, "-T"), check=False)
+        result = await self.host.run(commands.nginx(self.container, "-T", sudo=self.sudo), check=False)
         if not result.ok:
             raise NginxError(
                 f"nginx -T failed: {last_line(result.stderr)}",
@@ -251,7 +259,7 @@ class Nginx:
         then confirm it. Returns the workers from before the reload and the reload time."""
         start = time.monotonic()
         on_reload()
-        result = await self.host.run(commands.nginx_test_and_reload(self.container), check=False)
+        result = await self.host.run(commands.nginx_test_and_reload(self.container, self.sudo), check=False)
         if result.status == commands.TEST_FAILED:
             raise ConfigRejected(
                 f"nginx -t rejected the config: {last_line(result.stderr)}",

@@ -33,6 +33,7 @@ class StepRecord:
 @dataclass
 class Report:
     ref: str
+    command: str = "deploy"  # or "rollback"
     sha: str = ""
     live: Color | None = None
     target: Color | None = None
@@ -49,6 +50,7 @@ class Report:
     restored: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     logs: str = ""
+    pre_switch: tuple[str, int, str] | None = None  # pre-switch-command: the command, its exit status, its last lines
     journal: list[dict[str, object]] = field(default_factory=list)
 
     @property
@@ -80,6 +82,12 @@ class Report:
             )
         if self.ok and self.first_deploy:
             return f"### ✅ First deploy of `{short}`: {self.target} serves, nginx started"
+        if self.command == "rollback":
+            if self.ok:
+                return f"### ✅ Rolled back to `{short}`: {arrow}"
+            if not self.sha:
+                return f"### ❌ Rollback refused: {self.live or 'nothing'} keeps serving"
+            return f"### ❌ Rollback to `{short}` failed at {self.failed_step or 'start'}: {arrow} not completed"
         if self.ok:
             return f"### ✅ Deployed `{short}`: {arrow}"
         return f"### ❌ Deploy of `{short}` failed at {self.failed_step or 'start'}: {arrow} not completed"
@@ -120,6 +128,16 @@ class Report:
                     f"| `{item.url}` | {'✅' if item.healthy else '❌'} {item.last} | {item.attempts} | {after} |"
                 )
             lines += [*[f"> {note}" for note in self.health.notes], ""]
+        if self.pre_switch:
+            command, status, tail = self.pre_switch
+            lines += [
+                f"**pre-switch-command** `{command}` in {self.target}: exit {status}",
+                "",
+                "```",
+                tail or "(no output)",
+                "```",
+                "",
+            ]
         if self.warnings:
             lines += ["**Warnings:**", *[f"- {w}" for w in self.warnings], ""]
         if self.logs:

@@ -18,7 +18,7 @@ import yaml
 
 from . import commands
 from .commands import Compose, ComposeVariant
-from .config import COLORS, Color, Config
+from .config import COLORS, Color, Config, KeepPrevious
 from .remote import Host, checked
 
 STOP_TIMEOUT_MIN = 10  # the least stop grace a color gets
@@ -187,30 +187,81 @@ class Stacks:
 
     async def remove(self, color: Color, stop_timeout: int, refresh: bool = False) -> None:
         """Stop and remove `color`'s containers, whatever project made them."""
-        found = from_file(await self.containers(refresh), self.cfg.compose_path(color))
+        found = await self.of(color, refresh)
         if not found:
             return
-        ids = [c.id for c in found]
+        await self.stop(color, found, stop_timeout)
+        await checked(
+            self.host,
+            commands.remove_containers([c.id for c in found]),
+            f"removing {color}'s containers",
+            "remove them by hand with docker rm",
+        )
+
+    async def stop(self, color: Color, found: list[Container], stop_timeout: int) -> None:
         other = sorted({c.project for c in found} - {self.compose(color).project})
         if other:
             self.info(f"{color}: adopting containers made by project {', '.join(other)}")
         await checked(
             self.host,
-            commands.stop_containers(ids, stop_timeout),
+            commands.stop_containers([c.id for c in found], stop_timeout),
             f"stopping {color}",
             "stop its containers by hand with docker stop",
             BUILD_TIMEOUT,
         )
-        await checked(
-            self.host,
-            commands.remove_containers(ids),
-            f"removing {color}'s containers",
-            "remove them by hand with docker rm",
-        )
+
+    async def retire(self, color: Color, stop_timeout: int, keep: KeepPrevious) -> str:
+        """The color that no longer serves, as keep-previous says: stopped but kept, left running, or
+        removed. Returns what was done."""
+        if keep == "running":
+            return "left running"
+        found = await self.of(color)
+        if keep == "none":
+            await self.remove(color, stop_timeout)
+            return f"stopped and removed (stop timeout {stop_timeout}s)"
+        running = [c for c in found if c.running]
+        if running:
+            await self.stop(color, running, stop_timeout)
+        return f"stopped, containers kept (stop timeout {stop_timeout}s)"
+
+    async def needs_retiring(self, color: Color, keep: KeepPrevious) -> bool:
+        """Whether `retire` has work left (a run that died before it finished)."""
+        found = await self.of(color)
+        if keep == "none":
+            return bool(found)
+        return keep == "stopped" and any(c.running for c in found)
+
+    async def start(self, found: list[Container]) -> list[str]:
+        """Start the stopped ones of a kept color's containers; returns their ids."""
+        stopped = [c.id for c in found if not c.running]
+        if stopped:
+            await checked(
+                self.host,
+                commands.start_containers(stopped),
+                "starting the kept containers",
+                "read 'docker start' output above; deploy the commit again to rebuild the color",
+                BUILD_TIMEOUT,
+            )
+        return stopped
+
+    async def stop_ids(self, ids: list[str]) -> None:
+        """Stop containers a failed rollback started (they were stopped before it)."""
+        if ids:
+            await self.host.run(commands.stop_containers(ids, STOP_TIMEOUT_MIN), check=False, timeout=120)
+
+    async def of(self, color: Color, refresh: bool = False) -> list[Container]:
+        """The containers made from `color`'s compose file, under any project."""
+        return from_file(await self.containers(refresh), self.cfg.compose_path(color))
 
     async def runs(self, color: Color) -> bool:
         """Whether any container of `color` exists (from the listing taken after the lock)."""
-        return bool(from_file(await self.containers(), self.cfg.compose_path(color)))
+        return bool(await self.of(color))
+
+    async def exec(self, color: Color, service: str, argv: list[str], timeout: int) -> tuple[int, str]:
+        """Run argv in `service` of `color` (compose exec -T: no shell, no TTY); returns the exit
+        status (124 on timeout) and the output."""
+        result = await self.host.run(self.compose(color).exec(service, argv), check=False, timeout=timeout)
+        return result.status, result.stdout + result.stderr
 
     async def logs(self, color: Color, tail: int) -> str:
         result = await self.host.run(self.compose(color).logs(tail), check=False, timeout=30)

@@ -172,3 +172,41 @@ def test_any_ref_is_accepted_only_as_a_safe_git_name(value: str) -> None:
         return
     assert cfg.ref == value.strip() and not cfg.ref.startswith("-") and ".." not in cfg.ref
     assert all(ch.isalnum() or ch in "._/+-" for ch in cfg.ref)
+
+
+def test_command_keep_previous_and_nginx_sudo() -> None:
+    assert load_config(raw()).command == "deploy" and load_config(raw()).keep_previous == "stopped"
+    rollback = load_config(raw(command="rollback", ref=""))
+    assert rollback.command == "rollback" and rollback.ref == ""
+    assert "give one of deploy, rollback" in str(error_for(command="revert"))
+    assert error_for(keep_previous="paused").input == "keep-previous"
+    assert load_config(raw(nginx_sudo="true")).nginx_sudo is True
+    err = error_for(nginx_sudo="true", nginx_container="web")
+    assert err.input == "nginx-sudo" and "clear nginx-container" in err.fix
+
+
+def test_pre_switch_command_is_a_service_then_argv_never_a_shell_line() -> None:
+    cfg = load_config(raw(pre_switch_command="backend_{color} python manage.py migrate --noinput"))
+    assert cfg.pre_switch_for("green") == ("backend_green", ["python", "manage.py", "migrate", "--noinput"])
+    hostile = load_config(raw(pre_switch_command="backend_{color} sh -c 'id' ; $(touch /tmp/x) `id` | cat"))
+    assert hostile.pre_switch_for("blue") == (
+        "backend_blue",
+        ["sh", "-c", "id", ";", "$(touch", "/tmp/x)", "`id`", "|", "cat"],
+    )
+    assert load_config(raw()).pre_switch_command == ()
+    assert load_config(raw(pre_switch_timeout="30")).pre_switch_timeout == 30
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("backend_{color} python 'manage.py", "cannot be split into words"),
+        ("backend_{color}", "has no command after the service"),
+        ("'backend;rm' ls", "is not a compose service name"),
+        ("$(id) ls", "is not a compose service name"),
+        ("backend ls\nrm -rf /", "newline"),
+    ],
+)
+def test_a_bad_pre_switch_command_names_the_input(value: str, problem: str) -> None:
+    err = error_for(pre_switch_command=value)
+    assert err.input == "pre-switch-command" and problem in err.problem

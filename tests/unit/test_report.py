@@ -84,3 +84,20 @@ def test_console_reporter_writes_plain_lines_when_not_a_terminal() -> None:
         pass
     out.step_done(StepRecord("health", "Health-check blue", "failed", 3.0))
     assert stream.getvalue() == "Health-check blue: failed in 3.0s\n"
+
+
+def test_a_rollback_says_so_and_a_refused_one_names_what_keeps_serving() -> None:
+    done = Report(ref="", command="rollback", sha="c" * 40, live="blue", target="green", switched=True)
+    assert done.headline() == f"### ✅ Rolled back to `{'c' * 12}`: blue → green"
+    assert done.outputs()["deployed-ref"] == "c" * 40 and done.outputs()["active-color"] == "green"
+    refused = Report(ref="", command="rollback", live="blue", target="green", error="nothing to roll back to")
+    assert refused.headline() == "### ❌ Rollback refused: blue keeps serving"
+    assert refused.outputs()["switched"] == "false" and refused.outputs()["active-color"] == "blue"
+
+
+def test_the_summary_holds_the_last_lines_of_pre_switch_command() -> None:
+    report = Report(ref="main", sha="d" * 40, live="green", target="blue", switched=True)
+    report.pre_switch = ("backend_blue python manage.py migrate", 0, "Applying app.0002... OK")
+    text = report.summary_markdown()
+    assert "**pre-switch-command** `backend_blue python manage.py migrate` in blue: exit 0" in text
+    assert "Applying app.0002... OK" in text

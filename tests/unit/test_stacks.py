@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import asyncio
 
-from bluegreen.config import load_config
+import pytest
+
+from bluegreen.config import KeepPrevious, load_config
 from bluegreen.remote import Result
 from bluegreen.stacks import (
     Container,
@@ -151,3 +153,44 @@ def test_stopping_a_color_never_runs_down_and_leaves_the_other_colors_containers
     asyncio.run(stacks.remove("green", 30))
     assert host.ran("docker", "stop", "--time", "30", "g1") and host.ran("docker", "rm", "--force", "g1")
     assert not [argv for argv in host.calls if "down" in argv or "b1" in argv]
+
+
+def kept_listing() -> list[str]:
+    green = f"{APP}/docker-compose.green.yml"
+    return [
+        container("g1", "app", "backend_green", green),
+        container("g2", "app", "frontend_green", green, "Exited (0) 1 minute ago"),
+        container("b1", "app", "backend_blue", f"{APP}/docker-compose.blue.yml"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("keep", "stopped", "removed"),
+    [("stopped", ["g1"], []), ("running", [], []), ("none", ["g1", "g2"], ["g1", "g2"])],
+)
+def test_the_old_color_is_retired_as_keep_previous_says(
+    keep: KeepPrevious, stopped: list[str], removed: list[str]
+) -> None:
+    host, stacks, _ = lifecycle(kept_listing())
+    assert asyncio.run(stacks.needs_retiring("green", keep)) is (keep != "running")
+    asyncio.run(stacks.retire("green", 12, keep))
+    assert [argv[4:] for argv in host.ran("docker", "stop")] == ([stopped] if stopped else [])
+    assert [argv[3:] for argv in host.ran("docker", "rm")] == ([removed] if removed else [])
+    assert not [argv for argv in host.calls if "b1" in argv]
+
+
+def test_a_color_kept_stopped_has_nothing_left_to_retire_and_starts_only_what_is_stopped() -> None:
+    green = f"{APP}/docker-compose.green.yml"
+    host, stacks, _ = lifecycle([container("g1", "app", "backend_green", green, "Exited (0) 2 minutes ago")])
+    assert asyncio.run(stacks.needs_retiring("green", "stopped")) is False
+    assert asyncio.run(stacks.needs_retiring("green", "none")) is True
+    found = asyncio.run(stacks.of("green"))
+    assert asyncio.run(stacks.start(found)) == ["g1"]
+    assert host.ran("docker", "start", "g1")
+
+
+def test_pre_switch_command_runs_as_argv_through_compose_exec_in_the_color_project() -> None:
+    host, stacks, _ = lifecycle([])
+    asyncio.run(stacks.exec("blue", "backend_blue", ["python", "manage.py", "migrate", "$(id)"], 30))
+    (call,) = host.ran("docker", "compose")
+    assert call[call.index("--file") + 2 :] == ["exec", "-T", "backend_blue", "python", "manage.py", "migrate", "$(id)"]
