@@ -419,6 +419,15 @@ class LabApp:
             if file in {Path(f).name for f in c.labels.get("com.docker.compose.project.config_files", "").split(",")}
         ]
 
+    def running(self, stack: str) -> list[str]:
+        """The services of `stack` that run."""
+        return sorted(c.labels["com.docker.compose.service"] for c in self.containers(stack) if c.status == "running")
+
+    def kept_stopped(self, stack: str) -> bool:
+        """keep-previous: stopped: the stack's containers exist, and none runs."""
+        found = self.containers(stack)
+        return bool(found) and all(c.status == "exited" for c in found)
+
     def static_file(self) -> str:
         """The bridge variant's static file, as nginx serves it from the shared named volume."""
         with urllib_open(self.public_url("/static/version.txt")) as response:

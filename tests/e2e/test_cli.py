@@ -79,9 +79,11 @@ def test_pip_installed_cli_deploys_and_reports_status(
     assert not any(line.strip() in done.stdout for line in ssh_host.key.splitlines()[1:-1])
     assert served(app) == {"role": "backend", "color": "blue", "version": "v2"}
 
+    # status needs no deploy-only input: no ref, no health URLs, no public-url
+    deploy_only = ("BLUEGREEN_BLUE_HEALTH_URLS", "BLUEGREEN_GREEN_HEALTH_URLS", "BLUEGREEN_PUBLIC_URL")
     status = subprocess.run(
         [str(bluegreen_cli), "status", *flags[:-2]],
-        env=env,
+        env={k: v for k, v in env.items() if k not in deploy_only},
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
@@ -90,7 +92,8 @@ def test_pip_installed_cli_deploys_and_reports_status(
     assert status.returncode == 0, status.stdout + status.stderr
     report = json.loads(status.stdout)
     assert report["live-color"] == "blue" and report["active-env"] == "blue"
-    assert report["containers"]["green"] == [] and len(report["containers"]["blue"]) == 2
+    assert len(report["containers"]["blue"]) == 2 and all("(running)" in c for c in report["containers"]["blue"])
+    assert len(report["containers"]["green"]) == 2 and all("(stopped)" in c for c in report["containers"]["green"])
     assert report["recent-deploys"][0]["ref"] == sha
 
     bad = subprocess.run(

@@ -53,7 +53,7 @@ def test_green_v1_live_deploys_v2_to_blue_then_back_to_green(
     assert f"compose: {'docker compose (v2)' if lab.compose_variant() == 'v2' else 'docker-compose (v1)'}" in run.stdout
     assert served(app) == {"role": "backend", "color": "blue", "version": "v2"}
     assert_static(app, "v2", "blue")
-    assert app.containers("green") == []
+    assert app.kept_stopped("green")  # keep-previous: stopped, the default
     # the base, and the network and volume the colors share with it, were never touched
     assert network_ids(app) == networks
     assert {c.labels["com.docker.compose.service"] for c in app.containers("blue") if c.status == "running"} == {
@@ -78,7 +78,7 @@ def test_green_v1_live_deploys_v2_to_blue_then_back_to_green(
     assert run.status == 0, run.log
     assert served(app) == {"role": "backend", "color": "green", "version": "v3"}
     assert_static(app, "v3", "green")
-    assert app.containers("blue") == []
+    assert app.kept_stopped("blue") and app.running("green") == ["backend_green", "frontend_green"]
     assert {c.name: started_at(c) for c in app.containers("base")} == base_before
     assert load.failures == [] and len(load.statuses) > 10
     assert run.outputs["active-color"] == "green" and run.outputs["previous-color"] == "blue"

@@ -43,7 +43,7 @@ def test_drift_nginx_serves_blue_but_active_env_says_green(
     colors = [json.loads(b)["color"] for b in load.bodies]
     assert colors[0] == "blue" and colors[-1] == "green"
     assert colors == sorted(colors)
-    assert app.containers("blue") == []
+    assert app.kept_stopped("blue")
     assert (app.app_dir / ".active_env").read_text().strip() == "green"
 
 
@@ -110,7 +110,7 @@ def test_upgrade_from_a_host_the_previous_release_deployed(
     assert served(app) == {"role": "backend", "color": "blue", "version": "v2"}
     assert "base services already running under another project, left as they are: db, nginx" in run.stdout
     assert f"green: adopting containers made by project {app.name}-green" in run.stdout
-    assert app.containers("green") == []
+    assert app.kept_stopped("green")
     assert {c.labels["com.docker.compose.project"] for c in app.containers("blue")} == {app.name}
     assert {c.name: started_at(c) for c in app.containers("base")} == base
     assert load.failures == [] and len(load.statuses) > 10
@@ -119,7 +119,7 @@ def test_upgrade_from_a_host_the_previous_release_deployed(
         run = lab.run_action(lab.lab_inputs(ssh_host, app, app.version("v3")))
     assert run.status == 0, run.log
     assert served(app) == {"role": "backend", "color": "green", "version": "v3"}
-    assert app.containers("blue") == []
+    assert app.kept_stopped("blue")
     assert load.failures == [] and len(load.statuses) > 10
 
 
@@ -236,11 +236,11 @@ def test_colors_that_reuse_service_names_run_as_a_project_each(
         assert run.status == 0, run.log
         assert f"each color runs as a project of its own ({app.name}-blue, {app.name}-green)" in run.stdout
         assert served(app) == {"role": "backend", "color": "blue", "version": "v2"}
-        assert app.containers("green") == []
+        assert app.kept_stopped("green")
         assert {c.labels["com.docker.compose.project"] for c in app.containers("blue")} == {f"{app.name}-blue"}
 
         run = lab.run_action(lab.lab_inputs(ssh_host, app, app.version("v3")))
     assert run.status == 0, run.log
     assert served(app) == {"role": "backend", "color": "green", "version": "v3"}
-    assert app.containers("blue") == []
+    assert app.kept_stopped("blue")
     assert load.failures == [] and len(load.statuses) > 10

@@ -5,7 +5,8 @@ The committed file STATUS sets the status code (a version can be made unhealthy)
 On SIGTERM it stops accepting and finishes requests in flight, unless EXIT_ON_SIGTERM=1.
 The bridge variant sets BIND (the listen address), DB_URL (the backend's /api/v1/ fetches it and
 answers 503 if the db is unreachable) and STATIC_DIR (the backend writes version.txt there at start,
-as collectstatic would)."""
+as collectstatic would). Once /tmp/migrated exists in the container (a pre-switch-command makes it),
+answers say "migrated": true."""
 
 import json
 import os
@@ -44,7 +45,8 @@ class Handler(BaseHTTPRequestHandler):
         if url.path == "/slow":
             time.sleep(float(parse_qs(url.query).get("s", ["3"])[0]))
         status, db = db_status() if url.path.startswith("/api/") else (STATUS, {})
-        body = json.dumps({"role": ROLE, "color": COLOR, "version": VERSION, **db}).encode()
+        migrated = {"migrated": True} if os.path.exists("/tmp/migrated") else {}
+        body = json.dumps({"role": ROLE, "color": COLOR, "version": VERSION, **db, **migrated}).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))

@@ -1,0 +1,188 @@
+"""Operating it: rollback to the kept previous color, pre-switch-command (migrations), keep-previous."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from lab import lab
+
+from .conftest import Load
+from .test_deploy import served, started_at
+from .test_failures import only_error
+
+
+def head(app: lab.LabApp) -> str:
+    return lab.as_deploy("git", "-C", app.app_dir, "rev-parse", "HEAD").strip()
+
+
+def journal(app: lab.LabApp) -> list[dict[str, object]]:
+    path = app.app_dir / ".bluegreen/journal.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def host_state(app: lab.LabApp) -> tuple[object, ...]:
+    """What a refused run must leave as it was: containers and their start times, the upstream,
+    .active_env, the checkout and the journal."""
+    containers = sorted((c.name, c.status, started_at(c)) for s in ("base", "blue", "green") for c in app.containers(s))
+    files = [(app.app_dir / rel).read_text() for rel in ("nginx/conf.d/upstream.conf", ".active_env")]
+    return containers, files, head(app), journal(app)
+
+
+@pytest.mark.parametrize(
+    ("app", "keep"),
+    [(("v2", "bridge"), "stopped"), (("v1", "host"), "running")],
+    indirect=["app"],
+    ids=["v2-bridge-stopped", "v1-host-running"],
+)
+def test_deploy_then_rollback_and_forward_again(
+    action_image: str, ssh_host: lab.SshHost, app: lab.LabApp, keep: str
+) -> None:
+    app.bootstrap("green")
+    sha2, sha3 = app.version("v2"), ""
+    for sha in (sha2, sha3 := app.version("v3")):
+        run = lab.run_action(lab.lab_inputs(ssh_host, app, sha, keep_previous=keep))
+        assert run.status == 0, run.log
+    assert served(app) == {"role": "backend", "color": "green", "version": "v3"}
+    if keep == "stopped":
+        assert app.kept_stopped("blue")
+    else:
+        assert app.running("blue") == ["backend_blue", "frontend_blue"]
+    blue_ids = {c.id for c in app.containers("blue")}
+
+    rollback = lab.lab_inputs(ssh_host, app, "", command="rollback", keep_previous=keep)
+    with Load(app.public_url("/api/v1/")) as load:
+        run = lab.run_action(rollback)
+    assert run.status == 0, run.log
+    assert served(app) == {"role": "backend", "color": "blue", "version": "v2"}
+    assert {c.id for c in app.containers("blue")} == blue_ids  # the kept containers, not a rebuild
+    assert run.outputs == {
+        "active-color": "blue",
+        "previous-color": "green",
+        "deployed-ref": sha2,
+        "switched": "true",
+        "rolled-back": "false",
+    }
+    assert f"Rolled back to `{sha2[:12]}`: green → blue" in run.summary
+    assert ("started 2 kept containers" if keep == "stopped" else "already running") in run.summary
+    assert "Build" not in run.summary
+    assert head(app) == sha2 and (app.app_dir / ".active_env").read_text().strip() == "blue"
+    assert journal(app)[-1]["command"] == "rollback" and journal(app)[-1]["ref"] == sha2
+    if keep == "stopped":
+        assert app.kept_stopped("green")
+    else:
+        assert app.running("green") == ["backend_green", "frontend_green"]
+    assert load.failures == [] and len(load.statuses) > 10
+    assert {json.loads(b)["color"] for b in load.bodies} == {"green", "blue"}
+
+    # A second rollback goes forward again, to green at v3.
+    with Load(app.public_url("/api/v1/")) as load:
+        run = lab.run_action(rollback)
+    assert run.status == 0, run.log
+    assert served(app) == {"role": "backend", "color": "green", "version": "v3"}
+    assert run.outputs["deployed-ref"] == sha3 and head(app) == sha3
+    assert load.failures == [] and len(load.statuses) > 10
+
+
+def test_rollback_is_refused_when_there_is_nothing_to_roll_back_to(
+    action_image: str, ssh_host: lab.SshHost, app: lab.LabApp
+) -> None:
+    app.bootstrap("green")  # set up by hand: the journal knows of no deploy
+    rollback = lab.lab_inputs(ssh_host, app, "", command="rollback")
+    before = host_state(app)
+    with Load(app.public_url("/api/v1/")) as load:
+        run = lab.run_action(rollback)
+    assert run.status != 0
+    assert "the journal has no deploy that switched to blue" in only_error(run)
+    assert "Rollback refused: green keeps serving" in run.summary
+    assert host_state(app) == before
+
+    # blue served v2; then v3 went to green with keep-previous: none, which removed blue.
+    for sha, keep in ((app.version("v2"), "stopped"), (sha3 := app.version("v3"), "none")):
+        assert lab.run_action(lab.lab_inputs(ssh_host, app, sha, keep_previous=keep)).status == 0
+    assert app.containers("blue") == []
+    before = host_state(app)
+    with Load(app.public_url("/api/v1/")) as load:
+        run = lab.run_action(rollback)
+    assert run.status != 0
+    error = only_error(run)
+    assert (
+        "blue's containers from" in error and f"the deploy of {sha3[:12]} removed them (keep-previous: none)" in error
+    )
+    assert host_state(app) == before
+    assert served(app)["version"] == "v3"
+    assert load.failures == [] and len(load.statuses) > 10
+
+
+def test_pre_switch_command_runs_in_the_new_color_before_any_request_reaches_it(
+    action_image: str, ssh_host: lab.SshHost, app: lab.LabApp
+) -> None:
+    app.bootstrap("green")
+    sha = app.version("v2")
+    command = "backend_{color} sh -c 'echo migrating {color}; touch /tmp/migrated'"
+    with Load(app.public_url("/api/v1/"), pause=0.005) as load:
+        run = lab.run_action(lab.lab_inputs(ssh_host, app, sha, pre_switch_command=command))
+    assert run.status == 0, run.log
+    bodies = [json.loads(b) for b in load.bodies]
+    blue = [b for b in bodies if b["color"] == "blue"]
+    # Ordering, not timing: every answer blue gave through nginx came after the command had run in it.
+    assert blue and all(b.get("migrated") is True for b in blue)
+    assert not any(b.get("migrated") for b in bodies if b["color"] == "green")
+    assert load.failures == []
+    assert "**pre-switch-command** `backend_blue sh -c 'echo migrating blue; touch /tmp/migrated'` in blue: exit 0" in (
+        run.summary
+    )
+    assert "migrating blue" in run.summary
+    shown = run.stdout.splitlines()
+    stop = next(i for i, line in enumerate(shown) if line.startswith("::stop-commands::"))
+    assert shown[stop + 1] == "migrating blue"
+
+
+def test_a_failing_or_slow_pre_switch_command_restores_like_a_failed_health_check(
+    action_image: str, ssh_host: lab.SshHost, app: lab.LabApp
+) -> None:
+    app.bootstrap("green")
+    sha = app.version("v2")
+    upstream = (app.app_dir / "nginx/conf.d/upstream.conf").read_text()
+    failing = "backend_{color} sh -c 'echo applying 0002; echo relation already exists >&2; exit 3'"
+    with Load(app.public_url("/api/v1/")) as load:
+        run = lab.run_action(lab.lab_inputs(ssh_host, app, sha, pre_switch_command=failing))
+        assert run.status != 0
+        assert "pre-switch-command exited with status 3 in backend_blue" in only_error(run)
+        assert "relation already exists" in run.summary and "applying 0002" in run.summary
+        assert run.outputs["switched"] == "false" and run.outputs["active-color"] == "green"
+        assert app.containers("blue") == []
+
+        slow = lab.lab_inputs(ssh_host, app, sha, pre_switch_command="backend_{color} sleep 60", pre_switch_timeout="2")
+        run = lab.run_action(slow)
+        assert run.status != 0
+        assert "pre-switch-command ran past pre-switch-timeout (2s) in backend_blue" in only_error(run)
+        assert app.containers("blue") == []
+    assert (app.app_dir / "nginx/conf.d/upstream.conf").read_text() == upstream
+    assert served(app) == {"role": "backend", "color": "green", "version": "v1"}
+    assert load.failures == [] and {json.loads(b)["color"] for b in load.bodies} == {"green"}
+
+
+def test_a_hostile_pre_switch_command_runs_nothing_on_the_host(
+    action_image: str, ssh_host: lab.SshHost, app: lab.LabApp
+) -> None:
+    app.bootstrap("green")
+    sha = app.version("v2")
+    # in /tmp, where the deploy user could write, if anything ran a shell on the host
+    marks = [Path(f"/tmp/bluegreen-hostile-{app.name}-{i}") for i in range(4)]
+    hostile = f"backend_{{color}} $(touch {marks[0]}) ; touch {marks[1]} && `touch {marks[2]}` | touch {marks[3]}"
+    with Load(app.public_url("/api/v1/")) as load:
+        # A service the compose file does not have: refused before anything changes.
+        before = head(app)
+        run = lab.run_action(lab.lab_inputs(ssh_host, app, sha, pre_switch_command="backend_bleu migrate"))
+        assert run.status != 0
+        assert "'backend_bleu' is not a service of docker-compose.blue.yml" in only_error(run)
+        assert head(app) == before and app.containers("blue") == []
+
+        run = lab.run_action(lab.lab_inputs(ssh_host, app, sha, pre_switch_command=hostile))
+    assert run.status != 0
+    assert "pre-switch-command exited with status" in only_error(run)
+    assert [m for m in marks if m.exists()] == []
+    assert served(app)["color"] == "green" and app.containers("blue") == []
+    assert load.failures == []
