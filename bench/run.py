@@ -8,6 +8,8 @@ network), medians with their spread:
   own app; the action's time is its whole `docker run`, container start included;
 - the bad-upstream case: a commit whose backend upstream nginx can connect to but that answers 404.
   For how long do clients get errors? (the action switches back; the seed's script never does).
+Then, per shape, the action's rollback (to the kept, stopped previous color) against a redeploy of
+the same old commit (a build, with a warm build cache: a lower bound for a real build).
 Then, on Compose v1, N consecutive deploys under constant load (bench/load.py) per tool and app
 variant (graceful on SIGTERM / exits at once on SIGTERM on the host network; graceful on the bridge
 network, the seed's real layout), and the drift case (the host as a run that died right after the
@@ -328,6 +330,49 @@ def bad_upstream(tools: list[Tool], rounds: int, compose: str, variant: str, wat
     return figure
 
 
+def timed(inputs: dict[str, str]) -> float:
+    start = time.monotonic()
+    run = lab.run_action(inputs)
+    if run.status != 0:
+        raise RuntimeError(f"the action failed in the benchmark: {run.log[-2000:]}")
+    return time.monotonic() - start
+
+
+def rollback_vs_redeploy(host: lab.SshHost, rounds: int, compose: str, variant: str) -> Figure:
+    """Rollback to the color the last deploy left (kept stopped), against a redeploy of that color's
+    commit. Each round: roll back (timed), roll forward again, redeploy the old commit (timed);
+    the host ends as it began, with the colors swapped."""
+    figure = Figure("rollback vs redeploy of the old commit", f"compose {compose}, {variant} network")
+    lab.use_compose(compose)
+    app = new_app(False, variant)
+    try:
+        shas = [app.version("r1"), app.version("r2")]
+        for sha in shas:
+            timed(lab.lab_inputs(host, app, sha))
+        rollback = lab.lab_inputs(host, app, "", command="rollback")
+        for _ in range(rounds):
+            figure.samples.setdefault("rollback", []).append(timed(rollback))
+            old = served(app)["version"]
+            timed(rollback)  # forward again
+            sha = shas[["r1", "r2"].index(old)]
+            figure.samples.setdefault("redeploy", []).append(timed(lab.lab_inputs(host, app, sha)))
+    finally:
+        app.teardown()
+    return figure
+
+
+def rollback_table(figures: list[Figure]) -> str:
+    out = [
+        "| shape | rollback (kept stopped): median (min–max) | redeploy of the old commit (warm cache) | ratio |",
+        "| --- | --- | --- | --- |",
+    ]
+    for f in figures:
+        rb, rd = f.samples.get("rollback", []), f.samples.get("redeploy", [])
+        ratio = f"{statistics.median(rb) / statistics.median(rd):.2f}" if rb and rd else "—"
+        out.append(f"| {f.shape} | {spread(rb)}, n={len(rb)} | {spread(rd)}, n={len(rd)} | {ratio} |")
+    return "\n".join(out)
+
+
 def figures_table(figures: list[Figure], tools: list[Tool]) -> str:
     action, seed = (tool.name for tool in tools)
     out = [
@@ -371,16 +416,20 @@ def main() -> None:
     parser.add_argument("--deploys", type=int, default=20, help="consecutive deploys per tool and variant (default 20)")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per shape for wall time (default 5)")
     parser.add_argument("--bad-upstream", type=int, default=5, help="bad-upstream deploys of the action per shape")
+    parser.add_argument("--rollbacks", type=int, default=3, help="rollback vs redeploy rounds per shape (default 3)")
     args = parser.parse_args()
     lab.build_action_image()
     host = lab.start_sshd()
     rows: list[Row] = []
     figures: list[Figure] = []
+    rollbacks: list[Figure] = []
     try:
         tools: list[Tool] = [Action(host), Seed(host)]
         shapes = [(compose, variant) for compose in lab.COMPOSE_VARIANTS for variant in lab.VARIANTS]
         figures += [walltime(tools, args.rounds, compose, variant) for compose, variant in shapes]
         figures += [bad_upstream(tools, args.bad_upstream, compose, variant) for compose, variant in shapes]
+        if args.rollbacks:
+            rollbacks = [rollback_vs_redeploy(host, args.rollbacks, compose, variant) for compose, variant in shapes]
         if args.deploys:
             lab.use_compose("v1")
             rows = [series(tool, variant, args.deploys) for variant in (False, True) for tool in tools]
@@ -389,6 +438,9 @@ def main() -> None:
     finally:
         host.stop()
     print(figures_table(figures, tools))
+    if rollbacks:
+        print()
+        print(rollback_table(rollbacks))
     if rows:
         print()
         print(table(rows))

@@ -384,6 +384,13 @@ class LabApp:
             )
         self.wait_ready(color)
 
+    def host_nginx_layout(self) -> None:
+        """Commit the layout of nginx on the host: the base compose file has no nginx service."""
+        base = yaml.safe_load((self.work / "docker-compose.base.yml").read_text())
+        del base["services"]["nginx"]
+        self.commit("nginx runs on the host", {"docker-compose.base.yml": yaml.safe_dump(base, sort_keys=False)})
+        self.pull()
+
     def pull(self) -> None:
         """The seed's step 1, on the host's checkout."""
         as_deploy("git", "-C", self.app_dir, "pull", "--quiet", "origin", "main")
@@ -446,6 +453,60 @@ class LabApp:
             volume.remove()
         shutil.rmtree(self.app_dir, ignore_errors=True)
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+# nginx installed on the host from Debian's package, its master run by root: the layout of
+# `nginx-sudo: true`. The deploy user may run exactly these through sudo (the README gives this line).
+HOST_NGINX_CONF = Path("/etc/nginx/nginx.conf")
+HOST_NGINX_PID = Path("/run/nginx.pid")
+SUDOERS_FILE = Path("/etc/sudoers.d/bluegreen-lab")
+SUDOERS_LINE = f"{DEPLOY_USER} ALL=(root) NOPASSWD: /usr/sbin/nginx -t, /usr/sbin/nginx -T, /usr/sbin/nginx -s reload"
+
+
+class HostNginx:
+    """The distribution's nginx on the lab machine, started by root with the app's server block; its
+    config is /etc/nginx/nginx.conf (the package's own is put back at stop), its pid file /run/nginx.pid."""
+
+    def __init__(self, app: LabApp) -> None:
+        self.app = app
+        self.saved = HOST_NGINX_CONF.read_text() if HOST_NGINX_CONF.exists() else None
+
+    def config(self) -> str:
+        text = (self.app.work / "nginx/nginx.conf").read_text()
+        text = text.replace("/etc/nginx/conf.d/", f"{self.app.app_dir}/nginx/conf.d/")
+        text = text.replace("error_log /dev/stderr warn;", "error_log /var/log/nginx/error.log warn;")
+        return "user www-data;\n" + text
+
+    def start(self) -> None:
+        HOST_NGINX_CONF.write_text(self.config())
+        SUDOERS_FILE.write_text(SUDOERS_LINE + "\n")
+        SUDOERS_FILE.chmod(0o440)
+        sh("visudo", "-c", "-q", "-f", SUDOERS_FILE)
+        sh("nginx", "-t")
+        # nginx daemonizes: its output must not hold a pipe open
+        subprocess.run(["nginx"], check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, timeout=30)
+        wait_port(self.app.ports["PUBLIC_PORT"])
+
+    def master(self) -> int:
+        return int(HOST_NGINX_PID.read_text())
+
+    def master_uid(self) -> int:
+        status = Path(f"/proc/{self.master()}/status").read_text()
+        match = re.search(r"^Uid:\s+(\d+)", status, re.MULTILINE)
+        assert match, status
+        return int(match.group(1))
+
+    def workers(self) -> set[int]:
+        return worker_pids(parse_processes(sh("sh", "-c", NGINX_PROCESSES_SCRIPT)), self.master())
+
+    def stop(self) -> None:
+        with contextlib.suppress(RuntimeError, FileNotFoundError, ValueError):
+            master = self.master()
+            sh("nginx", "-s", "quit")
+            wait_for(lambda: not Path(f"/proc/{master}").exists(), "the host nginx to quit", 30)
+        SUDOERS_FILE.unlink(missing_ok=True)
+        if self.saved is not None:
+            HOST_NGINX_CONF.write_text(self.saved)
 
 
 def make_app(name: str | None = None, exit_on_sigterm: bool = False, variant: str = "host") -> LabApp:

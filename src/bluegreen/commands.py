@@ -178,14 +178,18 @@ def nginx(container: str, *args: str, sudo: bool = False) -> Argv:
 # only if it passes, the reload; then up to 10 s until a worker that was not there before accepts
 # connections and every one that was there is shutting down (until it says so, it may still accept
 # one and serve the old config); then the processes and `nginx -T`, between RELOAD_MARK lines. Exit
-# status 3: the test failed, nothing was reloaded; 4: the reload signal failed. nginx is called as
-# "$@" (`nginx`, or `sudo -n nginx`), so only -t, -s reload and -T ever run through it. A constant.
+# status 3: the test failed, nothing was reloaded; 4: the reload signal failed. "$1" is the master's
+# pid, whose workers are watched ("" in a container, where nginx is alone); nginx is called as the
+# rest of "$@" (`nginx`, or `sudo -n nginx`), so only -t, -s reload and -T ever run through it. On a
+# host, other nginx masters (in containers, too) show in /proc; their workers are not ours. A constant.
 RELOAD_MARK = "--bluegreen-reload--"
 TEST_AND_RELOAD_SCRIPT = (
-    f"ps_() {{ {NGINX_PROCESSES_SCRIPT}; }}; "
-    'workers() { ps_ | while read -r pid ppid title; do case "$title" in "nginx: worker process"*) echo "$pid";; '
+    f"m=$1; shift; ps_() {{ {NGINX_PROCESSES_SCRIPT}; }}; "
+    'ours() { ps_ | while read -r pid ppid title; do [ -z "$m" ] || [ "$ppid" = "$m" ] && echo "$pid $title"; '
+    "done; }; "
+    'workers() { ours | while read -r pid title; do case "$title" in "nginx: worker process"*) echo "$pid";; '
     "esac; done; }; "
-    'ready() { ps_ | { n=0; o=0; while read -r pid ppid title; do case "$title" in '
+    'ready() { ours | { n=0; o=0; while read -r pid title; do case "$title" in '
     '"nginx: worker process is shutting down"*) ;; '
     '"nginx: worker process"*) case "$before" in *" $pid "*) o=1;; *) n=1;; esac;; esac; done; '
     '[ "$n" = 1 ] && [ "$o" = 0 ]; }; }; '
@@ -197,10 +201,10 @@ TEST_AND_RELOAD_SCRIPT = (
 TEST_FAILED = 3
 
 
-def nginx_test_and_reload(container: str, sudo: bool = False) -> Argv:
+def nginx_test_and_reload(container: str, sudo: bool = False, master: int | None = None) -> Argv:
     if container:
-        return ["docker", "exec", container, "sh", "-c", TEST_AND_RELOAD_SCRIPT, "sh", "nginx"]
-    return ["sh", "-c", TEST_AND_RELOAD_SCRIPT, "sh", *nginx_program("", sudo)]
+        return ["docker", "exec", container, "sh", "-c", TEST_AND_RELOAD_SCRIPT, "sh", "", "nginx"]
+    return ["sh", "-c", TEST_AND_RELOAD_SCRIPT, "sh", str(master or ""), *nginx_program("", sudo)]
 
 
 def nginx_processes(container: str) -> Argv:

@@ -257,9 +257,10 @@ class Nginx:
     ) -> tuple[set[int], float]:
         """nginx -t and, if it passes, a reload, in one exec (`on_reload` is called just before it);
         then confirm it. Returns the workers from before the reload and the reload time."""
+        master = await self.master()
         start = time.monotonic()
         on_reload()
-        result = await self.host.run(commands.nginx_test_and_reload(self.container, self.sudo), check=False)
+        result = await self.host.run(commands.nginx_test_and_reload(self.container, self.sudo, master), check=False)
         if result.status == commands.TEST_FAILED:
             raise ConfigRejected(
                 f"nginx -t rejected the config: {last_line(result.stderr)}",
@@ -271,7 +272,6 @@ class Nginx:
             )
         self.reloaded_at = time.monotonic()
         listing, after, dump = [*result.stdout.split(commands.RELOAD_MARK + "\n"), "", ""][:3]
-        master = await self.master()
         before = worker_pids(parse_processes(listing), master)
         if took_reload(parse_processes(after), before, master) and normalize(content) in config_sections(dump):
             return before, time.monotonic() - start  # confirmed by the same exec

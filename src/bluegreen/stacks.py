@@ -218,11 +218,11 @@ class Stacks:
         found = await self.of(color)
         if keep == "none":
             await self.remove(color, stop_timeout)
-            return f"stopped and removed (stop timeout {stop_timeout}s)"
+            return f"containers removed, stop timeout {stop_timeout}s"
         running = [c for c in found if c.running]
         if running:
             await self.stop(color, running, stop_timeout)
-        return f"stopped, containers kept (stop timeout {stop_timeout}s)"
+        return f"containers kept, stop timeout {stop_timeout}s"
 
     async def needs_retiring(self, color: Color, keep: KeepPrevious) -> bool:
         """Whether `retire` has work left (a run that died before it finished)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -186,3 +187,47 @@ def test_a_hostile_pre_switch_command_runs_nothing_on_the_host(
     assert [m for m in marks if m.exists()] == []
     assert served(app)["color"] == "green" and app.containers("blue") == []
     assert load.failures == []
+
+
+def test_host_nginx_with_a_root_master_through_sudo(action_image: str, ssh_host: lab.SshHost, app: lab.LabApp) -> None:
+    """nginx from the distribution's package, master owned by root; the deploy user may run only
+    `sudo -n nginx -t|-T|-s reload` (the README's sudoers line)."""
+    assert lab.SUDOERS_LINE in (lab.REPO_ROOT / "README.md").read_text()
+    app.host_nginx_layout()
+    app.write_live("green")
+    nginx = lab.HostNginx(app)
+    try:
+        nginx.start()
+        app.bootstrap("green")
+        master = nginx.master()
+        assert nginx.master_uid() == 0
+        # The deploy user can neither signal the master nor run other nginx commands through sudo.
+        for argv in (["kill", "-0", str(master)], ["sudo", "-n", "nginx", "-s", "stop"]):
+            denied = subprocess.run(["runuser", "-u", lab.DEPLOY_USER, "--", *argv], capture_output=True, text=True)
+            assert denied.returncode != 0, argv
+        inputs = {"nginx_container": "", "nginx_sudo": "true"}
+        workers = nginx.workers()
+
+        with Load(app.public_url("/api/v1/")) as load:
+            run = lab.run_action(lab.lab_inputs(ssh_host, app, app.version("v2"), **inputs))
+        assert run.status == 0, run.log
+        assert served(app) == {"role": "backend", "color": "blue", "version": "v2"}
+        assert nginx.master() == master and not workers & nginx.workers()
+        assert f"{len(workers)} old workers gone" in run.summary
+        assert load.failures == [] and {json.loads(b)["color"] for b in load.bodies} == {"green", "blue"}
+
+        # A config nginx -t rejects: nothing reloaded, the upstream file put back.
+        upstream = (app.app_dir / "nginx/conf.d/upstream.conf").read_text()
+        broken = (app.work / "nginx/upstream.green.conf").read_text().replace("server ", "server ;", 1)
+        sha = app.commit("a broken green upstream", {"app/VERSION": "v3\n", "nginx/upstream.green.conf": broken})
+        workers = nginx.workers()
+        with Load(app.public_url("/api/v1/")) as load:
+            run = lab.run_action(lab.lab_inputs(ssh_host, app, sha, **inputs))
+        assert run.status != 0
+        assert "nginx -t rejected the config" in only_error(run)
+        assert (app.app_dir / "nginx/conf.d/upstream.conf").read_text() == upstream
+        assert nginx.workers() == workers
+        assert served(app) == {"role": "backend", "color": "blue", "version": "v2"}
+        assert load.failures == [] and len(load.statuses) > 10
+    finally:
+        nginx.stop()

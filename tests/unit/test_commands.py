@@ -118,9 +118,9 @@ def test_upstream_servers_are_probed_from_nginxs_own_view_with_a_constant_script
 def test_host_nginx_through_sudo_runs_only_nginx_under_sudo() -> None:
     assert commands.nginx("", "-T", sudo=True) == ["sudo", "-n", "nginx", "-T"]
     assert commands.nginx("web", "-T", sudo=True) == ["docker", "exec", "web", "nginx", "-T"]
-    reload = commands.nginx_test_and_reload("", sudo=True)
-    assert reload == ["sh", "-c", commands.TEST_AND_RELOAD_SCRIPT, "sh", "sudo", "-n", "nginx"]
-    assert commands.nginx_test_and_reload("web")[-2:] == ["sh", "nginx"]
+    reload = commands.nginx_test_and_reload("", sudo=True, master=812)
+    assert reload == ["sh", "-c", commands.TEST_AND_RELOAD_SCRIPT, "sh", "812", "sudo", "-n", "nginx"]
+    assert commands.nginx_test_and_reload("web")[-3:] == ["sh", "", "nginx"]
     # nginx is only ever called as "$@" with -t, -s reload or -T
     calls = [part.split(" ", 1)[1].split(" ")[0:2] for part in commands.TEST_AND_RELOAD_SCRIPT.split('"$@"')[1:]]
     assert calls == [["-t", ">/dev/null"], ["-s", "reload"], ["-T", "2>/dev/null"]]
