@@ -426,8 +426,10 @@ def main() -> None:
     try:
         tools: list[Tool] = [Action(host), Seed(host)]
         shapes = [(compose, variant) for compose in lab.COMPOSE_VARIANTS for variant in lab.VARIANTS]
-        figures += [walltime(tools, args.rounds, compose, variant) for compose, variant in shapes]
-        figures += [bad_upstream(tools, args.bad_upstream, compose, variant) for compose, variant in shapes]
+        if args.rounds:
+            figures += [walltime(tools, args.rounds, compose, variant) for compose, variant in shapes]
+        if args.bad_upstream:
+            figures += [bad_upstream(tools, args.bad_upstream, compose, variant) for compose, variant in shapes]
         if args.rollbacks:
             rollbacks = [rollback_vs_redeploy(host, args.rollbacks, compose, variant) for compose, variant in shapes]
         if args.deploys:
@@ -437,7 +439,8 @@ def main() -> None:
             rows += [drift(tool) for tool in tools]
     finally:
         host.stop()
-    print(figures_table(figures, tools))
+    if figures:
+        print(figures_table(figures, tools))
     if rollbacks:
         print()
         print(rollback_table(rollbacks))

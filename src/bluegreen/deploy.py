@@ -414,8 +414,14 @@ class Deployer:
         the live color runs; or a DeployError saying why there is nothing to roll back to. Changes nothing."""
         live = self.report.live
         fix = "deploy the commit you want instead (command: deploy)"
-        if live is None or self.report.first_deploy:
-            raise DeployError("nothing to roll back: no deploy has switched nginx to a color yet", fix)
+        if self.report.first_deploy:
+            raise DeployError(
+                f"nothing to roll back: nginx ({self.cfg.nginx_container}) is not running, so no color serves",
+                "start nginx, or deploy",
+            )
+        if live is None:
+            raise DeployError("nothing to roll back: nginx serves neither color", fix)
+        await self.stacks.choose_color_projects()
         journal = self.journal_tail or []
         target = other_color(live)
         self.report.target = target
@@ -652,6 +658,10 @@ class Deployer:
                     self.report.exposed = self.proxy.reloaded_at - switched_at
                     restored += f"; the new upstream served for {self.report.exposed:.2f}s"
                 self.report.restored.append(restored)
+            if target and (self.target_touched or self.target_ids):
+                logs = await self.stacks.logs(target, LOG_TAIL)
+                self.report.logs = self.out.scrub(logs)
+                self.out.host_output(f"last {LOG_TAIL} log lines of {target}", logs)
             if self.started_ids:
                 await self.stacks.stop_ids(self.started_ids)
                 self.report.restored.append(f"{target}'s kept containers stopped again")
@@ -661,9 +671,6 @@ class Deployer:
                     f"checkout back at {self.checkout_back[:12]}, which {self.report.live} runs"
                 )
             if self.target_touched and target:
-                logs = await self.stacks.logs(target, LOG_TAIL)
-                self.report.logs = self.out.scrub(logs)
-                self.out.host_output(f"last {LOG_TAIL} log lines of {target}", logs)
                 # The target never served: a short stop keeps recovery inside the runner's cancel window.
                 await self.stacks.remove(target, TEARDOWN_STOP_TIMEOUT, refresh=True)
                 self.report.restored.append(

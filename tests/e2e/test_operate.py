@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,7 @@ from lab import lab
 
 from .conftest import Load
 from .test_deploy import served, started_at
-from .test_failures import only_error
+from .test_failures import assert_serves_alone, only_error
 
 
 def head(app: lab.LabApp) -> str:
@@ -114,6 +116,30 @@ def test_rollback_is_refused_when_there_is_nothing_to_roll_back_to(
     assert host_state(app) == before
     assert served(app)["version"] == "v3"
     assert load.failures == [] and len(load.statuses) > 10
+
+
+def test_a_failed_rollback_restores_like_a_failed_deploy(
+    action_image: str, ssh_host: lab.SshHost, app: lab.LabApp
+) -> None:
+    app.bootstrap("green")
+    for sha in (app.version("v2"), sha3 := app.version("v3")):
+        assert lab.run_action(lab.lab_inputs(ssh_host, app, sha)).status == 0
+    blue_ids = {c.id for c in app.containers("blue")}
+    closed = lab.free_port()
+    rollback = lab.lab_inputs(
+        ssh_host, app, "", command="rollback", blue_health_urls=f"http://127.0.0.1:{closed}/", health_timeout="3"
+    )
+    with Load(app.public_url("/api/v1/")) as load:
+        run = lab.run_action(rollback)
+    assert run.status != 0
+    assert f"http://127.0.0.1:{closed}/ did not answer 2xx" in only_error(run)
+    assert "blue's kept containers stopped again" in run.summary
+    assert f"checkout back at {sha3[:12]}" in run.summary
+    assert app.kept_stopped("blue") and {c.id for c in app.containers("blue")} == blue_ids
+    assert head(app) == sha3
+    assert served(app) == {"role": "backend", "color": "green", "version": "v3"}
+    assert run.outputs["switched"] == "false" and run.outputs["active-color"] == "green"
+    assert load.failures == [] and {json.loads(b)["color"] for b in load.bodies} == {"green"}
 
 
 def test_pre_switch_command_runs_in_the_new_color_before_any_request_reaches_it(
@@ -231,3 +257,52 @@ def test_host_nginx_with_a_root_master_through_sudo(action_image: str, ssh_host:
         assert load.failures == [] and len(load.statuses) > 10
     finally:
         nginx.stop()
+
+
+@pytest.mark.parametrize(
+    "step", ["Build and start green", "Switch nginx to green", "Drain old nginx workers", "Stop blue"]
+)
+def test_a_sigkill_at_any_point_leaves_a_journal_the_rerun_and_a_rollback_can_trust(
+    action_image: str, ssh_host: lab.SshHost, app: lab.LabApp, step: str
+) -> None:
+    """blue v2 live (deployed by the action), green v1 kept: deploy v3, SIGKILL the action's container
+    when it opens `step`, rerun. Long requests hold the drain (through nginx) and the stop of blue
+    (straight to its backend), so every step lasts long enough to be killed in."""
+    app.bootstrap("green")
+    sha2 = app.version("v2")
+    assert lab.run_action(lab.lab_inputs(ssh_host, app, sha2)).status == 0
+    sha3 = app.version("v3")
+    inputs = lab.lab_inputs(ssh_host, app, sha3, drain_timeout="60")
+    answers: list[int] = []
+
+    def long_request(url: str) -> None:
+        with lab.urllib_open(url, timeout=60) as response:
+            answers.append(response.status)
+
+    with Load(app.public_url("/api/v1/")) as load:
+        slow = [
+            threading.Thread(target=long_request, args=(url,))
+            for url in (app.public_url("/slow?s=8"), f"http://127.0.0.1:{app.ports['BLUE_BACKEND']}/slow?s=12")
+        ]
+        for thread in slow:
+            thread.start()
+        for port in (app.ports["BLUE_FRONTEND"], app.ports["BLUE_BACKEND"]):
+            lab.wait_for(functools.partial(lab.established, port), f"a long request to reach port {port}")
+        running = lab.RunningAction(inputs)
+        running.wait_for_step(step)
+        lab.sh("docker", "kill", running.name)
+        running.process.wait(30)
+        rerun = lab.run_action(inputs, {"GITHUB_RUN_ATTEMPT": "2"})
+        for thread in slow:
+            thread.join(60)
+        assert rerun.status == 0, rerun.log
+        assert_serves_alone(app, "green", "v3")
+        assert app.kept_stopped("blue")
+        last = journal(app)[-1]
+        assert (last["result"], last["to"], last["ref"]) == ("success", "green", sha3)
+
+        rollback = lab.run_action(lab.lab_inputs(ssh_host, app, "", command="rollback"))
+        assert rollback.status == 0, rollback.log
+        assert served(app) == {"role": "backend", "color": "blue", "version": "v2"}
+    assert answers == [200, 200]
+    assert load.failures == []

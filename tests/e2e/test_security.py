@@ -100,6 +100,7 @@ HOSTILE: dict[str, str] = {
     "connect-retries": f"$({PWN})",
     "app-dir": f"/home/deploy/apps/x;{PWN}",
     "ref": f"--upload-pack={PWN}",
+    "command": f"deploy;{PWN}",
     "project-name": f"x;{PWN}",
     "base-compose-file": "../../../etc/passwd",
     "compose-file": "/etc/{color}.yml",
@@ -110,8 +111,12 @@ HOSTILE: dict[str, str] = {
     "upstream-file": "nginx/{color}/../../../../etc/shadow",
     "upstream-target": "--help",
     "nginx-container": f"--privileged;{PWN}",
+    "nginx-sudo": f"true;{PWN}",
     "public-url": f"http://127.0.0.1:1/$({PWN})\n",
+    "pre-switch-command": f"$({PWN}) migrate",
+    "pre-switch-timeout": f"600;{PWN}",
     "drain-timeout": f"1 && {PWN}",
+    "keep-previous": f"none;{PWN}",
     "lock-timeout": f"`{PWN}`",
 }
 # A passphrase is secret data: any text is a valid passphrase, and it never reaches the host.

@@ -76,12 +76,16 @@ def test_adopts_a_host_set_up_by_the_seed_script(action_image: str, ssh_host: la
     assert_static(app, "v2", "blue")
     assert {n: started_at(docker.from_env().containers.get(n)) for n in base_started} == base_started
     remaining = {
-        c.name
+        c.name: c.status
         for c in docker.from_env().containers.list(
             all=True, filters={"label": f"com.docker.compose.project={app.name}"}
         )
     }
-    assert remaining == {f"{app.name}_db", app.nginx_container, f"{app.name}_backend_blue", f"{app.name}_frontend_blue"}
+    assert remaining == {
+        **dict.fromkeys([f"{app.name}_db", app.nginx_container], "running"),
+        **dict.fromkeys([f"{app.name}_backend_blue", f"{app.name}_frontend_blue"], "running"),
+        **dict.fromkeys([f"{app.name}_backend_green", f"{app.name}_frontend_green"], "exited"),  # kept, stopped
+    }
     assert load.failures == []
 
     with Load(app.public_url("/api/v1/")) as load:
