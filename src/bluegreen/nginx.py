@@ -218,6 +218,9 @@ class Nginx:
         return result.stdout if result.ok else ""
 
     async def write_target(self, content: str) -> None:
+        # On the host, find the master (its pid file is named by `nginx -T`) while the config on disk is
+        # still one nginx accepts: after this write, `nginx -T` may fail until the file is put back.
+        await self.master()
         await self.host.run(commands.write_file(self.target), input=content)
 
     async def confirm(self, content: str, before: set[int], start: float) -> float:
