@@ -55,8 +55,9 @@ def test_deploy_then_rollback_and_forward_again(
     blue_ids = {c.id for c in app.containers("blue")}
 
     rollback = lab.lab_inputs(ssh_host, app, "", command="rollback", keep_previous=keep)
+    job = {"GITHUB_RUN_ID": f"{app.name}-rollback"}
     with Load(app.public_url("/api/v1/")) as load:
-        run = lab.run_action(rollback)
+        run = lab.run_action(rollback, job)
     assert run.status == 0, run.log
     assert served(app) == {"role": "backend", "color": "blue", "version": "v2"}
     assert {c.id for c in app.containers("blue")} == blue_ids  # the kept containers, not a rebuild
@@ -78,6 +79,12 @@ def test_deploy_then_rollback_and_forward_again(
         assert app.running("green") == ["backend_green", "frontend_green"]
     assert load.failures == [] and len(load.statuses) > 10
     assert {json.loads(b)["color"] for b in load.bodies} == {"green", "blue"}
+
+    # Rerunning that job does not roll back again.
+    rerun = lab.run_action(rollback, {**job, "GITHUB_RUN_ATTEMPT": "2"})
+    assert rerun.status == 0, rerun.log
+    assert f"`{sha2[:12]}` is already live on blue" in rerun.summary
+    assert served(app) == {"role": "backend", "color": "blue", "version": "v2"}
 
     # A second rollback goes forward again, to green at v3.
     with Load(app.public_url("/api/v1/")) as load:
