@@ -253,10 +253,6 @@ class Stacks:
         """The containers made from `color`'s compose file, under any project."""
         return from_file(await self.containers(refresh), self.cfg.compose_path(color))
 
-    async def runs(self, color: Color) -> bool:
-        """Whether any container of `color` exists (from the listing taken after the lock)."""
-        return bool(await self.of(color))
-
     async def exec(self, color: Color, service: str, argv: list[str], timeout: int) -> tuple[int, str]:
         """Run argv in `service` of `color` (compose exec -T: no shell, no TTY); returns the exit
         status (124 on timeout) and the output."""
