@@ -400,7 +400,7 @@ class Deployer:
         cfg = self.cfg
         other = other_color(live)
         self.target_ids = [c.id for c in await self.stacks.of(live)]
-        if await self.stacks.needs_retiring(other, cfg.keep_previous):
+        if await self.stacks.left_to_retire(other, cfg.keep_previous):
             title = f"Finish the earlier switch: {RETIRE_TITLE[cfg.keep_previous].lower()} {other}"
             async with self.step("stop", title) as s:
                 drained, _ = await self.proxy.drain(await self.proxy.shutting_down(), cfg.drain_timeout)

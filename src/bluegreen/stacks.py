@@ -215,21 +215,22 @@ class Stacks:
         removed. Returns what was done."""
         if keep == "running":
             return "left running"
-        found = await self.of(color)
+        left = await self.left_to_retire(color, keep)
         if keep == "none":
-            await self.remove(color, stop_timeout)
+            if left:
+                await self.remove(color, stop_timeout)
             return f"containers removed, stop timeout {stop_timeout}s"
-        running = [c for c in found if c.running]
-        if running:
-            await self.stop(color, running, stop_timeout)
+        if left:
+            await self.stop(color, left, stop_timeout)
         return f"containers kept, stop timeout {stop_timeout}s"
 
-    async def needs_retiring(self, color: Color, keep: KeepPrevious) -> bool:
-        """Whether `retire` has work left (a run that died before it finished)."""
+    async def left_to_retire(self, color: Color, keep: KeepPrevious) -> list[Container]:
+        """The containers `retire` still has to act on: all of them for `none`, the running ones for
+        `stopped`, none for `running`. Not empty after a run that died before it retired `color`."""
         found = await self.of(color)
         if keep == "none":
-            return bool(found)
-        return keep == "stopped" and any(c.running for c in found)
+            return found
+        return [c for c in found if c.running] if keep == "stopped" else []
 
     async def start(self, found: list[Container]) -> list[str]:
         """Start the stopped ones of a kept color's containers; returns their ids."""

@@ -172,7 +172,7 @@ def test_the_old_color_is_retired_as_keep_previous_says(
     keep: KeepPrevious, stopped: list[str], removed: list[str]
 ) -> None:
     host, stacks, _ = lifecycle(kept_listing())
-    assert asyncio.run(stacks.needs_retiring("green", keep)) is (keep != "running")
+    assert bool(asyncio.run(stacks.left_to_retire("green", keep))) is (keep != "running")
     asyncio.run(stacks.retire("green", 12, keep))
     assert [argv[4:] for argv in host.ran("docker", "stop")] == ([stopped] if stopped else [])
     assert [argv[3:] for argv in host.ran("docker", "rm")] == ([removed] if removed else [])
@@ -182,8 +182,8 @@ def test_the_old_color_is_retired_as_keep_previous_says(
 def test_a_color_kept_stopped_has_nothing_left_to_retire_and_starts_only_what_is_stopped() -> None:
     green = f"{APP}/docker-compose.green.yml"
     host, stacks, _ = lifecycle([container("g1", "app", "backend_green", green, "Exited (0) 2 minutes ago")])
-    assert asyncio.run(stacks.needs_retiring("green", "stopped")) is False
-    assert asyncio.run(stacks.needs_retiring("green", "none")) is True
+    assert asyncio.run(stacks.left_to_retire("green", "stopped")) == []
+    assert [c.id for c in asyncio.run(stacks.left_to_retire("green", "none"))] == ["g1"]
     found = asyncio.run(stacks.of("green"))
     assert asyncio.run(stacks.start(found)) == ["g1"]
     assert host.ran("docker", "start", "g1")
