@@ -425,10 +425,9 @@ class Deployer:
         journal = self.journal_tail or []
         target = other_color(live)
         self.report.target = target
-        served = [e for e in journal if e.get("result") in SWITCHED and e.get("to") == target]
-        if not served:
+        entry = last_switch(journal, target)
+        if entry is None:
             raise DeployError(f"nothing to roll back to: the journal has no deploy that switched to {target}", fix)
-        entry = served[-1]
         ref, recorded = str(entry.get("ref", "")), entry.get("containers")
         later = journal[journal.index(entry) + 1 :]
         found = await self.stacks.of(target)
@@ -449,8 +448,8 @@ class Deployer:
                 fix,
             )
         self.report.sha = ref
-        live_entries = [e for e in journal if e.get("result") in SWITCHED and e.get("to") == live]
-        return target, found, str(live_entries[-1].get("ref", "")) if live_entries else ""
+        live_entry = last_switch(journal, live)
+        return target, found, str(live_entry.get("ref", "")) if live_entry else ""
 
     async def rollback_done(self) -> bool:
         """A rerun of a rollback that got past its switch: finish it instead of rolling back again."""

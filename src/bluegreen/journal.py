@@ -33,9 +33,9 @@ def parse(text: str) -> list[dict[str, object]]:
     return [entry for entry in map(parse_json, text.splitlines()) if entry]
 
 
-def last_switch(entries: list[dict[str, object]]) -> dict[str, object] | None:
-    """The newest entry after which its target color served."""
-    switched = [e for e in entries if e.get("result") in SWITCHED]
+def last_switch(entries: list[dict[str, object]], to: str | None = None) -> dict[str, object] | None:
+    """The newest entry after which its target color (`to`, if given) served."""
+    switched = [e for e in entries if e.get("result") in SWITCHED and to in (None, e.get("to"))]
     return switched[-1] if switched else None
 
 

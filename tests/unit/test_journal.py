@@ -24,6 +24,7 @@ def test_the_last_switch_is_the_newest_entry_after_which_its_target_served() -> 
         {"result": "failed", "to": "blue"},
     ]
     assert last_switch(entries) == {"result": "switched", "to": "green"}
+    assert last_switch(entries, "blue") == {"result": "success", "to": "blue"}  # the failed one never served
     assert last_switch([{"result": "failed"}]) is None
     assert last_switch([]) is None
 
