@@ -245,7 +245,7 @@ _USER = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$")
 _FINGERPRINT = re.compile(r"^SHA256:[A-Za-z0-9+/]{43}=?$")
 _REF = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._/+-]{0,254}$")
 _PROJECT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-_CONTAINER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_DOCKER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")  # a container or compose service name
 _TRUE = {"true", "yes", "1", "on"}
 _FALSE = {"false", "no", "0", "off", ""}
 
@@ -402,9 +402,6 @@ def _choice(name: str, value: str, choices: tuple[_Choice, ...]) -> _Choice:
     raise ConfigError(name, f"{value!r} is not one of {', '.join(choices)}", f"give one of {', '.join(choices)}")
 
 
-_SERVICE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-
-
 def _pre_switch_command(value: str) -> tuple[str, ...]:
     """A service name, then the command: split like a shell line, never run by a shell."""
     name = "pre-switch-command"
@@ -422,7 +419,7 @@ def _pre_switch_command(value: str) -> tuple[str, ...]:
             f"{value!r} has no command after the service",
             "give the service, then the command, e.g. backend_{color} python manage.py migrate --noinput",
         )
-    if not _SERVICE.match(words[0].replace("{color}", "blue")):
+    if not _DOCKER_NAME.match(words[0].replace("{color}", "blue")):
         raise ConfigError(
             name,
             f"the first word {words[0]!r} is not a compose service name",
@@ -489,7 +486,7 @@ def load_config(raw: Mapping[str, str], *, for_deploy: bool = True) -> Config:
         )
     base = raw.get("base-compose-file", _SPEC["base-compose-file"].default).strip()
     nginx_container = get("nginx-container")
-    if nginx_container and not _CONTAINER.match(nginx_container):
+    if nginx_container and not _DOCKER_NAME.match(nginx_container):
         raise ConfigError(
             "nginx-container",
             f"{nginx_container!r} is not a container name",
