@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from lab import lab
 
-from .conftest import Load
+from .conftest import SHAPES, Load
 from .test_deploy import served, started_at
 from .test_failures import assert_serves_alone, only_error
 
@@ -153,6 +153,7 @@ def test_a_failed_rollback_restores_like_a_failed_deploy(
     assert load.failures == [] and {json.loads(b)["color"] for b in load.bodies} == {"green"}
 
 
+@SHAPES
 def test_pre_switch_command_runs_in_the_new_color_before_any_request_reaches_it(
     action_image: str, ssh_host: lab.SshHost, app: lab.LabApp
 ) -> None:
