@@ -1,22 +1,43 @@
 """Health gate: every URL must answer 2xx. Probed with httpx through an SSH port forward, so URLs are
 as seen from the host (e.g. http://127.0.0.1:8001/health); from the host with curl if it refuses
-forwarding."""
+forwarding. Then `public-url`, watched through nginx after the switch.
+
+Every probe has a deadline for its whole exchange (connect, headers, everything), and no body is
+read: only the status line counts. An endpoint that answers byte by byte, or never, costs a probe
+its deadline and no more, and the gate ends at health-timeout whatever the endpoints do."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 from urllib.parse import urlsplit
 
 import httpx
 
 from . import commands
-from .remote import Remote
+from .remote import Result
 
-PROBE_TIMEOUT = 5
+PROBE_TIMEOUT = 5.0  # the most one probe may take, whole
+FIRST_PAUSE = 0.25
+PUBLIC_URL_EVERY = 0.1  # seconds between probes of public-url after the switch
+PUBLIC_URL_DECIDE = 0.3  # failures for this long, with no 2xx between them, fail
+
+
+class Tunnel(Protocol):
+    """What the gate needs of the host: forwarding, or running curl there."""
+
+    async def can_forward(self, host: str, port: int) -> bool: ...
+
+    def forward(self, host: str, port: int) -> contextlib.AbstractAsyncContextManager[int]: ...
+
+    async def run(
+        self, argv: Sequence[str], *, input: str | None = None, timeout: int = ..., check: bool = True
+    ) -> Result: ...
 
 
 @dataclass
@@ -53,33 +74,34 @@ def _path(url: str) -> str:
     return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
 
 
-async def _probe_forwarded(client: httpx.AsyncClient, url: str, local_port: int) -> tuple[bool, str]:
-    parts = urlsplit(url)
-    local = f"{parts.scheme}://127.0.0.1:{local_port}{_path(url)}"
+def client() -> httpx.AsyncClient:
+    """The probes' client. Its own timeouts are a backstop; `probe` sets each probe's deadline."""
+    return httpx.AsyncClient(timeout=PROBE_TIMEOUT, verify=False, follow_redirects=False)
+
+
+async def probe(http: httpx.AsyncClient, url: str, seconds: float, host_header: str | None = None) -> tuple[bool, str]:
+    """GET `url` and read only its status line, all within `seconds`; (2xx?, what it answered)."""
+    if seconds <= 0:
+        return False, "no time left"
+    headers = {"Host": host_header} if host_header else None
     try:
-        response = await client.get(local, headers={"Host": parts.netloc})
+        async with asyncio.timeout(seconds), http.stream("GET", url, headers=headers) as response:
+            return 200 <= response.status_code < 300, f"HTTP {response.status_code}"
+    except TimeoutError:
+        return False, f"no answer within {seconds:.1f}s"
+    except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError):
+        return False, "connection refused or closed"
     except httpx.HTTPError as err:
-        return False, _describe(err)
-    return 200 <= response.status_code < 300, f"HTTP {response.status_code}"
+        return False, type(err).__name__
 
 
-async def _probe_on_host(remote: Remote, url: str) -> tuple[bool, str]:
-    result = await remote.run(commands.probe_url(url, PROBE_TIMEOUT), timeout=PROBE_TIMEOUT + 5, check=False)
+async def _probe_on_host(host: Tunnel, url: str, seconds: float) -> tuple[bool, str]:
+    limit = max(1, math.floor(seconds))
+    result = await host.run(commands.probe_url(url, limit), timeout=limit + 5, check=False)
     code = result.stdout.strip()
     if result.status != 0 or not code.isdigit() or code == "000":
         return False, f"no answer (curl exit {result.status})"
     return code.startswith("2"), f"HTTP {code}"
-
-
-def _describe(err: httpx.HTTPError) -> str:
-    if isinstance(err, httpx.TimeoutException):
-        return f"timed out after {PROBE_TIMEOUT}s"
-    if isinstance(err, (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError)):
-        return "connection refused or closed"
-    return type(err).__name__
-
-
-FIRST_PAUSE = 0.25
 
 
 def probe_pause(attempt: int, interval: float) -> float:
@@ -88,38 +110,61 @@ def probe_pause(attempt: int, interval: float) -> float:
     return float(min(interval, FIRST_PAUSE * 2**attempt))
 
 
-async def wait_healthy(remote: Remote, urls: Sequence[str], timeout: float, interval: float) -> HealthReport:
-    """Poll all URLs until each has answered 2xx once, or the timeout passes."""
+async def wait_healthy(host: Tunnel, urls: Sequence[str], timeout: float, interval: float) -> HealthReport:
+    """Poll all URLs, a round at a time, until each has answered 2xx once; the gate ends at
+    `timeout` seconds, whatever the endpoints do."""
     results = [UrlHealth(url) for url in urls]
     start = time.monotonic()
+    deadline = start + timeout
     first_host, first_port = _target(urls[0])
-    forwarding = await remote.can_forward(first_host, first_port)
+    forwarding = await host.can_forward(first_host, first_port)
     report = HealthReport(results, "SSH port forward" if forwarding else "curl on the host")
     if not forwarding:
         report.notes.append(
             "the host refuses TCP forwarding (AllowTcpForwarding), so health was probed from the host with curl"
         )
     async with contextlib.AsyncExitStack() as stack:
-        client = await stack.enter_async_context(
-            httpx.AsyncClient(timeout=PROBE_TIMEOUT, verify=False, follow_redirects=False)
-        )
+        http = await stack.enter_async_context(client())
         ports = {}
         if forwarding:
             for target in {_target(u) for u in urls}:
-                ports[target] = await stack.enter_async_context(remote.forward(*target))
+                ports[target] = await stack.enter_async_context(host.forward(*target))
+
+        async def once(item: UrlHealth) -> None:
+            seconds = min(PROBE_TIMEOUT, deadline - time.monotonic())
+            item.attempts += 1
+            if forwarding:
+                parts = urlsplit(item.url)
+                local = f"{parts.scheme}://127.0.0.1:{ports[_target(item.url)]}{_path(item.url)}"
+                ok, item.last = await probe(http, local, seconds, parts.netloc)
+            else:
+                ok, item.last = await _probe_on_host(host, item.url, seconds)
+            if ok:
+                item.healthy = True
+                item.seconds = time.monotonic() - start
+
         attempt = 0
         while True:
-            for item in [r for r in results if not r.healthy]:
-                item.attempts += 1
-                if forwarding:
-                    ok, item.last = await _probe_forwarded(client, item.url, ports[_target(item.url)])
-                else:
-                    ok, item.last = await _probe_on_host(remote, item.url)
-                if ok:
-                    item.healthy = True
-                    item.seconds = time.monotonic() - start
+            await asyncio.gather(*(once(item) for item in results if not item.healthy))
             pause = probe_pause(attempt, interval)
-            if report.healthy or time.monotonic() - start + pause > timeout:
-                return report
+            if report.healthy or time.monotonic() + pause + FIRST_PAUSE > deadline:
+                return report  # a round needs time to be worth it: its probes may take FIRST_PAUSE
             await asyncio.sleep(pause)
             attempt += 1
+
+
+async def watch_public_url(url: str) -> str:
+    """After the switch: probe `url` every 100 ms until it answers 2xx (returns "") or fails for
+    PUBLIC_URL_DECIDE seconds with no 2xx between (returns what it last answered). A probe that
+    hangs counts as a failure after its own deadline, so this ends within a few seconds."""
+    failing_since: float | None = None
+    async with client() as http:
+        while True:
+            began = time.monotonic()
+            ok, last = await probe(http, url, PROBE_TIMEOUT)
+            if ok:
+                return ""
+            failing_since = failing_since or began
+            if time.monotonic() - failing_since >= PUBLIC_URL_DECIDE:
+                return last
+            await asyncio.sleep(PUBLIC_URL_EVERY)
