@@ -6,7 +6,6 @@ step outputs and the job summary."""
 from __future__ import annotations
 
 import os
-import secrets
 import sys
 import threading
 from collections.abc import Iterable, Iterator
@@ -167,7 +166,10 @@ class Report:
 
 
 class Reporter:
-    """Where a deploy reports to. Every text passes `scrub`, so secrets never get out."""
+    """Where a deploy reports to. Every text it prints takes one way out, `emit`: scrubbed of secrets,
+    then guarded (`workflow.guarded`), so that nothing from the repository or the host (a service name,
+    a ref, a file's content, command output) can act as a workflow command. Only the workflow commands
+    the action itself formats (`workflow`) are printed as commands."""
 
     def __init__(self, secret_values: Iterable[str]) -> None:
         self.secrets = sorted({s for s in secret_values if s}, key=len, reverse=True)
@@ -177,8 +179,15 @@ class Reporter:
             text = text.replace(value, "***")
         return text
 
+    def emit(self, text: str, *, always_guard: bool = False) -> None:
+        for line in workflow.guarded(self.scrub(text), always_guard):
+            self.write(line)
+
+    def write(self, line: str) -> None:
+        print(line, flush=True)
+
     def info(self, message: str) -> None:
-        print(self.scrub(message), flush=True)
+        self.emit(message)
 
     @contextmanager
     def group(self, title: str) -> Iterator[None]:
@@ -186,20 +195,22 @@ class Reporter:
 
     def step_done(self, step: StepRecord) -> None:
         detail = f" ({step.detail})" if step.detail else ""
-        self.info(f"{step.title}: {step.status} in {step.seconds:.1f}s{detail}")
+        self.emit(f"{step.title}: {step.status} in {step.seconds:.1f}s{detail}")
 
     def host_output(self, label: str, text: str) -> None:
+        """Text captured on the host, always between stop-commands markers."""
         if text.strip():
-            self.info(f"{label}:\n{text.rstrip()}")
+            self.emit(f"{label}:")
+            self.emit(text.rstrip(), always_guard=True)
 
     def warning(self, message: str, title: str) -> None:
-        self.info(f"warning: {title}: {message}")
+        self.emit(f"warning: {title}: {message}")
 
     def error(self, message: str, title: str) -> None:
-        self.info(f"error: {title}: {message}")
+        self.emit(f"error: {title}: {message}")
 
     def finish(self, report: Report) -> None:
-        self.info(report.summary_markdown())
+        self.emit(report.summary_markdown())
 
 
 class GitHubReporter(Reporter):
@@ -208,42 +219,30 @@ class GitHubReporter(Reporter):
     def __init__(self, secret_values: Iterable[str]) -> None:
         super().__init__(secret_values)
         for value in self.secrets:
-            print(workflow.add_mask(value))
-        sys.stdout.flush()
+            self.write(workflow.add_mask(value))
 
     @contextmanager
     def group(self, title: str) -> Iterator[None]:
-        print(workflow.group(title), flush=True)
+        self.write(workflow.group(self.scrub(title)))
         try:
             yield
         finally:
-            print(workflow.endgroup(), flush=True)
-
-    def host_output(self, label: str, text: str) -> None:
-        """Print text captured on the host so that no line of it can act as a workflow command."""
-        if not text.strip():
-            return
-        token = secrets.token_hex(16)
-        print(f"{label}:")
-        print(workflow.stop_commands(token))
-        print(self.scrub(text.rstrip()))
-        print(workflow.resume_commands(token), flush=True)
+            self.write(workflow.endgroup())
 
     def warning(self, message: str, title: str) -> None:
-        print(workflow.warning(self.scrub(message), title), flush=True)
+        self.write(workflow.warning(self.scrub(message), self.scrub(title)))
 
     def error(self, message: str, title: str) -> None:
-        print(workflow.error(self.scrub(message), title), flush=True)
+        self.write(workflow.error(self.scrub(message), self.scrub(title)))
 
     def finish(self, report: Report) -> None:
         if os.environ.get("GITHUB_OUTPUT"):
             for name, value in report.outputs().items():
                 gha.set_output(name, value)
-        summary = self.scrub(report.summary_markdown())
         if os.environ.get("GITHUB_STEP_SUMMARY"):
-            gha.append_job_summary(summary)
+            gha.append_job_summary(self.scrub(report.summary_markdown()))
         else:
-            print(summary, flush=True)
+            self.emit(report.summary_markdown())
 
 
 class ConsoleReporter(Reporter):
@@ -258,15 +257,20 @@ class ConsoleReporter(Reporter):
         self._lock = threading.Lock()
         self._spinning = ""
 
-    def _write(self, text: str) -> None:
+    def write(self, line: str) -> None:
         with self._lock:
             if self._spinning:
                 self.stream.write("\r\033[2K")
-            self.stream.write(self.scrub(text) + "\n")
+            self.stream.write(line + "\n")
             self.stream.flush()
 
     def info(self, message: str) -> None:
-        self._write(("  " if self.tty else "") + message)
+        self.emit(("  " if self.tty else "") + message)
+
+    def host_output(self, label: str, text: str) -> None:
+        """On a terminal, guarded only where a line could act as a command (in a CI log it then is)."""
+        if text.strip():
+            self.emit(f"{label}:\n{text.rstrip()}")
 
     @contextmanager
     def group(self, title: str) -> Iterator[None]:
@@ -301,14 +305,14 @@ class ConsoleReporter(Reporter):
             return
         mark = {"ok": "\033[32m✓\033[0m", "failed": "\033[31m✗\033[0m"}.get(step.status, "·")
         detail = f" \033[2m({step.detail})\033[0m" if step.detail else ""
-        self._write(f"{mark} {step.title}{detail} \033[2m{step.seconds:.1f}s\033[0m")
+        self.emit(f"{mark} {step.title}{detail} \033[2m{step.seconds:.1f}s\033[0m")
 
     def finish(self, report: Report) -> None:
-        self._write("")
-        self._write(report.headline().lstrip("# "))
+        self.emit("")
+        self.emit(report.headline().lstrip("# "))
         if not report.ok:
-            self._write(f"cause: {report.error}" + (f"\nfix:   {report.fix}" if report.fix else ""))
+            self.emit(f"cause: {report.error}" + (f"\nfix:   {report.fix}" if report.fix else ""))
             for item in report.restored:
-                self._write(f"restored: {item}")
+                self.emit(f"restored: {item}")
         for name, value in report.outputs().items():
-            self._write(f"{name}={value}")
+            self.emit(f"{name}={value}")

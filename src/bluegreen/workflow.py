@@ -9,6 +9,8 @@ github-action-utils keeps what it does right: the file commands (step outputs, t
 
 from __future__ import annotations
 
+import secrets
+
 
 def escape_data(text: str) -> str:
     """A command's message: `%`, CR and LF escaped, as the runners unescape them."""
@@ -52,3 +54,19 @@ def warning(message: str, title: str) -> str:
 
 def error(message: str, title: str) -> str:
     return command("error", message, title=title)
+
+
+def command_like(line: str) -> bool:
+    """Whether the runner could read a line as a command: `::` first once leading white space is
+    trimmed (its TrimStart; Python's white space covers .NET's), or the legacy `##[` anywhere."""
+    return line.lstrip().startswith("::") or "##[" in line
+
+
+def guarded(text: str, always: bool = False) -> list[str]:
+    """The lines to print for `text` so that none of it acts as a workflow command: the text as it
+    is when no line of it (split wherever the runner splits, and finer) is command-like; otherwise,
+    or `always`, the text between stop-commands markers with a fresh random token."""
+    if not always and not any(command_like(line) for line in text.splitlines()):
+        return [text]
+    token = secrets.token_hex(16)
+    return [stop_commands(token), text, resume_commands(token)]

@@ -1,8 +1,12 @@
 from __future__ import annotations
 
 import io
+import re
+import sys
 
-from bluegreen.report import ConsoleReporter, Report, Reporter, StepRecord
+import pytest
+
+from bluegreen.report import ConsoleReporter, GitHubReporter, Report, Reporter, StepRecord
 
 
 def test_success_outputs_and_headline() -> None:
@@ -101,3 +105,83 @@ def test_the_summary_holds_the_last_lines_of_pre_switch_command() -> None:
     text = report.summary_markdown()
     assert "**pre-switch-command** `backend_blue python manage.py migrate` in blue: exit 0" in text
     assert "Applying app.0002... OK" in text
+
+
+# -- no line the action prints can act as a workflow command ------------------------------------
+
+REGISTERED = {
+    "set-env", "set-output", "save-state", "add-mask", "add-path", "add-matcher", "remove-matcher", "debug",
+    "warning", "error", "notice", "group", "endgroup", "echo", "stop-commands",
+}  # fmt: skip
+
+
+def runner_commands(log: str) -> list[tuple[str, str]]:
+    """The commands GitHub's runner would act on in `log`, as actions/runner parses them: its lines
+    (split at CR, LF and CRLF), `::name ...::data` once leading white space is trimmed, the legacy
+    `##[name ...]data` anywhere in a line, and stop-commands until its token comes back."""
+    seen: list[tuple[str, str]] = []
+    stop_token = ""
+    for line in re.split(r"\r\n|\r|\n", log):
+        found = None
+        trimmed = line.lstrip()
+        if trimmed.startswith("::") and (end := trimmed.find("::", 2)) > 0:
+            found = (trimmed[2:end].split(" ")[0], trimmed[end + 2 :])
+        elif (start := line.find("##[")) >= 0 and (end := line.find("]", start)) > 0:
+            found = (line[start + 3 : end].split(" ")[0], line[end + 1 :])
+        if found is None:
+            continue
+        name, data = found
+        if stop_token:
+            if name == stop_token:
+                stop_token = ""
+                seen.append(("resume", name))
+            continue
+        if name == "stop-commands":
+            stop_token = data
+        if name in REGISTERED:
+            seen.append((name, data))
+    return seen
+
+
+HOSTILE = [
+    "svc\n::set-output name=deployed-ref::$(id)",
+    "x\r::add-mask::visible",
+    "  ::warning title=forged::pwned",
+    "text ##[set-output name=switched;]true",
+    "\n::stop-commands::pwn\n::error::after stop",
+    "\x1c::notice::file separator",
+    "tab\t##[group]legacy",
+]
+
+
+def test_no_text_from_outside_reaches_the_log_as_a_command(capsys: pytest.CaptureFixture[str]) -> None:
+    """Every printer, fed a newline (or CR, or the legacy form) plus a command: the runner acts only on
+    what the action itself formats, and on the stop-commands guards around the hostile text."""
+    out = GitHubReporter([])
+    for text in HOSTILE:
+        out.info(f"service {text}")
+        out.host_output(f"output of {text}", text)
+        out.step_done(StepRecord("x", f"Run in {text}", "ok", 1.0, text))
+        with out.group(f"Build {text}"):
+            out.warning(text, f"title {text}")
+            out.error(text, text)
+    report = Report(ref="main", error=HOSTILE[0], fix=HOSTILE[1], live="green", target="blue")
+    report.warnings.extend(HOSTILE)
+    report.restored.append(HOSTILE[4])
+    out.finish(report)  # no GITHUB_STEP_SUMMARY: the summary goes to the log
+    ConsoleReporter([], sys.stdout).finish(report)
+    for text in HOSTILE:
+        ConsoleReporter([], sys.stdout).info(text)
+    log = capsys.readouterr().out
+    acted = runner_commands(log)
+    names = {name for name, _ in acted}
+    assert names <= {"group", "endgroup", "warning", "error", "stop-commands", "resume"}, acted
+    assert not [data for name, data in acted if name in ("set-output", "add-mask", "notice")]
+    stops = [data for name, data in acted if name == "stop-commands"]
+    assert stops and all(re.fullmatch(r"[0-9a-f]{32}", token) for token in stops)  # only the action's own tokens
+    assert ("resume", stops[-1]) in acted  # and each block ended: commands work again after it
+
+
+def test_plain_text_is_printed_as_it_is(capsys: pytest.CaptureFixture[str]) -> None:
+    GitHubReporter([]).info("compose: docker compose (v2)")
+    assert capsys.readouterr().out == "compose: docker compose (v2)\n"
