@@ -38,6 +38,9 @@ TEMPLATE = Path(__file__).parent / "app_template"
 BRIDGE_TEMPLATE = Path(__file__).parent / "app_template_bridge"
 VARIANTS = ("host", "bridge")
 COMPOSE_VARIANTS = ("v1", "v2")
+# Where the compose files live: the seed's (docker-compose.<stack>.yml in app-dir), or a folder per
+# stack with Compose's own file name (deploy/<stack>/compose.yml), relative paths from each folder.
+LAYOUTS = {"seed": "docker-compose.{stack}.yml", "folders": "deploy/{stack}/compose.yml"}
 DEPLOY_USER = "deploy"
 OUTSIDER = "outsider"  # may log in, but is not in the docker group
 ACTION_IMAGE = "bluegreen-action:lab"
@@ -163,6 +166,7 @@ class SshHost:
     key: str
     process: subprocess.Popen[bytes]
     root: Path
+    pins: dict[str, tuple[str, str]] = field(default_factory=dict)  # key kind -> (known_hosts line, fingerprint)
 
     def stop(self) -> None:
         """Stop sshd and every session it serves, as a crash of the host's sshd would."""
@@ -212,14 +216,17 @@ def authorize(host: SshHost, public_line: str, user: str = DEPLOY_USER) -> None:
     keys.chmod(0o644)
 
 
-def start_sshd(allow_forwarding: bool = True) -> SshHost:
-    """sshd on a free 127.0.0.1 port with its own host key; the deploy user logs in with a new key."""
+def start_sshd(allow_forwarding: bool = True, host_keys: tuple[str, ...] = ("ed25519",)) -> SshHost:
+    """sshd on a free 127.0.0.1 port with its own host keys (by default one ed25519 key; Debian's
+    stock sshd has ed25519, ecdsa and rsa); the deploy user logs in with a new key. `known_hosts` and
+    `fingerprint` pin the first key; `pins` has each key's known_hosts line and fingerprint."""
     ensure_deploy_user()
     root = LAB_ROOT / f"sshd-{uuid.uuid4().hex[:8]}"
     (root / "authorized_keys").mkdir(parents=True, mode=0o755)
     os.chmod(LAB_ROOT, 0o755)
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
-    sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", root / "host_ed25519")
+    for kind in host_keys:
+        sh("ssh-keygen", "-q", "-t", kind, "-N", "", "-f", root / f"host_{kind}")
     key, public = client_key(root)
     for user in (DEPLOY_USER, OUTSIDER):
         keys = root / "authorized_keys" / user
@@ -232,7 +239,7 @@ def start_sshd(allow_forwarding: bool = True) -> SshHost:
             [
                 f"Port {port}",
                 "ListenAddress 127.0.0.1",
-                f"HostKey {root / 'host_ed25519'}",
+                *(f"HostKey {root / f'host_{kind}'}" for kind in host_keys),
                 f"PidFile {root / 'sshd.pid'}",
                 f"AuthorizedKeysFile {root / 'authorized_keys'}/%u",
                 "PasswordAuthentication no",
@@ -249,9 +256,13 @@ def start_sshd(allow_forwarding: bool = True) -> SshHost:
     )
     process = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(config)], stdin=subprocess.DEVNULL)
     wait_port(port)
-    host_public = (root / "host_ed25519.pub").read_text().split()
-    fingerprint = sh("ssh-keygen", "-l", "-E", "sha256", "-f", root / "host_ed25519.pub").split()[1]
-    return SshHost(port, f"[127.0.0.1]:{port} {host_public[0]} {host_public[1]}", fingerprint, key, process, root)
+    pins = {}
+    for kind in host_keys:
+        kind_name, body = (root / f"host_{kind}.pub").read_text().split()[:2]
+        fingerprint = sh("ssh-keygen", "-l", "-E", "sha256", "-f", root / f"host_{kind}.pub").split()[1]
+        pins[kind] = (f"[127.0.0.1]:{port} {kind_name} {body}", fingerprint)
+    line, fingerprint = pins[host_keys[0]]
+    return SshHost(port, line, fingerprint, key, process, root, pins)
 
 
 @dataclass
@@ -263,6 +274,7 @@ class LabApp:
     ports: dict[str, int]
     exit_on_sigterm: bool = False
     variant: str = "host"
+    layout: str = "seed"
     origin: Path = field(init=False)
     work: Path = field(init=False)
     app_dir: Path = field(init=False)
@@ -275,6 +287,15 @@ class LabApp:
     @property
     def nginx_container(self) -> str:
         return f"{self.name}-nginx"
+
+    def stack_file(self, stack: str) -> str:
+        """The compose file of a stack (base, blue, green), relative to app-dir."""
+        return LAYOUTS[self.layout].replace("{stack}", stack)
+
+    def file_inputs(self) -> dict[str, str]:
+        """The action's inputs for this layout's compose files."""
+        pattern = LAYOUTS[self.layout]
+        return {"compose-file": pattern.replace("{stack}", "{color}"), "base-compose-file": self.stack_file("base")}
 
     def public_url(self, path: str = "/") -> str:
         return f"http://127.0.0.1:{self.ports['PUBLIC_PORT']}{path}"
@@ -325,18 +346,24 @@ class LabApp:
         as_deploy("git", "-C", self.work, "push", "--quiet", "origin", "HEAD:main")
         return as_deploy("git", "-C", self.work, "rev-parse", "HEAD").strip()
 
+    def tag(self, name: str) -> None:
+        """Tag the work clone's HEAD and push the tag to origin."""
+        as_deploy("git", "-C", self.work, "tag", name)
+        as_deploy("git", "-C", self.work, "push", "--quiet", "origin", f"refs/tags/{name}")
+
     def version(self, version: str, status: int = 200) -> str:
         return self.commit(f"version {version}", {"app/VERSION": version + "\n", "app/STATUS": f"{status}\n"})
 
     def compose(self, stack: str, *args: str, project: str = "") -> str:
-        """Compose on one file of the app, in the project the action uses (all three files share it)."""
-        file = self.app_dir / f"docker-compose.{stack}.yml"
+        """Compose on one file of the app, as a person runs it (relative paths from the file's folder),
+        in the project the action uses (all three files share it)."""
+        file = self.app_dir / self.stack_file(stack)
         return as_deploy(
             *compose_command(),
             "--project-name",
             project or self.name,
             "--project-directory",
-            self.app_dir,
+            file.parent,
             "--file",
             file,
             *args,
@@ -361,7 +388,7 @@ class LabApp:
         """Commit fixed container_names, as the seed's compose files have them."""
         files = {}
         for stack in ("base", "blue", "green"):
-            rel = f"docker-compose.{stack}.yml"
+            rel = self.stack_file(stack)
             text = (self.work / rel).read_text()
             for service in ("db", f"backend_{stack}", f"frontend_{stack}"):
                 text = text.replace(f"  {service}:\n", f"  {service}:\n    container_name: {self.name}_{service}\n")
@@ -375,7 +402,7 @@ class LabApp:
             as_deploy(
                 *compose_command(),
                 "--file",
-                f"docker-compose.{stack}.yml",
+                self.stack_file(stack),
                 "up",
                 "-d",
                 "--build",
@@ -386,9 +413,10 @@ class LabApp:
 
     def host_nginx_layout(self) -> None:
         """Commit the layout of nginx on the host: the base compose file has no nginx service."""
-        base = yaml.safe_load((self.work / "docker-compose.base.yml").read_text())
+        rel = self.stack_file("base")
+        base = yaml.safe_load((self.work / rel).read_text())
         del base["services"]["nginx"]
-        self.commit("nginx runs on the host", {"docker-compose.base.yml": yaml.safe_dump(base, sort_keys=False)})
+        self.commit("nginx runs on the host", {rel: yaml.safe_dump(base, sort_keys=False)})
         self.pull()
 
     def pull(self) -> None:
@@ -413,18 +441,35 @@ class LabApp:
     def nginx(self, *args: str) -> str:
         return sh("docker", "exec", self.nginx_container, "nginx", *args)
 
-    def containers(self, stack: str) -> list[docker.models.containers.Container]:
-        """The containers made from docker-compose.<stack>.yml of this app, under any project."""
-        client = docker.from_env()
-        everything = client.containers.list(
-            all=True, filters={"label": f"com.docker.compose.project.working_dir={self.app_dir}"}
-        )
-        file = f"docker-compose.{stack}.yml"
+    def services(self, stack: str) -> set[str]:
+        """The services the stack's compose file defines, as the host's checkout has it."""
+        path = self.app_dir / self.stack_file(stack)
+        text = path.read_text() if path.exists() else (self.work / self.stack_file(stack)).read_text()
+        return set((yaml.safe_load(text) or {}).get("services") or {})
+
+    def all_containers(self) -> list[docker.models.containers.Container]:
+        """Every container of this app: its project (or the previous release's <name>-<stack>), from
+        inside app-dir."""
+        projects = {self.name, *(f"{self.name}-{stack}" for stack in ("base", "blue", "green"))}
         return [
             c
-            for c in everything
-            if file in {Path(f).name for f in c.labels.get("com.docker.compose.project.config_files", "").split(",")}
+            for c in docker.from_env().containers.list(all=True, filters={"label": "com.docker.compose.project"})
+            if c.labels.get("com.docker.compose.project") in projects
+            and (c.labels.get("com.docker.compose.project.working_dir", "") + "/").startswith(f"{self.app_dir}/")
         ]
+
+    def containers(self, stack: str) -> list[docker.models.containers.Container]:
+        """The stack's containers, by compose's own identity: a project of this app and a service of
+        the stack's file (in the stack's own project where both colors define that service)."""
+        services = self.services(stack)
+        shared = self.services("blue") & self.services("green") if stack != "base" else set()
+        return [
+            c
+            for c in self.all_containers()
+            if c.labels.get("com.docker.compose.service") in services
+            and (c.labels.get("com.docker.compose.service") not in shared
+                 or c.labels.get("com.docker.compose.project") == f"{self.name}-{stack}")
+        ]  # fmt: skip
 
     def running(self, stack: str) -> list[str]:
         """The services of `stack` that run."""
@@ -443,14 +488,14 @@ class LabApp:
 
     def teardown(self) -> None:
         client = docker.from_env()
-        for container in client.containers.list(
-            all=True, filters={"label": f"com.docker.compose.project.working_dir={self.app_dir}"}
-        ):
+        for container in self.all_containers():
             container.remove(force=True, v=False)
-        for network in client.networks.list(filters={"label": f"com.docker.compose.project={self.name}"}):
-            network.remove()
-        for volume in client.volumes.list(filters={"label": f"com.docker.compose.project={self.name}"}):
-            volume.remove()
+        projects = {self.name, *(f"{self.name}-{stack}" for stack in ("base", "blue", "green"))}
+        for project in projects:
+            for network in client.networks.list(filters={"label": f"com.docker.compose.project={project}"}):
+                network.remove()
+            for volume in client.volumes.list(filters={"label": f"com.docker.compose.project={project}"}):
+                volume.remove()
         shutil.rmtree(self.app_dir, ignore_errors=True)
         shutil.rmtree(self.root, ignore_errors=True)
 
@@ -509,7 +554,9 @@ class HostNginx:
             HOST_NGINX_CONF.write_text(self.saved)
 
 
-def make_app(name: str | None = None, exit_on_sigterm: bool = False, variant: str = "host") -> LabApp:
+def make_app(
+    name: str | None = None, exit_on_sigterm: bool = False, variant: str = "host", layout: str = "seed"
+) -> LabApp:
     """A new sample app at v1: origin, work clone, and the deploy user's app-dir clone."""
     ensure_deploy_user()
     name = name or f"bg{secrets.token_hex(3)}"
@@ -517,7 +564,7 @@ def make_app(name: str | None = None, exit_on_sigterm: bool = False, variant: st
     ports: dict[str, int] = {}
     while len(set(ports.values())) < len(names):
         ports = {n: free_port() for n in names}
-    app = LabApp(name, LAB_ROOT / f"app-{name}", ports, exit_on_sigterm, variant)
+    app = LabApp(name, LAB_ROOT / f"app-{name}", ports, exit_on_sigterm, variant, layout)
     app.root.mkdir(parents=True)
     shutil.copytree(TEMPLATE, app.work)
     if variant == "bridge":
@@ -525,6 +572,14 @@ def make_app(name: str | None = None, exit_on_sigterm: bool = False, variant: st
     for path in app.work.rglob("*"):
         if path.is_file():
             path.write_text(app.render(path.read_text()))
+    if layout != "seed":
+        for stack in ("base", "blue", "green"):
+            moved = app.work / app.stack_file(stack)
+            moved.parent.mkdir(parents=True, exist_ok=True)
+            up = "../" * (len(Path(app.stack_file(stack)).parts) - 1)
+            text = (app.work / LAYOUTS["seed"].replace("{stack}", stack)).read_text()
+            moved.write_text(re.sub(r"(?<=: |- )\./", up, text))  # build: ./app -> ../../app, - ./nginx/...
+            (app.work / LAYOUTS["seed"].replace("{stack}", stack)).unlink()
     sh("chown", "-R", f"{DEPLOY_USER}:{DEPLOY_USER}", app.root)
     as_deploy("git", "init", "--quiet", "--bare", "--initial-branch=main", app.origin)
     as_deploy("git", "init", "--quiet", "--initial-branch=main", app.work)
@@ -687,18 +742,23 @@ class RunningAction:
         assert pattern.search(self.output()), self.output()
 
     def cancel_like_the_runner(self) -> None:
-        """GitHub's cancellation: SIGINT to `docker run`, SIGTERM 7.5 s later, a kill 2.5 s after that."""
+        """GitHub's cancellation (actions/runner's ProcessInvoker): SIGINT to `docker run`, SIGTERM 7.5 s
+        later, and 2.5 s after that a kill of the `docker run` process itself, as the runner kills the
+        process tree; `docker run` passes both signals on to the container, and the kill leaves the
+        container to finish on its own (the log ends there; the summary and outputs files do not)."""
         for sig, grace in ((signal.SIGINT, 7.5), (signal.SIGTERM, 2.5)):
             if self.process.poll() is None:
                 self.process.send_signal(sig)
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     self.process.wait(grace)
         if self.process.poll() is None:
-            sh("docker", "kill", self.name)
+            self.process.kill()
 
     def wait(self, timeout: float = 600) -> ActionRun:
+        """Until `docker run` has exited and the container is gone (it outlives a killed `docker run`)."""
         try:
             status = self.process.wait(timeout)
+            wait_for(lambda: not self.container_exists(), f"the action's container {self.name} to end", 60)
             commands = self.workdir / "_runner_file_commands"
             run = ActionRun(
                 status,
@@ -711,6 +771,10 @@ class RunningAction:
             shutil.rmtree(self.workdir, ignore_errors=True)
         assert_no_secrets(run, self.inputs)
         return run
+
+    def container_exists(self) -> bool:
+        done = subprocess.run(["docker", "inspect", "--type", "container", self.name], capture_output=True)
+        return done.returncode == 0
 
 
 def assert_no_secrets(run: ActionRun, inputs: Mapping[str, str]) -> None:
@@ -746,6 +810,7 @@ def lab_inputs(ssh: SshHost, app: LabApp, sha: str, /, **overrides: str) -> dict
             "key": ssh.key,
             "known-hosts": ssh.known_hosts,
             "app-dir": str(app.app_dir),
+            **app.file_inputs(),
             "ref": sha,
             "project-name": app.name,
             "blue-health-urls": app.health_urls("blue"),

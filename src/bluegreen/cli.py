@@ -15,12 +15,15 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from .config import INPUTS, ConfigError, load_config, secret_values
-from .deploy import Deployer, deploy_with_signals, host_status
+from .config import INPUTS, Config, ConfigError, load_config, secret_values
+from .deploy import Deployer, deploy_with_signals
+from .journal import Journal
 from .lock import RunInfo
-from .nginx import NginxError
-from .remote import RemoteError
+from .nginx import Nginx, NginxError, live_color
+from .remote import Remote, RemoteError
 from .report import ConsoleReporter
+from .stacks import STACKS, Stacks, by_stack, read_files
+from .sync import Checkout
 
 
 def env_name(input_name: str) -> str:
@@ -68,6 +71,40 @@ def raw_inputs(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[str
     return raw
 
 
+async def host_status(config: Config) -> dict[str, object]:
+    """What runs on the host: the live color per nginx, .active_env, each stack's containers (as the
+    checked-out compose files define them), the last deploys."""
+    remote = await Remote.connect(config)
+    try:
+        proxy = Nginx(remote, config.nginx_container, config.upstream_target_path, config.nginx_sudo)
+        await proxy.check_available()
+        stacks = Stacks(remote, config, lambda _: None)
+        names = {stack: config.stack_file(stack) for stack in STACKS}
+        paths = (config.upstream_path("blue"), config.upstream_path("green"), config.app_path(".active_env"))
+        dump, (blue, green, active_env), texts, containers, recent = await asyncio.gather(
+            proxy.dump(),
+            asyncio.gather(*(remote.run(["cat", "--", path], check=False) for path in paths)),
+            Checkout(remote, config).read_disk(list(names.values())),
+            stacks.containers(),
+            Journal(remote, config.app_dir).tail(5),
+        )
+    finally:
+        await remote.close()
+    stacks.use_files(read_files(by_stack(texts, names), names, strict=False))
+    return {
+        "live-color": live_color(dump, {"blue": blue.stdout, "green": green.stdout}) or "",
+        "active-env": active_env.stdout.strip(),
+        "containers": {
+            stack: sorted(
+                f"{c.name} ({'running' if c.running else 'stopped'})" for c in stacks.layout.members(containers, stack)
+            )
+            for stack in STACKS
+            if names[stack]
+        },
+        "recent-deploys": list(reversed(recent)),
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     raw = raw_inputs(args, os.environ)
@@ -83,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (RemoteError, NginxError) as err:
             out.error(str(err), "status")
             return 1
-        print(json.dumps(status, indent=2))
+        out.emit(json.dumps(status, indent=2))
         return 0
     report = asyncio.run(deploy_with_signals(Deployer(config, out, RunInfo.from_env(os.environ))))
     return 0 if report.ok else 1

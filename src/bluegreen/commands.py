@@ -103,7 +103,14 @@ def git_is_checkout(app_dir: str) -> Argv:
     return ["git", "-C", app_dir, "rev-parse", "--is-inside-work-tree"]
 
 
+def git_head(app_dir: str) -> Argv:
+    """The commit the checkout has now (fails on a repository with no commit)."""
+    return ["git", "-C", app_dir, "rev-parse", "--verify", "--quiet", "HEAD^{commit}"]
+
+
 def git_fetch(app_dir: str) -> Argv:
+    """Every branch of origin into refs/remotes/origin/* (those deleted on origin pruned, so a
+    branch name never resolves to a commit origin no longer has), and every tag, moved ones too."""
     return [
         "git",
         "-C",
@@ -111,6 +118,7 @@ def git_fetch(app_dir: str) -> Argv:
         "fetch",
         "--quiet",
         "--force",
+        "--prune",
         "--tags",
         "origin",
         "+refs/heads/*:refs/remotes/origin/*",
@@ -118,30 +126,50 @@ def git_fetch(app_dir: str) -> Argv:
 
 
 def git_fetch_ref(app_dir: str, ref: str) -> Argv:
+    """One ref or commit that the branches and tags do not bring (a pull request head, a SHA)."""
     return ["git", "-C", app_dir, "fetch", "--quiet", "origin", ref]
 
 
-def git_resolve(app_dir: str, candidate: str) -> Argv:
-    return ["git", "-C", app_dir, "rev-parse", "--verify", "--quiet", candidate + "^{commit}"]
-
-
-def ref_candidates(ref: str) -> list[str]:
-    """Names to try, in order, for a ref after a fetch: the ref itself (a SHA or tag), then the remote branch."""
-    return [ref, f"refs/remotes/origin/{ref}", "FETCH_HEAD"]
+def git_resolve(app_dir: str, name: str) -> Argv:
+    """The commit `name` (a full ref name, a SHA or FETCH_HEAD) points at; fails if none."""
+    return ["git", "-C", app_dir, "rev-parse", "--verify", "--quiet", name + "^{commit}"]
 
 
 def git_checkout(app_dir: str, sha: str) -> Argv:
     return ["git", "-C", app_dir, "checkout", "--quiet", "--force", "--detach", sha]
 
 
-def git_has_file(app_dir: str, sha: str, path: str) -> Argv:
-    """Succeeds if the commit has `path` (relative to app-dir)."""
-    return ["git", "-C", app_dir, "cat-file", "-e", f"{sha}:./{path}"]
+def git_read_blobs(app_dir: str) -> Argv:
+    """`git cat-file --batch`: stdin names `<sha>:./<path>`, a line each; stdout has each blob, or
+    `<name> missing` (sync.parse_blobs reads it)."""
+    return ["git", "-C", app_dir, "cat-file", "--batch"]
 
 
-def git_show_file(app_dir: str, sha: str, path: str) -> Argv:
-    """A file's text at a commit (relative to app-dir)."""
-    return ["git", "-C", app_dir, "show", f"{sha}:./{path}"]
+def git_added_paths(app_dir: str, sha: str) -> Argv:
+    """The paths `sha` tracks that the index does not, NUL-separated: what a checkout of it creates."""
+    return ["git", "-C", app_dir, "diff", "--cached", "-R", "--name-only", "-z", "--no-renames", "--diff-filter=A", sha]
+
+
+def git_tracked_under(app_dir: str, sha: str, path: str) -> Argv:
+    """The paths `sha` tracks at or below `path`, NUL-separated."""
+    return ["git", "-C", app_dir, "ls-tree", "-r", "-z", "--name-only", sha, "--", path]
+
+
+# Reads NUL-separated "f:PATH" and "d:PATH" items on stdin, paths relative to "$1", and prints, NUL-
+# separated, those in the way of a checkout: an f: path that exists in any form (file, folder,
+# symlink); a d: path (a folder the checkout needs) that exists as anything but a real folder. A
+# constant: the paths come on stdin.
+IN_THE_WAY_SCRIPT = (
+    'cd -- "$1" || exit 2; exec xargs -0 -r sh -c \''
+    "for a do p=${a#?:}; case $a in "
+    'f:*) if [ -e "$p" ] || [ -L "$p" ]; then printf "%s\\0" "$p"; fi;; '
+    'd:*) if [ -L "$p" ] || { [ -e "$p" ] && [ ! -d "$p" ]; }; then printf "%s\\0" "$p"; fi;; '
+    "esac; done' sh"
+)
+
+
+def paths_in_the_way(app_dir: str) -> Argv:
+    return ["sh", "-c", IN_THE_WAY_SCRIPT, "sh", app_dir]
 
 
 def read_file(path: str) -> Argv:
@@ -149,17 +177,40 @@ def read_file(path: str) -> Argv:
 
 
 # tee with umask 022: a file the action creates on the host is never group- or world-writable,
-# whatever the deploy user's umask. A constant: the path and tee's flags come as "$@".
-UMASK_TEE_SCRIPT = 'umask 022 && exec tee "$@" >/dev/null'
+# whatever the deploy user's umask. A constant: the path comes as "$1".
+UMASK_TEE_SCRIPT = 'umask 022 && exec tee -- "$1" >/dev/null'
 
 
 def write_file(path: str) -> Argv:
-    """Write stdin into `path` in place: same inode, so a single-file bind mount sees the change."""
-    return ["sh", "-c", UMASK_TEE_SCRIPT, "sh", "--", path]
+    """Write stdin into `path` in place: same inode, so a single-file bind mount sees the change.
+    For the upstream target only: the action's own state goes through write_state."""
+    return ["sh", "-c", UMASK_TEE_SCRIPT, "sh", path]
 
 
-def append_file(path: str) -> Argv:
-    return ["sh", "-c", UMASK_TEE_SCRIPT, "sh", "-a", "--", path]
+# The action's state files are replaced, never written through: stdin goes to a new file beside "$1",
+# which is then renamed over it, so a symlink at "$1" (one a commit put there) is replaced, not
+# followed. Mode 0644, as with umask 022. A constant: the path comes as "$1".
+WRITE_STATE_SCRIPT = (
+    'umask 022 && t=$(mktemp -- "$1.XXXXXX") && '
+    '{ cat > "$t" && chmod 0644 -- "$t" && mv -fT -- "$t" "$1" || { s=$?; rm -f -- "$t"; exit "$s"; }; }'
+)
+
+
+def write_state(path: str) -> Argv:
+    return ["sh", "-c", WRITE_STATE_SCRIPT, "sh", path]
+
+
+# Appends stdin to "$1" as a line of its own: a newline first where a torn write (a connection lost
+# mid-append) left the file without one, so the next record is never glued onto it. Refuses a
+# symlink at "$1" (exit 3). umask 022. A constant: the path comes as "$1".
+APPEND_LINE_SCRIPT = (
+    'if [ -L "$1" ]; then echo "$1 is a symlink; the action never writes through one" >&2; exit 3; fi; '
+    'umask 022 && { if [ -s "$1" ] && [ -n "$(tail -c 1 -- "$1")" ]; then echo; fi; cat; } >> "$1"'
+)
+
+
+def append_line(path: str) -> Argv:
+    return ["sh", "-c", APPEND_LINE_SCRIPT, "sh", path]
 
 
 def nginx_program(container: str, sudo: bool = False) -> Argv:
@@ -260,9 +311,19 @@ def remove_file(path: str) -> Argv:
     return ["rm", "-f", "--", path]
 
 
-# The action's state directory, with a .gitignore that keeps it out of the app's git status. A
-# constant: the path comes as "$1".
-STATE_DIR_SCRIPT = 'umask 022 && mkdir -p -- "$1" && { [ -e "$1/.gitignore" ] || echo "*" > "$1/.gitignore"; }'
+# The action's state directory, with a .gitignore that keeps it out of the app's git status. It must
+# be a folder of its own, and nothing in it a symlink (exit 3 otherwise): the lock, the journal and the
+# marker are never opened through a link a commit put there. A constant: the path comes as "$1".
+STATE_DIR_SCRIPT = (
+    'd=$1; if [ -L "$d" ] || { [ -e "$d" ] && [ ! -d "$d" ]; }; then '
+    'echo "$d is a symlink or a file, not the action\'s own folder" >&2; exit 3; fi; '
+    'umask 022 && mkdir -p -- "$d" || exit 1; '
+    'for f in "$d"/* "$d"/.[!.]*; do if [ -L "$f" ]; then echo "$f is a symlink" >&2; exit 3; fi; done; '
+    '[ -e "$d/.gitignore" ] || echo "*" > "$d/.gitignore"'
+)
+
+
+NOT_OURS = 3  # STATE_DIR_SCRIPT's and APPEND_LINE_SCRIPT's exit status for a symlink where state goes
 
 
 def make_state_dir(path: str) -> Argv:
@@ -273,11 +334,16 @@ def make_dirs(path: str) -> Argv:
     return ["mkdir", "-p", "--", path]
 
 
-def hold_lock(lock_file: str) -> Argv:
-    """Take an exclusive flock on the host and hold it while stdin stays open.
+# Holds an flock while the action's beats keep coming: a line on stdin at least every "$1" seconds
+# (config.LOCK_SILENCE_SECONDS). It lets go (exits, and the kernel drops the lock) at EOF, when the action
+# releases it or its SSH session ends, and when the beats stop: a runner that vanished without
+# closing its connection. No clock ends it while the action lives. A constant: "$1" is the silence.
+HOLD_LOCK_SCRIPT = 'echo locked; while timeout "$1" sh -c "read -r _"; do :; done'
 
-    Prints `locked` once held; exits 1 at once if another deploy holds it. The kernel drops the lock
-    when the process ends: at release, when the SSH session dies, or at the host-side timeout."""
+
+def hold_lock(lock_file: str, silence: int) -> Argv:
+    """Take an exclusive flock on the host and hold it while the action lives (HOLD_LOCK_SCRIPT).
+    Prints `locked` once held; exits 1 at once if another deploy holds it."""
     return [
         "flock",
         "--nonblock",
@@ -286,12 +352,14 @@ def hold_lock(lock_file: str) -> Argv:
         lock_file,
         "sh",
         "-c",
-        "echo locked; exec cat >/dev/null",
+        HOLD_LOCK_SCRIPT,
+        "sh",
+        str(silence),
     ]
 
 
-# Containers that compose made from files in app-dir, under any project: how hosts set up by the
-# seed's script (one directory-named project, fixed container_name) are found and adopted.
+# Every container compose made, with what tells whose it is (stacks.Layout): its project and service
+# labels, and its project's working directory.
 CONTAINER_FORMAT = "\t".join(
     [
         "{{.ID}}",
@@ -299,19 +367,19 @@ CONTAINER_FORMAT = "\t".join(
         "{{.Status}}",
         '{{.Label "com.docker.compose.project"}}',
         '{{.Label "com.docker.compose.service"}}',
-        '{{.Label "com.docker.compose.project.config_files"}}',
+        '{{.Label "com.docker.compose.project.working_dir"}}',
     ]
 )
 
 
-def app_containers(app_dir: str) -> Argv:
+def compose_containers() -> Argv:
     return [
         "docker",
         "ps",
         "--all",
         "--no-trunc",
         "--filter",
-        f"label=com.docker.compose.project.working_dir={app_dir}",
+        "label=com.docker.compose.project",
         "--format",
         CONTAINER_FORMAT,
     ]
@@ -334,5 +402,5 @@ def path_exists(path: str) -> Argv:
 
 
 def move(source: str, destination: str) -> Argv:
-    """rename(2): the inode moves with the name."""
-    return ["mv", "-f", "--", source, destination]
+    """rename(2): the inode moves with the name; a symlink at `destination` is replaced, not followed."""
+    return ["mv", "-fT", "--", source, destination]

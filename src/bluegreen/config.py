@@ -67,7 +67,10 @@ INPUTS: tuple[InputSpec, ...] = (
     ),
     InputSpec("app-dir", "Absolute path of the app's git checkout on the host.", required=True),
     InputSpec(
-        "ref", "Commit, branch or tag to deploy; fetched and checked out exactly. Empty means the run's GITHUB_SHA.", ""
+        "ref",
+        "Commit SHA, branch or tag to deploy: a branch means origin's branch as just fetched, a tag the tag, never "
+        "the host clone's own branches. Empty means the run's GITHUB_SHA.",
+        "",
     ),
     InputSpec(
         "command",
@@ -89,7 +92,8 @@ INPUTS: tuple[InputSpec, ...] = (
     ),
     InputSpec(
         "compose-file",
-        "Per-color compose file, relative to app-dir; {color} becomes blue or green.",
+        "Per-color compose file, relative to app-dir (a folder per stack works: deploy/{color}/compose.yml); {color} "
+        "becomes blue or green. Relative paths in it resolve from its own folder, as docker compose -f resolves them.",
         "docker-compose.{color}.yml",
     ),
     InputSpec(
@@ -213,6 +217,18 @@ class Config:
     def compose_path(self, color: Color) -> str:
         return self.app_path(self.compose_file_for(color))
 
+    def stack_file(self, stack: Color | Literal["base"]) -> str:
+        """The compose file of a stack (base, blue or green), relative to app-dir; "" for a base
+        without one."""
+        return self.base_compose_file if stack == "base" else self.compose_file_for(stack)
+
+    @property
+    def legacy_projects(self) -> tuple[str, ...]:
+        """Projects a host may hold this app under besides project-name: the one compose names after
+        app-dir, which the seed's script ran under."""
+        seed = _project_from_dir(self.app_dir)
+        return (seed,) if seed != self.project_name else ()
+
     def upstream_path(self, color: Color) -> str:
         return self.app_path(self.upstream_file_for(color))
 
@@ -248,6 +264,29 @@ _PROJECT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _DOCKER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")  # a container or compose service name
 _TRUE = {"true", "yes", "1", "on"}
 _FALSE = {"false", "no", "0", "off", ""}
+
+
+# -- time limits ------------------------------------------------------------------------------------
+# Every clock of a run, in one place. Inputs set the waits a person chooses (lock-timeout,
+# health-timeout, pre-switch-timeout, drain-timeout, connect-timeout); these bound the rest. The deploy
+# lock has no clock: its holder on the host lets go when the run's session ends or its beats stop
+# (LOCK_SILENCE_SECONDS after the last), so however long a run the inputs allow (a migration of a day),
+# nothing takes the lock from it while it lives.
+LOCK_BEAT_SECONDS = 5  # how often the run tells the lock's holder on the host that it is alive
+LOCK_SILENCE_SECONDS = 60  # the holder lets go after this long without a beat: a runner that vanished
+COMPOSE_SECONDS = 1800  # one compose call that builds, starts or stops a stack
+COMMAND_SECONDS = 120  # any other host command
+CLIENT_SLACK_SECONDS = 15  # the client waits this long past a command's host-side limit, so the host's fires first
+
+
+def check_timeouts(*, health_timeout: int, health_interval: int) -> None:
+    """The limits the inputs allow, where they meet: each wait fits inside the one it is part of."""
+    if health_interval > health_timeout:
+        raise ConfigError(
+            "health-interval",
+            f"{health_interval}s is longer than health-timeout ({health_timeout}s)",
+            "make health-interval at most health-timeout",
+        )
 
 
 def _host(value: str) -> str:
@@ -502,12 +541,7 @@ def load_config(raw: Mapping[str, str], *, for_deploy: bool = True) -> Config:
     public_url = get("public-url")
     health_timeout = _int("health-timeout", get("health-timeout"), 1, 3600)
     health_interval = _int("health-interval", get("health-interval"), 1, 600)
-    if health_interval > health_timeout:
-        raise ConfigError(
-            "health-interval",
-            f"{health_interval}s is longer than health-timeout ({health_timeout}s)",
-            "make health-interval at most health-timeout",
-        )
+    check_timeouts(health_timeout=health_timeout, health_interval=health_interval)
     return Config(
         host=_host(get("host")),
         port=_int("port", get("port"), 1, 65535),

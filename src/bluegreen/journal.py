@@ -1,5 +1,8 @@
 """The host's record of deploys: `.bluegreen/journal.jsonl` (one JSON line per deploy) and
-`.active_env` (the live color, a cache kept for the seed's tools)."""
+`.active_env` (the live color, a cache kept for the seed's tools).
+
+A record is appended as a line of its own (a newline first if a lost connection tore the last one),
+and read back record by record: a torn line costs only itself, never the records after it."""
 
 from __future__ import annotations
 
@@ -15,12 +18,15 @@ from .remote import Host
 STATE_DIR = ".bluegreen"
 SWITCHED = ("success", "switched")  # results after which the target color served
 
+Entry = dict[str, object]
+_DECODER = json.JSONDecoder()
+
 
 def now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-def parse_json(line: str) -> dict[str, object]:
+def parse_json(line: str) -> Entry:
     """A JSON object, or {} for anything else (a torn line, junk)."""
     try:
         value = json.loads(line)
@@ -29,17 +35,32 @@ def parse_json(line: str) -> dict[str, object]:
     return value if isinstance(value, dict) else {}
 
 
-def parse(text: str) -> list[dict[str, object]]:
-    return [entry for entry in map(parse_json, text.splitlines()) if entry]
+def records(line: str) -> list[Entry]:
+    """The JSON objects of one journal line: one, or, where a record was glued onto a torn one (an
+    earlier release appended without a newline first), the whole object that ends the line."""
+    if whole := parse_json(line):
+        return [whole]
+    for start in (i for i, char in enumerate(line) if char == "{" and i > 0):
+        try:
+            value, end = _DECODER.raw_decode(line, start)
+        except ValueError:
+            continue
+        if isinstance(value, dict) and not line[end:].strip():
+            return [value]
+    return []
 
 
-def last_switch(entries: list[dict[str, object]], to: str | None = None) -> dict[str, object] | None:
+def parse(text: str) -> list[Entry]:
+    return [entry for line in text.splitlines() for entry in records(line)]
+
+
+def last_switch(entries: list[Entry], to: str | None = None) -> Entry | None:
     """The newest entry after which its target color (`to`, if given) served."""
     switched = [e for e in entries if e.get("result") in SWITCHED and to in (None, e.get("to"))]
     return switched[-1] if switched else None
 
 
-def collapse(entries: list[dict[str, object]]) -> list[dict[str, object]]:
+def collapse(entries: list[Entry]) -> list[Entry]:
     """Entries as a person reads them: a `switched` entry (written when the switch committed) is
     dropped when the same run later recorded its end."""
     ended = {(e.get("run"), e.get("ref")) for e in entries if e.get("result") != "switched"}
@@ -52,13 +73,13 @@ class Journal:
         self.path = posixpath.join(app_dir, STATE_DIR, "journal.jsonl")
         self.active_env = posixpath.join(app_dir, ".active_env")
 
-    async def tail(self, count: int) -> list[dict[str, object]]:
+    async def tail(self, count: int) -> list[Entry]:
         """The last `count` entries, oldest first."""
         return parse((await self.host.run(["tail", "-n", str(count), self.path], check=False)).stdout)
 
-    async def record(self, entry: dict[str, object], active: Color | None) -> None:
+    async def record(self, entry: Entry, active: Color | None) -> None:
         """Append the entry and, if a color serves, write it to .active_env."""
-        writes = [self.host.run(commands.append_file(self.path), input=json.dumps(entry) + "\n")]
+        writes = [self.host.run(commands.append_line(self.path), input=json.dumps(entry) + "\n")]
         if active:
-            writes.append(self.host.run(commands.write_file(self.active_env), input=active + "\n"))
+            writes.append(self.host.run(commands.write_state(self.active_env), input=active + "\n"))
         await asyncio.gather(*writes)

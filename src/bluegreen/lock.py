@@ -1,7 +1,9 @@
 """The deploy lock: one deploy at a time per app-dir.
 
-An flock held by a process of the action's own SSH session: the kernel drops it when that session
-ends, so a cancelled or killed run can never leave a lock behind. Waiters say who holds it."""
+An flock held by a process of the action's own SSH session, for exactly as long as that session
+lives: the kernel drops it when the session ends (released, cancelled, killed, or the link lost), so
+no run can leave a lock behind, and no clock ever takes it from a run that is still going (however
+long its migration runs). Waiters say who holds it."""
 
 from __future__ import annotations
 
@@ -14,10 +16,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from . import commands
+from .config import LOCK_BEAT_SECONDS, LOCK_SILENCE_SECONDS
 from .errors import DeployError
-from .remote import Holding, Host, checked
+from .remote import Holding, Host, last_line
 
-MAX_SECONDS = 7200  # the host-side bound of a hung holder
 RETRY_SECONDS = 2
 NOTE_SECONDS = 10
 
@@ -51,23 +53,32 @@ class DeployLock:
         self.file = posixpath.join(state_dir, "lock")
         self.owner_file = posixpath.join(state_dir, "lock.json")
         self.held: Holding | None = None
+        self._beats: asyncio.Task[None] | None = None
 
     async def take(self, timeout: int, now: Callable[[], str]) -> None:
         """Wait up to `timeout` seconds for the lock, saying every 10 s who holds it."""
-        await checked(
-            self.host,
-            commands.make_state_dir(self.state_dir),
-            f"creating {self.state_dir}",
-            "make app-dir writable by the deploy user",
-        )
+        made = await self.host.run(commands.make_state_dir(self.state_dir), check=False)
+        if made.status == commands.NOT_OURS:
+            raise DeployError(
+                f"{last_line(made.stderr)}: the action keeps its lock and journal there and never opens them through "
+                "a link",
+                f"make {self.state_dir} a plain folder: remove the symlink (and any link in it), and if the "
+                f"repository tracks it, git rm -r --cached {posixpath.basename(self.state_dir)}",
+            )
+        if not made.ok:
+            raise DeployError(
+                f"creating {self.state_dir} failed: {last_line(made.stderr)}",
+                "make app-dir writable by the deploy user",
+            )
         deadline = time.monotonic() + timeout
         last_note = 0.0
         while True:
-            process = await self.host.start(commands.hold_lock(self.file), MAX_SECONDS)
+            process = await self.host.start(commands.hold_lock(self.file, LOCK_SILENCE_SECONDS))
             if await process.first_line() == "locked":
                 self.held = process
+                self._beats = asyncio.create_task(self._beat(process))
                 owner = {**asdict(self.run), "started": now()}
-                await self.host.run(commands.write_file(self.owner_file), input=json.dumps(owner) + "\n")
+                await self.host.run(commands.write_state(self.owner_file), input=json.dumps(owner) + "\n")
                 return
             process.release()
             if time.monotonic() >= deadline:
@@ -84,11 +95,20 @@ class DeployLock:
     async def owner(self) -> str:
         return (await self.host.run(commands.read_file(self.owner_file), check=False)).stdout.strip()
 
+    async def _beat(self, held: Holding) -> None:
+        """While the lock is held: tell its holder on the host that this run is alive."""
+        while True:
+            await asyncio.sleep(LOCK_BEAT_SECONDS)
+            held.beat()
+
     def release(self) -> None:
         if self.held is not None:
             self.held.release()
-            self.held = None
+        self.forget()
 
     def forget(self) -> None:
         """The connection that held it is gone, and the lock with it."""
+        if self._beats is not None:
+            self._beats.cancel()
+            self._beats = None
         self.held = None

@@ -9,12 +9,11 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import asyncssh
+from asyncssh.public_key import get_default_public_key_algs
 
 from .commands import shell_line
-from .config import Config
+from .config import CLIENT_SLACK_SECONDS, COMMAND_SECONDS, Config
 from .errors import DeployError
-
-DEFAULT_COMMAND_TIMEOUT = 120
 
 
 class RemoteError(RuntimeError):
@@ -54,6 +53,11 @@ class Held:
     async def first_line(self) -> str:
         return str(await self.process.stdout.readline()).strip()
 
+    def beat(self) -> None:
+        """Tell the host this end is alive (a line on the command's stdin)."""
+        if not self.process.stdin.is_closing():
+            self.process.stdin.write("\n")
+
     def release(self) -> None:
         self.process.stdin.write_eof()
         self.process.close()
@@ -61,6 +65,8 @@ class Held:
 
 class Holding(Protocol):
     async def first_line(self) -> str: ...
+
+    def beat(self) -> None: ...
 
     def release(self) -> None: ...
 
@@ -72,10 +78,10 @@ class Host(Protocol):
         self, argv: Sequence[str], *, input: str | None = None, timeout: int = ..., check: bool = True
     ) -> Result: ...
 
-    async def start(self, argv: Sequence[str], timeout: int) -> Holding: ...
+    async def start(self, argv: Sequence[str]) -> Holding: ...
 
 
-async def checked(host: Host, argv: Sequence[str], what: str, fix: str, timeout: int = DEFAULT_COMMAND_TIMEOUT) -> str:
+async def checked(host: Host, argv: Sequence[str], what: str, fix: str, timeout: int = COMMAND_SECONDS) -> str:
     """Run a command that must succeed; a failure becomes a DeployError naming `what` and the fix."""
     try:
         result = await host.run(argv, timeout=timeout)
@@ -135,6 +141,57 @@ class _PinningClient(asyncssh.SSHClient):
         return self.presented in self.pins
 
 
+# Host key algorithms by key type, in the order a pin by fingerprint tries them: one connection each,
+# until the server presents a pinned key. The server picks the first algorithm of the client's list it
+# has, so offering every kind at once (asyncssh prefers RSA) gets a key the pin may not name.
+KEY_KINDS: tuple[tuple[str, ...], ...] = (
+    ("ssh-ed25519", "sk-ssh-ed25519@openssh.com"),
+    ("ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521", "sk-ecdsa-sha2-nistp256@openssh.com"),
+    ("rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"),
+    ("ssh-ed448",),
+)
+
+Plan = tuple[object, Sequence[str]]  # (known_hosts for asyncssh, server_host_key_algs)
+
+
+def host_key_plans(config: Config) -> list[Plan]:
+    """How to connect so that any one pinned key is accepted, whatever other keys the server has:
+    with known-hosts, asyncssh offers the algorithms of the lines that match the host (as OpenSSH
+    does); with fingerprints, one key kind at a time. Without a pin, anything (insecure)."""
+    if config.insecure_skip_host_key_check:
+        return [(None, ())]
+    plans: list[Plan] = []
+    if config.known_hosts:
+        try:
+            plans.append((asyncssh.import_known_hosts(config.known_hosts), ()))
+        except ValueError as err:
+            raise RemoteError(
+                f"input 'known-hosts' could not be parsed ({err})", "give lines as printed by ssh-keyscan -p PORT HOST"
+            ) from None
+    if config.fingerprints:
+        supported = {alg.decode() for alg in get_default_public_key_algs()}
+        none_known = asyncssh.import_known_hosts("")
+        for kind in KEY_KINDS:
+            if algs := [alg for alg in kind if alg in supported]:
+                plans.append((none_known, algs))
+    return plans
+
+
+def host_key_mismatch(config: Config, presented: Sequence[str]) -> RemoteError:
+    shown = ", ".join(p for p in dict.fromkeys(presented) if p)
+    where = f"{config.host}:{config.port}"
+    if not shown:
+        return RemoteError(
+            f"host key mismatch for {where}: the server offers no host key of a kind the pins name",
+            f"pin the host key as 'ssh-keyscan -p {config.port} {config.host}' prints it (known-hosts)",
+        )
+    return RemoteError(
+        f"host key mismatch for {where}: the server presented {shown}",
+        f"if the host key really is this one, pin it: set fingerprint to {shown.split(', ')[0]} (or known-hosts "
+        f"to the output of 'ssh-keyscan -p {config.port} {config.host}')",
+    )
+
+
 class Remote:
     def __init__(self, conn: asyncssh.SSHClientConnection, host: str) -> None:
         self.conn = conn
@@ -142,49 +199,50 @@ class Remote:
 
     @classmethod
     async def connect(cls, config: Config) -> Remote:
+        """Connect, with the host key pinned (see `host_key_plans`), retrying a network failure
+        `connect-retries` times with backoff."""
         key = load_key(config)
         client = _PinningClient(config.fingerprints)
-        known_hosts: object
-        if config.insecure_skip_host_key_check:
-            known_hosts = None
-        elif config.known_hosts:
-            try:
-                known_hosts = asyncssh.import_known_hosts(config.known_hosts)
-            except ValueError as err:
-                raise RemoteError(
-                    f"input 'known-hosts' could not be parsed ({err})",
-                    "give lines as printed by ssh-keyscan -p PORT HOST",
-                ) from None
-        else:
-            known_hosts = asyncssh.import_known_hosts("")
+        plans = host_key_plans(config)
         delay = 1.0
         attempts = config.connect_retries + 1
         for attempt in range(1, attempts + 1):
+            presented: list[str] = []
+            reached = False  # some attempt spoke SSH with the server: a later reset is a kind it lacks
+            failure: BaseException | None = None
             try:
-                conn = await asyncio.wait_for(
-                    asyncssh.connect(
-                        config.host,
-                        config.port,
-                        username=config.username,
-                        client_keys=[key],
-                        known_hosts=known_hosts,
-                        client_factory=lambda: client,
-                        server_host_key_algs="default",
-                        agent_path=None,
-                        config=None,
-                        keepalive_interval=10,
-                        keepalive_count_max=3,
-                    ),
-                    config.connect_timeout,
-                )
-                return cls(conn, config.host)
-            except asyncssh.HostKeyNotVerifiable:
-                raise RemoteError(
-                    f"host key mismatch for {config.host}:{config.port}: the server presented "
-                    f"{client.presented or 'an unknown key'}",
-                    f"if the host key really is this one, pin it: set fingerprint to {client.presented} (or "
-                    f"known-hosts to the output of 'ssh-keyscan -p {config.port} {config.host}')",
-                ) from None
+                for known_hosts, algs in plans:
+                    client.presented = ""
+                    try:
+                        conn = await asyncio.wait_for(
+                            asyncssh.connect(
+                                config.host,
+                                config.port,
+                                username=config.username,
+                                client_keys=[key],
+                                known_hosts=known_hosts,
+                                client_factory=lambda: client,
+                                server_host_key_algs=algs,
+                                agent_path=None,
+                                config=None,
+                                keepalive_interval=10,
+                                keepalive_count_max=3,
+                            ),
+                            config.connect_timeout,
+                        )
+                        return cls(conn, config.host)
+                    except asyncssh.HostKeyNotVerifiable:
+                        presented.append(client.presented)
+                        reached = True
+                    except asyncssh.KeyExchangeFailed:
+                        reached = True  # the server has no host key of this kind: try the next
+                    except (asyncssh.PermissionDenied, TimeoutError):
+                        raise  # a silent host stays silent whatever kind is asked for
+                    except (OSError, asyncssh.DisconnectError) as err:
+                        failure = err  # a server without this kind may just hang up: try the next
+                if not reached and failure is not None:
+                    raise failure
+                raise host_key_mismatch(config, presented)
             except asyncssh.PermissionDenied:
                 raise RemoteError(
                     f"authentication refused for {config.username}@{config.host}:{config.port}",
@@ -207,11 +265,13 @@ class Remote:
         argv: Sequence[str],
         *,
         input: str | None = None,
-        timeout: int = DEFAULT_COMMAND_TIMEOUT,
+        timeout: int = COMMAND_SECONDS,
         check: bool = True,
     ) -> Result:
         try:
-            done = await self.conn.run(shell_line(argv, timeout, tied=input is None), input=input, timeout=timeout + 15)
+            done = await self.conn.run(
+                shell_line(argv, timeout, tied=input is None), input=input, timeout=timeout + CLIENT_SLACK_SECONDS
+            )
         except asyncssh.TimeoutError:
             raise CommandFailed(argv, 124, "", f"timed out after {timeout}s") from None
         except (asyncssh.Error, OSError) as err:
@@ -224,8 +284,9 @@ class Remote:
             raise CommandFailed(argv, result.status, result.stdout, result.stderr)
         return result
 
-    async def start(self, argv: Sequence[str], timeout: int) -> Held:
-        return Held(await self.conn.create_process(shell_line(argv, timeout)))
+    async def start(self, argv: Sequence[str]) -> Held:
+        """Start a command that runs until released or until the session ends; no clock stops it."""
+        return Held(await self.conn.create_process(shell_line(argv)))
 
     async def can_forward(self, host: str, port: int) -> bool:
         """True unless the server refuses TCP forwarding (a refused connection still means forwarding works)."""

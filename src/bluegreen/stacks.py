@@ -1,26 +1,37 @@
-"""Which containers belong to which stack, whatever project made them (pure parsing, no I/O).
+"""The base and the two colors on the host: which containers are whose, and their lifecycle.
+
+**Whose is a container** is compose's own answer: its project label and its service name. A stack
+(the base, blue or green) owns the (project, service) pairs its compose file defines at the commit
+being deployed, in the project it runs in, plus the pairs it defined at the commits the host ran
+before (so a renamed or dropped service is still found and retired), plus the legacy projects
+adoption needs (the previous release's `<project>-<stack>`, the seed's directory-named project). A
+pair two stacks claim belongs to neither, and a claim at the commit being deployed wins over an
+earlier one. File names and paths never decide it. Containers whose compose working directory lies
+outside app-dir are never anyone's: another app that happens to use the same project name.
 
 The base and both colors run as one compose project, as the seed's script runs them, so the colors
-share the base's default network and named volumes. Containers are recognised by the compose file
-they came from (a label compose sets), so a color can be stopped and removed without `down`, which
-would take the shared network with it, and so containers made by another project (a host set up by
-the previous release, with a project per stack) are adopted."""
+share the base's default network and named volumes; a color is stopped and removed container by
+container, never with `down` (which would take the shared network with it) or `--remove-orphans`.
+If both color files define the same service name, each color runs as `<project>-<color>`.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import posixpath
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Literal
 
 import yaml
 
 from . import commands
 from .commands import Compose, ComposeVariant
-from .config import COLORS, Color, Config, KeepPrevious
+from .config import COLORS, COMPOSE_SECONDS, Color, Config, KeepPrevious
+from .errors import DeployError
 from .remote import Host, checked
 
+Stack = Literal["base", "blue", "green"]
+STACKS: tuple[Stack, Stack, Stack] = ("base", "blue", "green")
 STOP_TIMEOUT_MIN = 10  # the least stop grace a color gets
 
 
@@ -31,158 +42,253 @@ class Container:
     running: bool
     project: str
     service: str
-    config_files: tuple[str, ...]
+    working_dir: str = ""
 
 
 def parse_containers(text: str) -> list[Container]:
+    """`docker ps --format commands.CONTAINER_FORMAT` lines."""
     out = []
     for line in text.splitlines():
         fields = line.split("\t")
         if len(fields) != 6:
             continue
-        cid, name, status, project, service, files = fields
-        out.append(
-            Container(
-                cid,
-                name,
-                status.startswith("Up"),
-                project,
-                service,
-                tuple(f.strip() for f in files.split(",") if f.strip()),
-            )
-        )
+        cid, name, status, project, service, working_dir = fields
+        out.append(Container(cid, name, status.startswith("Up"), project, service, working_dir))
     return out
 
 
-def from_file(containers: list[Container], compose_file: str) -> list[Container]:
-    """Containers made from `compose_file` (matched by file name), under any project."""
-    name = posixpath.basename(compose_file)
-    return [c for c in containers if name in {posixpath.basename(f) for f in c.config_files}]
+class ComposeFileError(ValueError):
+    """A compose file that is not YAML, or whose services are not a mapping."""
 
 
-def foreign(containers: list[Container], compose_file: str, project: str) -> list[Container]:
-    """Containers made from `compose_file` under a project other than `project`."""
-    return [c for c in from_file(containers, compose_file) if c.project != project]
+@dataclass(frozen=True)
+class ComposeFile:
+    """What the action needs of one compose file: its services and their container names."""
+
+    services: tuple[str, ...] = ()
+    container_names: Mapping[str, str] = field(default_factory=dict)  # service -> container_name
+
+    @classmethod
+    def parse(cls, text: str) -> ComposeFile:
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as err:
+            raise ComposeFileError(f"it is not valid YAML ({str(err).splitlines()[0]})") from None
+        if not isinstance(data, dict):
+            raise ComposeFileError("it is not a mapping of compose keys")
+        services = data.get("services") or {}
+        if not isinstance(services, dict):
+            raise ComposeFileError("its services: is not a mapping of service names")
+        names = {}
+        for name, spec in services.items():
+            if isinstance(spec, dict) and isinstance(spec.get("container_name"), str):
+                names[str(name)] = spec["container_name"]
+        return cls(tuple(str(name) for name in services), names)
+
+    def service_of_container(self, container: str, project: str) -> str | None:
+        """The service whose container is named `container`: by `container_name`, or by the name
+        compose gives it in `project` (v1: project_service_1, v2: project-service-1)."""
+        for name in self.services:
+            if container in (self.container_names.get(name), f"{project}_{name}_1", f"{project}-{name}-1"):
+                return name
+        return None
 
 
-def _services(text: str) -> dict[str, dict[str, object]]:
-    data = yaml.safe_load(text) or {}
-    services = data.get("services") if isinstance(data, dict) else None
-    if not isinstance(services, dict):
-        return {}
-    return {str(name): spec if isinstance(spec, dict) else {} for name, spec in services.items()}
+Files = Mapping[Stack, ComposeFile]
 
 
-def compose_services(text: str) -> list[str]:
-    """The service names of a compose file."""
-    return list(_services(text))
+def shared_services(files: Files) -> list[str]:
+    """Service names both color files define: one compose project cannot hold both."""
+    return sorted(set(files["blue"].services) & set(files["green"].services))
 
 
-def service_of_container(text: str, container: str, project: str) -> str | None:
-    """The service of a compose file whose container is named `container`: by `container_name`, or by
-    the name compose gives it in `project` (v1: project_service_1, v2: project-service-1)."""
-    for name, spec in _services(text).items():
-        if container in (spec.get("container_name"), f"{project}_{name}_1", f"{project}-{name}-1"):
-            return name
-    return None
+def overlaps(files: Files, names: Mapping[Stack, str], nginx_container: str) -> list[str]:
+    """What the compose files define twice, where that would make one stack replace another's
+    containers: a color service or container_name the base has, a container_name both colors use,
+    or a color container named like the nginx container. Each as a sentence; empty if none."""
+    base = files["base"]
+    problems = []
+    for color in COLORS:
+        mine = files[color]
+        for service in mine.services:
+            if service in base.services:
+                problems.append(
+                    f"{names[color]} defines '{service}', a service of {names['base']}: deploying {color} would "
+                    f"replace the base's {service}"
+                )
+        for service, container in mine.container_names.items():
+            if container in base.container_names.values():
+                problems.append(
+                    f"{names[color]} names the container of '{service}' {container}, as {names['base']} does"
+                )
+            if nginx_container and container == nginx_container:
+                problems.append(f"{names[color]} names the container of '{service}' {container}, nginx-container")
+    blue, green = (set(files[c].container_names.values()) for c in COLORS)
+    for container in sorted(blue & green):
+        problems.append(
+            f"{names['blue']} and {names['green']} both name a container {container}: the colors cannot run side "
+            "by side"
+        )
+    return problems
 
 
-def shared_names(blue: str, green: str) -> list[str]:
-    """Service names both color files define: in one compose project they would replace each other."""
-    return sorted(set(_services(blue)) & set(_services(green)))
+def check_files(files: Files, config: Config, target: Color, sha: str, *, pre_switch: bool) -> None:
+    """Refuse, before anything changes, compose files at `sha` that would make one stack replace
+    another's containers, or (with `pre_switch`) a pre-switch-command service the target lacks."""
+    names = {stack: config.stack_file(stack) for stack in STACKS}
+    if problems := overlaps(files, names, config.nginx_container):
+        raise DeployError(
+            "; ".join(problems),
+            "give each color's services and containers names of their own (backend_blue, backend_green), and leave "
+            "shared services (db, redis, nginx) to the base file only",
+        )
+    if pre_switch and config.pre_switch_command:
+        service, _ = config.pre_switch_for(target)
+        if service not in files[target].services:
+            raise DeployError(
+                f"pre-switch-command: '{service}' is not a service of {names[target]} at {sha[:12]} "
+                f"(it has: {', '.join(files[target].services) or 'none'})",
+                "start pre-switch-command with a service of the color's compose file; {color} becomes blue or green",
+            )
 
 
-BUILD_TIMEOUT = 1800
+Pair = tuple[str, str]  # (compose project, service)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Which stack owns which (project, service) pair; see the module's docstring."""
+
+    app_dir: str
+    project: str  # the project the base and, unless split, both colors run in
+    split: bool  # both colors define a service name: each runs as <project>-<color>
+    owner: Mapping[Pair, Stack]
+
+    def stack_of(self, container: Container) -> Stack | None:
+        inside = container.working_dir == self.app_dir or container.working_dir.startswith(self.app_dir + "/")
+        return self.owner.get((container.project, container.service)) if inside else None
+
+    def members(self, containers: Iterable[Container], stack: Stack) -> list[Container]:
+        return [c for c in containers if self.stack_of(c) == stack]
+
+    def project_of(self, stack: Stack) -> str:
+        return f"{self.project}-{stack}" if self.split and stack != "base" else self.project
+
+
+def make_layout(
+    app_dir: str, project: str, legacy: Sequence[str], current: Files, earlier: Sequence[Files] = ()
+) -> Layout:
+    """The owner of every (project, service) pair the stacks claim. `legacy`: other projects a
+    host may hold this app under (the seed's directory-named one); `earlier`: the files at the
+    commits the host ran before the one being deployed."""
+    split = bool(shared_services(current))
+
+    def projects(stack: Stack) -> set[str]:
+        return {project, f"{project}-{stack}", *legacy}
+
+    def claims(files: Files) -> dict[Pair, set[Stack]]:
+        out: dict[Pair, set[Stack]] = {}
+        for stack in STACKS:
+            for service in files[stack].services:
+                for name in projects(stack):
+                    out.setdefault((name, service), set()).add(stack)
+        return out
+
+    now = claims(current)
+    owner = {pair: next(iter(stacks)) for pair, stacks in now.items() if len(stacks) == 1}
+    before: dict[Pair, set[Stack]] = {}
+    for files in earlier:
+        for pair, stacks in claims(files).items():
+            before.setdefault(pair, set()).update(stacks)
+    for pair, stacks in before.items():
+        if pair not in now and len(stacks) == 1:
+            owner[pair] = next(iter(stacks))
+    return Layout(app_dir, project, split, owner)
 
 
 class Stacks:
-    """The base and the two colors on the host: start, build, stop and adopt them.
-
-    One compose project holds all three files, unless both color files define the same service name
-    (then each color runs as <project>-<color>). A color is stopped and removed by container, never
-    with `down` or `--remove-orphans`, which would reach the network, the volumes or the services it
-    shares with the base and the other color."""
+    """The base and the two colors on the host: start, build, stop and adopt them. Every container
+    it acts on is one the layout says is that stack's (see the module's docstring)."""
 
     def __init__(self, host: Host, config: Config, info: Callable[[str], None]) -> None:
         self.host = host
         self.cfg = config
         self.info = info
         self.variant: ComposeVariant = "v2"
-        self.split_colors = False
         self.nginx_service = ""  # a first deploy: the base service that makes the nginx container
+        self.files: Files = dict.fromkeys(STACKS, ComposeFile())
+        self.layout = make_layout(config.app_dir, config.project_name, config.legacy_projects, self.files)
         self._containers: list[Container] | None = None
 
-    def compose(self, stack: Color | Literal["base"]) -> Compose:
+    def use_files(self, current: Files, earlier: Sequence[Files] = ()) -> None:
+        """The stacks' compose files at the commit being deployed (and at the ones before it)."""
         cfg = self.cfg
-        if stack == "base":
-            return Compose(self.variant, cfg.project_name, cfg.app_path(cfg.base_compose_file), cfg.app_dir)
-        project = f"{cfg.project_name}-{stack}" if self.split_colors else cfg.project_name
-        return Compose(self.variant, project, cfg.compose_path(stack), cfg.app_dir)
+        self.files = current
+        self.layout = make_layout(cfg.app_dir, cfg.project_name, cfg.legacy_projects, current, earlier)
+        if self.layout.split:
+            name = cfg.project_name
+            self.info(
+                f"blue and green both define {', '.join(shared_services(current))}: each color runs as a project of "
+                f"its own ({name}-blue, {name}-green)"
+            )
+
+    def compose(self, stack: Stack) -> Compose:
+        """Compose for one stack's file, its relative paths resolved against that file's folder, as
+        `docker compose -f <file>` resolves them."""
+        file = self.cfg.app_path(self.cfg.stack_file(stack))
+        return Compose(self.variant, self.layout.project_of(stack), file, posixpath.dirname(file))
 
     async def containers(self, refresh: bool = False) -> list[Container]:
-        """The app's containers under any project; listed once (after the lock, before any change)
+        """Every compose container on the host; listed once (after the lock, before any change)
         unless `refresh`."""
         if self._containers is None or refresh:
             listing = await checked(
                 self.host,
-                commands.app_containers(self.cfg.app_dir),
+                commands.compose_containers(),
                 "listing containers",
                 "check that docker works for the deploy user",
             )
             self._containers = parse_containers(listing)
         return self._containers
 
-    async def find_nginx_service(self) -> str | None:
+    async def of(self, stack: Stack, refresh: bool = False) -> list[Container]:
+        """The stack's containers, under any of its projects."""
+        return self.layout.members(await self.containers(refresh), stack)
+
+    def find_nginx_service(self) -> str | None:
         """The base service that makes the nginx container, if the base compose file has one."""
-        cfg = self.cfg
-        if not cfg.base_compose_file:
-            return None
-        text = (await self.host.run(commands.read_file(cfg.app_path(cfg.base_compose_file)), check=False)).stdout
-        return service_of_container(text, cfg.nginx_container, cfg.project_name)
+        return self.files["base"].service_of_container(self.cfg.nginx_container, self.cfg.project_name)
 
     async def base_up(self) -> str:
         """Start the base services that do not run; never touch one that does, whatever project made it
         (the previous release ran the base as <name>-base). On a first deploy nginx waits for the switch."""
         stack = self.compose("base")
-        fix = f"check {self.cfg.base_compose_file} with 'docker compose config'"
-        containers, text = await asyncio.gather(
-            self.containers(), checked(self.host, commands.read_file(stack.file), "reading the base compose file", fix)
-        )
-        running = [c for c in from_file(containers, stack.file) if c.running]
+        running = [c for c in await self.of("base") if c.running]
         adopted = sorted({c.service for c in running if c.project != stack.project})
         if adopted:
             self.info(f"base services already running under another project, left as they are: {', '.join(adopted)}")
         up = {c.service for c in running}
-        missing = [s for s in compose_services(text) if s not in up and s != self.nginx_service]
+        missing = [s for s in self.files["base"].services if s not in up and s != self.nginx_service]
         if missing:
-            await checked(self.host, stack.up_base(missing), "base compose up", fix, BUILD_TIMEOUT)
-        return f"started {', '.join(missing)}" if missing else "every service already runs"
-
-    async def choose_color_projects(self) -> None:
-        """One project for everything, unless both color files define the same service name."""
-        files = await asyncio.gather(
-            *(self.host.run(commands.read_file(self.cfg.compose_path(c)), check=False) for c in COLORS)
-        )
-        shared = shared_names(files[0].stdout, files[1].stdout)
-        self.split_colors = bool(shared)
-        if shared:
-            name = self.cfg.project_name
-            self.info(
-                f"blue and green both define {', '.join(shared)}: each color runs as a project of its own "
-                f"({name}-blue, {name}-green)"
+            await checked(
+                self.host,
+                stack.up_base(missing),
+                "base compose up",
+                f"check {self.cfg.base_compose_file} with 'docker compose config'",
+                COMPOSE_SECONDS,
             )
+        return f"started {', '.join(missing)}" if missing else "every service already runs"
 
     async def build(self, color: Color) -> None:
         """Replace whatever `color` has with a fresh build of the checked-out commit."""
-        await self.choose_color_projects()
         await self.remove(color, STOP_TIMEOUT_MIN)
         stack = self.compose(color)
         await checked(
             self.host,
             stack.up_color(),
             f"building and starting {color}",
-            f"fix the build or {stack.file}; the compose output is above",
-            BUILD_TIMEOUT,
+            f"fix the build or {self.cfg.compose_file_for(color)}; the compose output is above",
+            COMPOSE_SECONDS,
         )
 
     async def remove(self, color: Color, stop_timeout: int, refresh: bool = False) -> None:
@@ -207,7 +313,7 @@ class Stacks:
             commands.stop_containers([c.id for c in found], stop_timeout),
             f"stopping {color}",
             "stop its containers by hand with docker stop",
-            BUILD_TIMEOUT,
+            COMPOSE_SECONDS,
         )
 
     async def retire(self, color: Color, stop_timeout: int, keep: KeepPrevious) -> str:
@@ -241,7 +347,7 @@ class Stacks:
                 commands.start_containers(stopped),
                 "starting the kept containers",
                 "read 'docker start' output above; deploy the commit again to rebuild the color",
-                BUILD_TIMEOUT,
+                COMPOSE_SECONDS,
             )
         return stopped
 
@@ -249,10 +355,6 @@ class Stacks:
         """Stop containers a failed rollback started (they were stopped before it)."""
         if ids:
             await self.host.run(commands.stop_containers(ids, STOP_TIMEOUT_MIN), check=False, timeout=120)
-
-    async def of(self, color: Color, refresh: bool = False) -> list[Container]:
-        """The containers made from `color`'s compose file, under any project."""
-        return from_file(await self.containers(refresh), self.cfg.compose_path(color))
 
     async def exec(self, color: Color, service: str, argv: list[str], timeout: int) -> tuple[int, str]:
         """Run argv in `service` of `color` (compose exec -T: no shell, no TTY); returns the exit
@@ -270,8 +372,30 @@ class Stacks:
             self.compose("base").up_base([self.nginx_service]),
             f"starting nginx ({self.nginx_service})",
             f"check the nginx service in {self.cfg.base_compose_file}",
-            BUILD_TIMEOUT,
+            COMPOSE_SECONDS,
         )
 
     async def stop_nginx(self) -> None:
         await self.host.run(self.compose("base").stop([self.nginx_service]), check=False, timeout=120)
+
+
+def by_stack(texts: Mapping[str, str | None], names: Mapping[Stack, str]) -> dict[Stack, str | None]:
+    """Texts keyed by path, as keyed by the stack whose file each is (None: no file)."""
+    return {stack: texts.get(path) if path else None for stack, path in names.items()}
+
+
+def read_files(
+    texts: Mapping[Stack, str | None], names: Mapping[Stack, str], *, strict: bool = True
+) -> dict[Stack, ComposeFile]:
+    """Parse the stacks' compose files (None: the stack has no file). A file that does not parse is
+    a DeployError naming it, or, not `strict` (an earlier commit's file), one with no services."""
+    out: dict[Stack, ComposeFile] = {}
+    for stack in STACKS:
+        text = texts.get(stack)
+        try:
+            out[stack] = ComposeFile.parse(text) if text is not None else ComposeFile()
+        except ComposeFileError as err:
+            if strict:
+                raise DeployError(f"{names[stack]} cannot be read: {err}", f"fix {names[stack]}") from None
+            out[stack] = ComposeFile()
+    return out

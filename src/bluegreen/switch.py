@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from . import commands
+from .errors import DeployError
 from .journal import STATE_DIR, parse_json
 from .nginx import ConfigRejected, Nginx
 from .remote import Host
@@ -78,7 +79,7 @@ class Switch:
         """Note the upstream being replaced (`previous`, the target's content), on the host first: from
         here a dead run can be undone."""
         record = {"previous": previous, "to": to, "run": run_url}
-        await self.host.run(commands.write_file(self.marker), input=json.dumps(record))
+        await self.host.run(commands.write_state(self.marker), input=json.dumps(record))
         self.previous = previous
 
     async def reload(self, content: str) -> tuple[set[int], float]:
@@ -122,6 +123,23 @@ class Switch:
             done = f"upstream file {self.name} put back as it was; nginx never loaded the new one"
         await self.commit()
         return done
+
+    async def check_reachable(self, content: str, upstream: str, target: str, warn: Callable[[str, str], None]) -> None:
+        """Never switch to an upstream nginx cannot connect to: every `server` of `content` (the
+        upstream file `upstream`) is tried from nginx's own network view before anything is written."""
+        unreachable = await self.proxy.unreachable(content)
+        if unreachable is None:
+            warn(
+                f"could not check that nginx reaches the servers of {upstream}: its image has no bash, nc or perl",
+                "Upstream servers not checked",
+            )
+        elif unreachable:
+            where = f"in the nginx container {self.proxy.container}" if self.proxy.container else "on the host"
+            raise DeployError(
+                f"nginx cannot connect to {', '.join(unreachable)} ({upstream}, tried {where}); nothing was reloaded",
+                f"point {upstream} at the {target} services as nginx reaches them: compose service names on a shared "
+                "network, host ports with the host network",
+            )
 
     def _mark_reloaded(self) -> None:
         self.reloaded = True

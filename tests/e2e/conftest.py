@@ -48,21 +48,27 @@ def ssh_host(action_image: str) -> Iterator[lab.SshHost]:
 
 
 # The shapes users have: Compose v1 and v2 on the host, and the app on the host network or on the
-# project's bridge network (service-name DNS, a shared named volume). Tests marked with SHAPES run on
-# each; the rest run on v1 and the host network.
-SHAPES = pytest.mark.parametrize(
-    "app",
-    [(compose, variant) for compose in lab.COMPOSE_VARIANTS for variant in lab.VARIANTS],
-    indirect=True,
-    ids=lambda shape: "-".join(shape),
-)
+# project's bridge network (service-name DNS, a shared named volume), its files where the seed has them
+# or a folder per stack (deploy/<stack>/compose.yml: one basename, paths relative to each folder).
+# Tests marked with SHAPES run on each network and Compose; LAYOUTS adds the folder layout on the
+# bridge network; the rest run on v1, the host network and the seed's files.
+SEED_SHAPES = [(compose, variant, "seed") for compose in lab.COMPOSE_VARIANTS for variant in lab.VARIANTS]
+FOLDER_SHAPES = [(compose, "bridge", "folders") for compose in lab.COMPOSE_VARIANTS]
+
+
+def shape_id(shape: tuple[str, ...]) -> str:
+    return "-".join(part for part in shape if part != "seed")
+
+
+SHAPES = pytest.mark.parametrize("app", SEED_SHAPES, indirect=True, ids=shape_id)
+LAYOUTS = pytest.mark.parametrize("app", SEED_SHAPES + FOLDER_SHAPES, indirect=True, ids=shape_id)
 
 
 @pytest.fixture
 def app(request: pytest.FixtureRequest) -> Iterator[lab.LabApp]:
-    compose, variant = getattr(request, "param", ("v1", "host"))
+    compose, variant, *layout = getattr(request, "param", ("v1", "host"))
     lab.use_compose(compose)
-    made = lab.make_app(variant=variant)
+    made = lab.make_app(variant=variant, layout=layout[0] if layout else "seed")
     yield made
     made.teardown()
 

@@ -6,9 +6,10 @@ import json
 from typing import Any
 
 import docker
+import pytest
 from lab import lab
 
-from .conftest import SHAPES, Load
+from .conftest import FOLDER_SHAPES, LAYOUTS, SEED_SHAPES, Load, shape_id
 
 
 def started_at(container: Any) -> str:
@@ -35,10 +36,28 @@ def network_ids(app: lab.LabApp) -> set[str]:
     return {n.id for n in docker.from_env().networks.list(filters={"label": f"com.docker.compose.project={app.name}"})}
 
 
-@SHAPES
+def assert_retired(app: lab.LabApp, color: str, keep: str) -> None:
+    """The old color, as keep-previous says: kept stopped, left running, or gone."""
+    if keep == "stopped":
+        assert app.kept_stopped(color)
+    elif keep == "running":
+        assert app.running(color) == sorted(app.services(color))
+    else:
+        assert app.containers(color) == []
+
+
+@pytest.mark.parametrize(
+    ("app", "keep"),
+    [*((shape, "stopped") for shape in SEED_SHAPES), *zip(FOLDER_SHAPES, ("none", "running"), strict=True)],
+    indirect=["app"],
+    ids=lambda value: shape_id(value) if isinstance(value, tuple) else value,
+)
 def test_green_v1_live_deploys_v2_to_blue_then_back_to_green(
-    action_image: str, ssh_host: lab.SshHost, app: lab.LabApp
+    action_image: str, ssh_host: lab.SshHost, app: lab.LabApp, keep: str
 ) -> None:
+    """On every shape: the seed's files and a folder per stack with one basename (deploy/<stack>/
+    compose.yml), under load: 0 failed requests, the db and nginx never restarted, the old color
+    kept as keep-previous says."""
     app.bootstrap("green")
     base_before = {c.name: started_at(c) for c in app.containers("base")}
     assert len(base_before) == 2
@@ -47,13 +66,13 @@ def test_green_v1_live_deploys_v2_to_blue_then_back_to_green(
     sha = app.version("v2")
 
     with Load(app.public_url("/api/v1/")) as load:
-        run = lab.run_action(lab.lab_inputs(ssh_host, app, sha))
+        run = lab.run_action(lab.lab_inputs(ssh_host, app, sha, keep_previous=keep))
 
     assert run.status == 0, run.log
     assert f"compose: {'docker compose (v2)' if lab.compose_variant() == 'v2' else 'docker-compose (v1)'}" in run.stdout
     assert served(app) == {"role": "backend", "color": "blue", "version": "v2"}
     assert_static(app, "v2", "blue")
-    assert app.kept_stopped("green")  # keep-previous: stopped, the default
+    assert_retired(app, "green", keep)
     # the base, and the network and volume the colors share with it, were never touched
     assert network_ids(app) == networks
     assert {c.labels["com.docker.compose.service"] for c in app.containers("blue") if c.status == "running"} == {
@@ -74,18 +93,19 @@ def test_green_v1_live_deploys_v2_to_blue_then_back_to_green(
 
     sha3 = app.version("v3")
     with Load(app.public_url("/api/v1/")) as load:
-        run = lab.run_action(lab.lab_inputs(ssh_host, app, sha3))
+        run = lab.run_action(lab.lab_inputs(ssh_host, app, sha3, keep_previous=keep))
     assert run.status == 0, run.log
     assert served(app) == {"role": "backend", "color": "green", "version": "v3"}
     assert_static(app, "v3", "green")
-    assert app.kept_stopped("blue") and app.running("green") == ["backend_green", "frontend_green"]
+    assert app.running("green") == ["backend_green", "frontend_green"]
+    assert_retired(app, "blue", keep)
     assert {c.name: started_at(c) for c in app.containers("base")} == base_before
     assert load.failures == [] and len(load.statuses) > 10
     assert run.outputs["active-color"] == "green" and run.outputs["previous-color"] == "blue"
     assert "blue → green" in run.summary
 
 
-@SHAPES
+@LAYOUTS
 def test_unhealthy_version_fails_and_green_keeps_serving(
     action_image: str, ssh_host: lab.SshHost, app: lab.LabApp
 ) -> None:
@@ -134,7 +154,7 @@ def test_host_refusing_port_forwarding_is_probed_with_curl_on_the_host(action_im
     assert served(app) == {"role": "backend", "color": "blue", "version": "v2"}
 
 
-@SHAPES
+@LAYOUTS
 def test_first_deploy_on_an_empty_host(action_image: str, ssh_host: lab.SshHost, app: lab.LabApp) -> None:
     """The app is cloned, nothing runs, no .active_env: the deploy brings up the base, builds blue,
     and starts nginx once blue is healthy and the upstream names it (on a bridge network nginx

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import subprocess
@@ -12,7 +13,7 @@ import pytest
 from lab import lab
 
 from .conftest import SHAPES, Load
-from .test_deploy import served, started_at
+from .test_deploy import assert_retired, served, started_at
 from .test_failures import assert_serves_alone, only_error
 
 
@@ -21,8 +22,14 @@ def head(app: lab.LabApp) -> str:
 
 
 def journal(app: lab.LabApp) -> list[dict[str, object]]:
+    """The journal's whole lines (a test may have torn some)."""
     path = app.app_dir / ".bluegreen/journal.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    lines = path.read_text().splitlines() if path.exists() else []
+    entries = []
+    for line in lines:
+        with contextlib.suppress(ValueError):
+            entries.append(json.loads(line))
+    return entries
 
 
 def host_state(app: lab.LabApp) -> tuple[object, ...]:
@@ -33,11 +40,20 @@ def host_state(app: lab.LabApp) -> tuple[object, ...]:
     return containers, files, head(app), journal(app)
 
 
+def tear_the_journal(app: lab.LabApp) -> None:
+    """What a connection lost mid-append left, as an earlier release wrote it: each of the last two
+    deploys' `switched` line cut short, and its `success` line glued onto the torn one."""
+    path = app.app_dir / ".bluegreen/journal.jsonl"
+    lines = path.read_text().splitlines()
+    assert [json.loads(line)["result"] for line in lines[-4:]] == ["switched", "success"] * 2
+    path.write_text("\n".join([*lines[:-4], lines[-4][:40] + lines[-3], lines[-2][:25] + lines[-1]]) + "\n")
+
+
 @pytest.mark.parametrize(
     ("app", "keep"),
-    [(("v2", "bridge"), "stopped"), (("v1", "host"), "running")],
+    [(("v2", "bridge"), "stopped"), (("v1", "host"), "running"), (("v1", "bridge", "folders"), "stopped")],
     indirect=["app"],
-    ids=["v2-bridge-stopped", "v1-host-running"],
+    ids=["v2-bridge-stopped", "v1-host-running", "v1-bridge-folders-stopped"],
 )
 def test_deploy_then_rollback_and_forward_again(
     action_image: str, ssh_host: lab.SshHost, app: lab.LabApp, keep: str
@@ -47,11 +63,9 @@ def test_deploy_then_rollback_and_forward_again(
     for sha in (sha2, sha3 := app.version("v3")):
         run = lab.run_action(lab.lab_inputs(ssh_host, app, sha, keep_previous=keep))
         assert run.status == 0, run.log
+    tear_the_journal(app)  # a rollback reads every whole record, the glued ones too
     assert served(app) == {"role": "backend", "color": "green", "version": "v3"}
-    if keep == "stopped":
-        assert app.kept_stopped("blue")
-    else:
-        assert app.running("blue") == ["backend_blue", "frontend_blue"]
+    assert_retired(app, "blue", keep)
     blue_ids = {c.id for c in app.containers("blue")}
 
     rollback = lab.lab_inputs(ssh_host, app, "", command="rollback", keep_previous=keep)
@@ -73,10 +87,7 @@ def test_deploy_then_rollback_and_forward_again(
     assert "Build" not in run.summary
     assert head(app) == sha2 and (app.app_dir / ".active_env").read_text().strip() == "blue"
     assert journal(app)[-1]["command"] == "rollback" and journal(app)[-1]["ref"] == sha2
-    if keep == "stopped":
-        assert app.kept_stopped("green")
-    else:
-        assert app.running("green") == ["backend_green", "frontend_green"]
+    assert_retired(app, "green", keep)
     assert load.failures == [] and len(load.statuses) > 10
     assert {json.loads(b)["color"] for b in load.bodies} == {"green", "blue"}
 
@@ -151,6 +162,51 @@ def test_a_failed_rollback_restores_like_a_failed_deploy(
     assert served(app) == {"role": "backend", "color": "green", "version": "v3"}
     assert run.outputs["switched"] == "false" and run.outputs["active-color"] == "green"
     assert load.failures == [] and {json.loads(b)["color"] for b in load.bodies} == {"green"}
+
+
+def test_the_runners_cancel_sequence_never_cuts_a_recovery_that_outlasts_its_first_signal(
+    action_image: str, ssh_host: lab.SshHost, app: lab.LabApp
+) -> None:
+    """A rollback cancelled in its health gate, with a 9 s request in flight to blue's backend: the
+    recovery stops the kept containers it started with their grace (10 s), so it is still running
+    when the runner's SIGTERM comes 7.5 s after its SIGINT. It goes on to its end: the summary and
+    outputs say what was restored, the request got its answer, and a rerun finds a consistent host."""
+    app.bootstrap("green")
+    for sha in (app.version("v2"), sha3 := app.version("v3")):
+        assert lab.run_action(lab.lab_inputs(ssh_host, app, sha)).status == 0
+    blue_ids = {c.id for c in app.containers("blue")}
+    backend = f"http://127.0.0.1:{app.ports['BLUE_BACKEND']}"
+    waiting = f"{backend}/api/v1/\nhttp://127.0.0.1:{lab.free_port()}/"  # never healthy: the gate waits
+    rollback = lab.lab_inputs(ssh_host, app, "", command="rollback", health_timeout="120")
+    answers: list[int] = []
+
+    def long_request() -> None:
+        with lab.urllib_open(f"{backend}/slow?s=9", timeout=60) as response:
+            answers.append(response.status)
+
+    with Load(app.public_url("/api/v1/")) as load:
+        running = lab.RunningAction({**rollback, "blue-health-urls": waiting})
+        running.wait_for_step("Health-check blue")
+        lab.wait_port(app.ports["BLUE_BACKEND"])  # blue was just started again
+        slow = threading.Thread(target=long_request)
+        slow.start()
+        lab.wait_for(lambda: lab.established(app.ports["BLUE_BACKEND"]), "the long request to reach blue")
+        running.cancel_like_the_runner()
+        run = running.wait()
+        slow.join(60)
+        assert run.status != 0
+        assert "the run was cancelled (SIGINT/SIGTERM)" in run.summary
+        assert "SIGTERM came while the action was leaving the host consistent; it finished that first" in run.summary
+        assert "blue's kept containers stopped again" in run.summary and f"checkout back at {sha3[:12]}" in run.summary
+        assert run.outputs["switched"] == "false" and run.outputs["active-color"] == "green"
+        assert answers == [200]
+        assert app.kept_stopped("blue") and {c.id for c in app.containers("blue")} == blue_ids
+        assert head(app) == sha3 and served(app) == {"role": "backend", "color": "green", "version": "v3"}
+
+        rerun = lab.run_action(rollback)
+    assert rerun.status == 0, rerun.log
+    assert served(app) == {"role": "backend", "color": "blue", "version": "v2"}
+    assert load.failures == [] and len(load.statuses) > 10
 
 
 @SHAPES

@@ -3,11 +3,13 @@ and any other command answered by a handler or with success. Records every argv 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from bluegreen import commands
 from bluegreen.remote import CommandFailed, Result
+from bluegreen.stacks import ComposeFile, Container
 
 Handler = Callable[[list[str], str | None], Result]
 OK = Result(0, "", "")
@@ -18,8 +20,13 @@ class FakeHeld:
     line: str
     released: bool = False
 
+    beats: int = 0
+
     async def first_line(self) -> str:
         return self.line
+
+    def beat(self) -> None:
+        self.beats += 1
 
     def release(self) -> None:
         self.released = True
@@ -32,6 +39,10 @@ class FakeHost:
     handlers: list[tuple[list[str], Handler]] = field(default_factory=list)
     held: list[FakeHeld] = field(default_factory=list)
     lock_lines: list[str] = field(default_factory=list)  # what each `start` of the lock prints first
+    delays: list[tuple[list[str], float]] = field(default_factory=list)  # commands that take this long
+
+    def slow(self, prefix: list[str], seconds: float) -> None:
+        self.delays.append((prefix, seconds))
 
     def on(self, prefix: list[str], handler: Handler) -> None:
         self.handlers.insert(0, (prefix, handler))
@@ -44,12 +55,15 @@ class FakeHost:
     ) -> Result:
         argv = list(argv)
         self.calls.append(argv)
+        for prefix, seconds in self.delays:
+            if argv[: len(prefix)] == prefix:
+                await asyncio.sleep(seconds)
         result = self.answer(argv, input)
         if check and not result.ok:
             raise CommandFailed(argv, result.status, result.stdout, result.stderr)
         return result
 
-    async def start(self, argv: Sequence[str], timeout: int) -> FakeHeld:
+    async def start(self, argv: Sequence[str]) -> FakeHeld:
         self.calls.append(list(argv))
         held = FakeHeld(self.lock_lines.pop(0) if self.lock_lines else "locked")
         self.held.append(held)
@@ -64,14 +78,17 @@ class FakeHost:
             return (
                 Result(0, self.files[path], "") if path in self.files else Result(1, "", f"cat: {path}: No such file")
             )
-        if argv[:3] == ["sh", "-c", commands.UMASK_TEE_SCRIPT]:
-            appending = "-a" in argv
-            self.files[path] = (self.files.get(path, "") if appending else "") + (input or "")
+        if argv[:3] in (["sh", "-c", commands.UMASK_TEE_SCRIPT], ["sh", "-c", commands.WRITE_STATE_SCRIPT]):
+            self.files[path] = input or ""
+            return OK
+        if argv[:3] == ["sh", "-c", commands.APPEND_LINE_SCRIPT]:
+            before = self.files.get(path, "")
+            self.files[path] = before + ("\n" if before and not before.endswith("\n") else "") + (input or "")
             return OK
         if argv[:3] == ["rm", "-f", "--"]:
             self.files.pop(path, None)
             return OK
-        if argv[:3] == ["mv", "-f", "--"]:
+        if argv[:3] == ["mv", "-fT", "--"]:
             self.files[argv[4]] = self.files.pop(argv[3])
             return OK
         if argv[:2] == ["test", "-e"]:
@@ -128,3 +145,148 @@ class FakeNginx:
             f"{pid} 1 nginx: worker process" for pid in sorted(self.workers())
         ]
         return Result(0, "\n".join(lines) + "\n", "")
+
+
+# -- a whole app on a fake host, for the orchestrator's unit tests --------------------------------
+
+
+@dataclass
+class FakeConn:
+    closed: bool = False
+
+    def is_closed(self) -> bool:
+        return self.closed
+
+
+@dataclass
+class FakeRemote(FakeHost):
+    """A FakeHost that also stands in for a Remote: no port forwarding (probes run as curl on the host)."""
+
+    conn: FakeConn = field(default_factory=FakeConn)
+    forwarding: bool = False
+
+    async def can_forward(self, host: str, port: int) -> bool:
+        return self.forwarding
+
+    async def close(self) -> None:
+        self.conn.closed = True
+
+
+class FakeRepo:
+    """The app's clone on a fake host: commits (sha -> {path: text}), origin's refs as just fetched
+    (full name -> sha), local branches, and HEAD. Answers the git commands the action runs; a
+    checkout writes the commit's files into the work tree (host.files)."""
+
+    def __init__(
+        self,
+        host: FakeHost,
+        app: str,
+        commits: dict[str, dict[str, str]],
+        refs: dict[str, str],
+        head: str,
+    ) -> None:
+        self.host, self.app, self.commits, self.refs, self.head = host, app, commits, refs, head
+        self.checkouts: list[str] = []
+        git = ["git", "-C", app]
+        host.on([*git, "rev-parse", "--is-inside-work-tree"], lambda argv, _: Result(0, "true\n", ""))
+        host.on([*git, "rev-parse", "--verify", "--quiet"], self.rev_parse)
+        host.on([*git, "cat-file", "--batch"], self.cat_file)
+        host.on([*git, "diff", "--cached", "-R"], self.added)
+        host.on([*git, "ls-tree"], self.ls_tree)
+        host.on([*git, "checkout"], self.checkout)
+        host.on(["sh", "-c", commands.IN_THE_WAY_SCRIPT], self.in_the_way)
+        for path, text in commits[head].items():
+            host.files[f"{app}/{path}"] = text
+
+    def rev_parse(self, argv: list[str], _: str | None) -> Result:
+        name = argv[-1].removesuffix("^{commit}")
+        sha = self.head if name == "HEAD" else self.refs.get(name) or (name if name in self.commits else "")
+        if not sha and len(name) >= 7:
+            sha = next((s for s in self.commits if s.startswith(name)), "")
+        return Result(0, sha + "\n", "") if sha else Result(1, "", "")
+
+    def cat_file(self, argv: list[str], stdin: str | None) -> Result:
+        out = []
+        for spec in (stdin or "").splitlines():
+            sha, _, path = spec.partition(":./")
+            text = self.commits.get(sha, {}).get(path)
+            out.append(f"{spec} missing\n" if text is None else f"{'f' * 40} blob {len(text.encode())}\n{text}\n")
+        return Result(0, "".join(out), "")
+
+    def added(self, argv: list[str], _: str | None) -> Result:
+        new = [p for p in self.commits[argv[-1]] if p not in self.commits[self.head]]
+        return Result(0, "".join(p + "\0" for p in new), "")
+
+    def ls_tree(self, argv: list[str], _: str | None) -> Result:
+        sha, under = argv[-3], argv[-1]
+        paths = [p for p in self.commits[sha] if p == under or p.startswith(under + "/")]
+        return Result(0, "".join(p + "\0" for p in paths), "")
+
+    def checkout(self, argv: list[str], _: str | None) -> Result:
+        sha = argv[-1]
+        for path in self.commits[self.head]:
+            self.host.files.pop(f"{self.app}/{path}", None)
+        for path, text in self.commits[sha].items():
+            self.host.files[f"{self.app}/{path}"] = text
+        self.head = sha
+        self.checkouts.append(sha)
+        return OK
+
+    def in_the_way(self, argv: list[str], stdin: str | None) -> Result:
+        found = []
+        for item in (stdin or "").split("\0"):
+            kind, _, path = item.partition(":")
+            full = f"{self.app}/{path}"
+            if kind == "f" and full in self.host.files:
+                found.append(path)
+        return Result(0, "".join(p + "\0" for p in found), "")
+
+
+class FakeDocker:
+    """dockerd and Compose v2 on a fake host: compose up makes a container per service of its file
+    (read from the work tree), docker stop/rm/start act by id, docker ps lists them all."""
+
+    def __init__(self, host: FakeHost) -> None:
+        self.host = host
+        self.containers: list[Container] = []
+        self.made = 0
+        host.on(["docker", "ps"], self.ps)
+        host.on(["docker", "compose"], self.compose)
+        host.on(["docker", "stop"], lambda argv, _: self.each(argv, lambda c: replace(c, running=False)))
+        host.on(["docker", "start"], lambda argv, _: self.each(argv, lambda c: replace(c, running=True)))
+        host.on(["docker", "rm"], lambda argv, _: self.each(argv, lambda c: None))
+
+    def ps(self, argv: list[str], _: str | None) -> Result:
+        lines = [
+            "\t".join([c.id, c.name, "Up 1 minute" if c.running else "Exited (0)", c.project, c.service, c.working_dir])
+            for c in self.containers
+        ]
+        return Result(0, "".join(line + "\n" for line in lines), "")
+
+    def each(self, argv: list[str], change: Callable[[Container], Container | None]) -> Result:
+        ids = set(argv)
+        kept = []
+        for c in self.containers:
+            changed = change(c) if c.id in ids else c
+            if changed is not None:
+                kept.append(changed)
+        self.containers = kept
+        return OK
+
+    def compose(self, argv: list[str], _: str | None) -> Result:
+        if argv[2:3] == ["version"]:
+            return OK
+        project, folder, file = (
+            argv[argv.index(flag) + 1] for flag in ("--project-name", "--project-directory", "--file")
+        )
+        verb = argv[argv.index("--file") + 2]
+        if verb == "up":
+            services = ComposeFile.parse(self.host.files[file]).services
+            named = [a for a in argv[argv.index("up") + 1 :] if not a.startswith("-")]
+            for service in named or services:
+                self.containers = [c for c in self.containers if (c.project, c.service) != (project, service)]
+                self.made += 1
+                self.containers.append(
+                    Container(f"id{self.made}", f"{project}-{service}-1", True, project, service, folder)
+                )
+        return OK

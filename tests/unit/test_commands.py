@@ -74,27 +74,39 @@ def test_git_commands_take_values_as_single_arguments() -> None:
         "--detach",
         "abc",
     ]
-    assert commands.git_has_file("/srv/app", "abc", "docker-compose.blue.yml") == [
+    assert commands.git_resolve("/srv/app", "refs/tags/v1") == [
         "git",
         "-C",
         "/srv/app",
-        "cat-file",
-        "-e",
-        "abc:./docker-compose.blue.yml",
+        "rev-parse",
+        "--verify",
+        "--quiet",
+        "refs/tags/v1^{commit}",
     ]
-    assert commands.ref_candidates("main") == ["main", "refs/remotes/origin/main", "FETCH_HEAD"]
+    assert commands.git_tracked_under("/srv/app", "abc", ".bluegreen")[-3:] == ["abc", "--", ".bluegreen"]
 
 
-def test_lock_is_held_by_flock_with_a_constant_script() -> None:
-    argv = commands.hold_lock("/srv/app/.bluegreen/lock")
+def test_a_fetch_prunes_branches_origin_deleted_and_moves_tags_origin_moved() -> None:
+    argv = commands.git_fetch("/srv/app")
+    assert {"--prune", "--force", "--tags"} <= set(argv)
+    assert argv[-2:] == ["origin", "+refs/heads/*:refs/remotes/origin/*"]
+
+
+def test_the_lock_is_held_by_flock_with_a_constant_script_and_no_clock() -> None:
+    argv = commands.hold_lock("/srv/app/.bluegreen/lock", 60)
     assert argv[:5] == ["flock", "--nonblock", "--conflict-exit-code", "1", "/srv/app/.bluegreen/lock"]
-    assert argv[-1] == "echo locked; exec cat >/dev/null"
+    assert argv[5:] == ["sh", "-c", commands.HOLD_LOCK_SCRIPT, "sh", "60"]
+    assert "timeout" not in argv[:5] and commands.shell_line(argv).startswith("flock ")
 
 
-def test_writes_keep_the_inode_and_a_safe_umask() -> None:
-    assert commands.write_file("/x y") == ["sh", "-c", commands.UMASK_TEE_SCRIPT, "sh", "--", "/x y"]
-    assert commands.append_file("/j") == ["sh", "-c", commands.UMASK_TEE_SCRIPT, "sh", "-a", "--", "/j"]
+def test_state_files_are_replaced_never_written_through_and_the_upstream_target_in_place() -> None:
+    assert commands.write_file("/x y") == ["sh", "-c", commands.UMASK_TEE_SCRIPT, "sh", "/x y"]
     assert commands.UMASK_TEE_SCRIPT.startswith("umask 022 && exec tee ")
+    assert commands.write_state("/s") == ["sh", "-c", commands.WRITE_STATE_SCRIPT, "sh", "/s"]
+    assert 'mv -fT -- "$t" "$1"' in commands.WRITE_STATE_SCRIPT
+    assert commands.append_line("/j") == ["sh", "-c", commands.APPEND_LINE_SCRIPT, "sh", "/j"]
+    assert commands.APPEND_LINE_SCRIPT.startswith('if [ -L "$1" ]')
+    assert commands.move("/a", "/b") == ["mv", "-fT", "--", "/a", "/b"]
 
 
 def test_upstream_servers_are_probed_from_nginxs_own_view_with_a_constant_script() -> None:

@@ -4,7 +4,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bluegreen.config import INPUTS, ConfigError, inputs_from_env, load_config, secret_values
+from bluegreen.config import (
+    CLIENT_SLACK_SECONDS,
+    COMMAND_SECONDS,
+    COMPOSE_SECONDS,
+    INPUTS,
+    LOCK_BEAT_SECONDS,
+    LOCK_SILENCE_SECONDS,
+    ConfigError,
+    inputs_from_env,
+    load_config,
+    secret_values,
+)
 
 KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAAline1\nBBBBline2\n-----END OPENSSH PRIVATE KEY-----\n"
 
@@ -210,3 +221,25 @@ def test_pre_switch_command_is_a_service_then_argv_never_a_shell_line() -> None:
 def test_a_bad_pre_switch_command_names_the_input(value: str, problem: str) -> None:
     err = error_for(pre_switch_command=value)
     assert err.input == "pre-switch-command" and problem in err.problem
+
+
+@given(st.integers(1, 3600), st.integers(1, 600), st.integers(1, 86400), st.integers(0, 3600), st.integers(0, 86400))
+def test_every_time_limit_the_inputs_allow_fits_the_fixed_ones(
+    health: int, interval: int, pre_switch: int, drain: int, lock: int
+) -> None:
+    """No clock of the action ends a wait an input allows: the lock has none while the run beats,
+    and the host-side limit of a command always fires before the client gives up on it."""
+    values = {
+        "health-timeout": str(health),
+        "health-interval": str(interval),
+        "pre-switch-timeout": str(pre_switch),
+        "drain-timeout": str(drain),
+        "lock-timeout": str(lock),
+    }
+    if interval > health:
+        assert error_for(**values).input == "health-interval"
+        return
+    cfg = load_config(raw(**values))
+    assert (cfg.pre_switch_timeout, cfg.drain_timeout, cfg.lock_timeout) == (pre_switch, drain, lock)
+    assert LOCK_SILENCE_SECONDS >= 6 * LOCK_BEAT_SECONDS and CLIENT_SLACK_SECONDS > 5  # timeout --kill-after=5
+    assert COMPOSE_SECONDS >= COMMAND_SECONDS

@@ -17,6 +17,23 @@ def test_parse_skips_torn_and_foreign_lines() -> None:
     assert parse(text) == [{"result": "success", "to": "blue"}, {"result": "failed", "to": "green"}]
 
 
+def test_a_record_glued_onto_a_torn_line_is_still_read() -> None:
+    """An earlier release appended without a newline first: a connection lost mid-append left a torn
+    line, and the next record was glued onto it. Every complete record after it is still read."""
+    switched = {"time": "t2", "ref": "b" * 40, "to": "green", "result": "switched", "steps": {"build": 1.5}}
+    torn = '{"time": "t1", "ref": "aaaa", "to": "blue", "steps": {"connect": 0.1'
+    text = "\n".join([json.dumps({"result": "success", "to": "blue"}), torn + json.dumps(switched), '{"result"'])
+    assert parse(text + "\n") == [{"result": "success", "to": "blue"}, switched]
+    assert last_switch(parse(text), "green") == switched
+
+
+def test_an_append_after_a_torn_line_starts_a_line_of_its_own() -> None:
+    host = FakeHost(files={PATH: '{"result": "success"}\n{"result": "swi'})
+    asyncio.run(Journal(host, "/srv/app").record({"result": "switched", "to": "blue"}, "blue"))
+    assert host.files[PATH] == '{"result": "success"}\n{"result": "swi\n{"result": "switched", "to": "blue"}\n'
+    assert parse(host.files[PATH]) == [{"result": "success"}, {"result": "switched", "to": "blue"}]
+
+
 def test_the_last_switch_is_the_newest_entry_after_which_its_target_served() -> None:
     entries: list[dict[str, object]] = [
         {"result": "success", "to": "blue"},

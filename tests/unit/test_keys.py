@@ -8,7 +8,7 @@ import asyncssh
 import pytest
 
 from bluegreen.config import INPUTS, Config, load_config
-from bluegreen.remote import RemoteError, connect_reason, load_key
+from bluegreen.remote import RemoteError, connect_reason, host_key_plans, load_key
 
 ED25519 = asyncssh.generate_private_key("ssh-ed25519")
 RSA = asyncssh.generate_private_key("ssh-rsa", key_size=2048)
@@ -89,3 +89,26 @@ def test_connect_failures_are_named() -> None:
     assert connect_reason(socket.gaierror(-2, "Name or service not known")).startswith("cannot resolve the host name")
     assert connect_reason(ConnectionRefusedError()) == "connection refused"
     assert connect_reason(TimeoutError()) == "timed out"
+
+
+def test_a_pin_is_honoured_whatever_other_host_keys_the_server_offers() -> None:
+    """known-hosts: asyncssh offers the algorithms of the lines for this host (as OpenSSH does), never
+    its default list, which puts RSA first. Fingerprints: one key kind a connection, ed25519 first."""
+    line = f"[h.example.com]:22 {ED25519.export_public_key().decode().strip()}"
+    base = {spec.name: spec.default for spec in INPUTS}
+    base.update(
+        {"host": "h.example.com", "username": "deploy", "key": ED25519.export_private_key().decode(), "ref": "main"}
+    )
+    base.update(
+        {"app-dir": "/srv/app", "blue-health-urls": "http://127.0.0.1:1/", "green-health-urls": "http://127.0.0.1:2/"}
+    )
+    by_line = host_key_plans(load_config({**base, "known-hosts": line}))
+    assert len(by_line) == 1 and by_line[0][1] == ()
+    by_fingerprint = host_key_plans(load_config({**base, "fingerprint": "SHA256:" + "A" * 43}))
+    assert [algs[0] for _, algs in by_fingerprint] == [
+        "ssh-ed25519",
+        "ecdsa-sha2-nistp256",
+        "rsa-sha2-512",
+        "ssh-ed448",
+    ]
+    assert host_key_plans(load_config({**base, "insecure-skip-host-key-check": "true"})) == [(None, ())]

@@ -106,7 +106,7 @@ def test_the_live_file_is_set_aside_for_the_checkout_and_put_back() -> None:
 
     asyncio.run(go())
     assert host.files[TARGET] == GREEN and switch.stash not in host.files
-    assert host.ran("mv", "-f", "--", switch.stash, TARGET)
+    assert host.ran("mv", "-fT", "--", switch.stash, TARGET)
 
 
 def test_a_first_deploy_starts_nginx_only_after_the_upstream_is_written() -> None:

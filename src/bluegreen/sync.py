@@ -1,0 +1,217 @@
+"""The app's checkout on the host: fetch, resolve a ref as a person means it, read files at a commit,
+and check a commit out without overwriting anything the host owns.
+
+A ref means what it says:
+- a branch name (`main`, or `refs/heads/main`): origin's branch, as just fetched; the clone's own
+  local branches are never read (the action's detached checkouts never move them);
+- a tag (`v1.2`, or `refs/tags/v1.2`): the tag, as just fetched (a tag moved on origin moves here);
+- a commit SHA: that commit, fetched by SHA if no branch or tag brought it;
+- any other full ref (`refs/pull/7/head`): fetched from origin as it is.
+A name that is both a branch and a tag, at different commits, is refused as ambiguous.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from . import commands
+from .config import Color, Config
+from .errors import DeployError
+from .journal import STATE_DIR
+from .remote import Host, checked
+from .stacks import STACKS, ComposeFile, Stack, by_stack, read_files
+
+FULL_SHA = re.compile(r"^[0-9a-f]{40}$")
+SHORT_SHA = re.compile(r"^[0-9a-f]{7,39}$")
+IN_THE_WAY_SHOWN = 10
+
+
+@dataclass(frozen=True)
+class Resolved:
+    sha: str
+    how: str  # what the ref turned out to be, for the log: "branch main", "tag v1.2", "commit"
+
+
+def ref_names(ref: str) -> list[tuple[str, str]]:
+    """The full names a ref may mean, each with what it is: tried after a fetch, all of them; more
+    than one answer is ambiguous. Empty for a ref that must be fetched as it is."""
+    if ref.startswith("refs/heads/"):
+        branch = ref.removeprefix("refs/heads/")
+        return [(f"refs/remotes/origin/{branch}", f"branch {branch}")]
+    if ref.startswith("refs/tags/"):
+        return [(ref, f"tag {ref.removeprefix('refs/tags/')}")]
+    if ref.startswith("refs/"):
+        return []
+    if FULL_SHA.match(ref):
+        return [(ref, "commit")]
+    return [(f"refs/tags/{ref}", f"tag {ref}"), (f"refs/remotes/origin/{ref}", f"branch {ref}")]
+
+
+def parse_blobs(output: bytes, names: Sequence[str]) -> dict[str, str | None]:
+    """`git cat-file --batch` output for `names`, in order: each name's text, or None if missing."""
+    out: dict[str, str | None] = {}
+    at = 0
+    for name in names:
+        end = output.index(b"\n", at)
+        header = output[at:end].decode("utf-8", "replace").split()
+        at = end + 1
+        if len(header) == 3 and header[1] == "blob":
+            size = int(header[2])
+            out[name] = output[at : at + size].decode("utf-8", "replace")
+            at += size + 1
+        else:
+            if len(header) == 3:  # a tree or another type: skip its body
+                at += int(header[2]) + 1
+            out[name] = None
+    return out
+
+
+def parents(path: str) -> list[str]:
+    """The folders above a relative path: a/b/c -> [a, a/b]."""
+    parts = path.split("/")[:-1]
+    return ["/".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+class Checkout:
+    def __init__(self, host: Host, config: Config) -> None:
+        self.host = host
+        self.cfg = config
+        self.app = config.app_dir
+
+    async def head(self) -> str:
+        """The commit checked out now ("" in a clone with no commit)."""
+        return (await self.host.run(commands.git_head(self.app), check=False)).stdout.strip()
+
+    async def fetch(self) -> None:
+        await checked(
+            self.host,
+            commands.git_fetch(self.app),
+            "git fetch",
+            f"check that {self.cfg.username} can fetch the app's origin remote in {self.app} (deploy key, network)",
+        )
+
+    async def resolve(self, ref: str) -> Resolved:
+        """The commit `ref` means (see the module's docstring), after a fetch."""
+        names = ref_names(ref)
+        results = await asyncio.gather(
+            *(self.host.run(commands.git_resolve(self.app, name), check=False) for name, _ in names)
+        )
+        found = {r.stdout.strip(): how for (_, how), r in zip(names, results, strict=True) if r.ok}
+        if len(found) > 1:
+            raise DeployError(
+                f"ref {ref} is ambiguous: " + ", ".join(f"{how} is {sha[:12]}" for sha, how in found.items()),
+                f"give refs/heads/{ref} for the branch or refs/tags/{ref} for the tag",
+            )
+        if found:
+            sha, how = next(iter(found.items()))
+            return Resolved(sha, how)
+        if SHORT_SHA.match(ref) and (short := await self.commit(ref)):
+            return Resolved(short, "commit")
+        if (await self.host.run(commands.git_fetch_ref(self.app, ref), check=False)).ok:
+            fetched = await self.commit(ref if FULL_SHA.match(ref) else "FETCH_HEAD")
+            if fetched:
+                return Resolved(fetched, "commit" if FULL_SHA.match(ref) else f"ref {ref}")
+        raise DeployError(
+            f"ref {ref} was not found in the origin of {self.app}",
+            "push the commit first, or give an existing commit, branch or tag as ref",
+        )
+
+    async def commit(self, name: str) -> str:
+        return (await self.host.run(commands.git_resolve(self.app, name), check=False)).stdout.strip()
+
+    async def read(self, sha: str, paths: Sequence[str], *, on_disk: bool = False) -> dict[str, str | None]:
+        """The text of each path (relative to app-dir) at `sha`, or None where the commit lacks it;
+        with `on_disk`, a path the commit lacks is read from the host's work tree instead (a file
+        kept on the host, untracked)."""
+        wanted = [p for p in dict.fromkeys(paths) if p]
+        if not wanted or not sha:
+            return dict.fromkeys(wanted)
+        names = [f"{sha}:./{path}" for path in wanted]
+        result = await self.host.run(commands.git_read_blobs(self.app), input="".join(n + "\n" for n in names))
+        blobs = parse_blobs(result.stdout.encode("utf-8", "replace"), names)
+        texts = {path: blobs[name] for path, name in zip(wanted, names, strict=True)}
+        if on_disk:
+            texts.update(await self.read_disk([path for path, text in texts.items() if text is None]))
+        return texts
+
+    async def read_disk(self, paths: Sequence[str]) -> dict[str, str | None]:
+        """The text of each path (relative to app-dir) in the host's work tree, or None if missing."""
+        wanted = [p for p in dict.fromkeys(paths) if p]
+        reads = await asyncio.gather(
+            *(self.host.run(commands.read_file(self.cfg.app_path(p)), check=False) for p in wanted)
+        )
+        return {path: r.stdout if r.ok else None for path, r in zip(wanted, reads, strict=True)}
+
+    async def stack_files(
+        self, sha: str, target: Color, earlier: Sequence[str]
+    ) -> tuple[dict[Stack, ComposeFile], list[dict[Stack, ComposeFile]]]:
+        """The stacks' compose files at `sha` (read from the host where the commit lacks one it keeps
+        untracked) and at the `earlier` commits; the files a deploy to `target` needs must exist at
+        `sha`, and each of its files must parse."""
+        cfg = self.cfg
+        names = {stack: cfg.stack_file(stack) for stack in STACKS}
+        upstream = cfg.upstream_file_for(target)
+        texts = await self.read(sha, [*names.values(), upstream], on_disk=True)
+        needed = [(names[target], "compose-file"), (upstream, "upstream-file")]
+        if cfg.base_compose_file:
+            needed.append((cfg.base_compose_file, "base-compose-file"))
+        for path, name in needed:
+            if texts.get(path) is None:
+                raise DeployError(
+                    f"{path} does not exist at {sha[:12]} ({name})",
+                    f"commit {path}, or set {name} to where the file is",
+                )
+        before = await asyncio.gather(*(self.read(e, list(names.values())) for e in earlier))
+        current = read_files(by_stack(texts, names), names)
+        return current, [read_files(by_stack(t, names), names, strict=False) for t in before]
+
+    async def check_host_files(self, sha: str, set_aside: str) -> None:
+        """Refuse, before anything changes, a checkout that would overwrite what the host owns: a
+        path `sha` tracks that exists on the host untracked (or ignored), in any form, or a folder it
+        needs that is a file or a symlink there; and a commit that tracks the action's state folder.
+        `set_aside`: the live upstream file (relative), which the checkout never sees."""
+        app = self.app
+        added_out, state_out = await asyncio.gather(
+            checked(self.host, commands.git_added_paths(app, sha), "listing the commit's new paths", "check the clone"),
+            checked(
+                self.host, commands.git_tracked_under(app, sha, STATE_DIR), "listing the commit's files", "check it"
+            ),
+        )
+        if tracked := [p for p in state_out.split("\0") if p]:
+            raise DeployError(
+                f"{sha[:12]} tracks {tracked[0]}: {STATE_DIR}/ is the action's state on the host (its lock, journal "
+                "and switch marker), never the repository's",
+                f"remove it from the repository: git rm -r --cached {STATE_DIR}, and commit",
+            )
+        added = [p for p in added_out.split("\0") if p and p != set_aside]
+        if not added:
+            return
+        items = {f"f:{p}": None for p in added} | {f"d:{d}": None for p in added for d in parents(p)}
+        result = await self.host.run(commands.paths_in_the_way(app), input="\0".join(items))
+        in_the_way = sorted(p for p in result.stdout.split("\0") if p)
+        if in_the_way:
+            shown = ", ".join(in_the_way[:IN_THE_WAY_SHOWN])
+            more = len(in_the_way) - IN_THE_WAY_SHOWN
+            raise DeployError(
+                f"checking out {sha[:12]} would overwrite what the host has and git does not track, in {app}: "
+                f"{shown}{f' and {more} more' if more > 0 else ''}; nothing was changed",
+                "if the host's copy must stay (a .env with production values), remove the path from the repository "
+                "(git rm --cached PATH, add it to .gitignore) and deploy again; if the commit's copy should win, move "
+                "the host's copy out of app-dir first",
+            )
+
+    async def checkout(self, sha: str) -> None:
+        await checked(
+            self.host,
+            commands.git_checkout(self.app, sha),
+            f"git checkout {sha[:12]}",
+            f"check the work tree in {self.app}",
+        )
+
+
+def relative_to(app_dir: str, path: str) -> str:
+    """`path` (absolute) relative to app-dir, or "" if it is outside."""
+    return path[len(app_dir) + 1 :] if path.startswith(app_dir + "/") else ""

@@ -1,0 +1,225 @@
+"""The orchestrator on a fake host (tests/unit/fakes.py: a git clone, dockerd with Compose v2, nginx in
+a container): what it refuses before anything changes, how refs resolve, and that a cancellation's
+recovery runs to its end whatever signals follow."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from bluegreen.config import load_config
+from bluegreen.deploy import Deployer, deploy_with_signals
+from bluegreen.lock import RunInfo
+from bluegreen.remote import Remote, Result
+from bluegreen.report import Reporter
+from bluegreen.stacks import Container
+
+from .fakes import FakeDocker, FakeNginx, FakeRemote, FakeRepo
+from .test_config import raw
+
+APP = "/srv/app"
+TARGET = f"{APP}/nginx/conf.d/upstream.conf"
+V1, V2, V3 = ("1" * 40, "2" * 40, "3" * 40)
+SEED = {
+    "docker-compose.base.yml": "services:\n  db: {image: postgres}\n  nginx: {image: nginx, container_name: web}\n",
+    "docker-compose.blue.yml": "services:\n  backend_blue: {build: ./app}\n  frontend_blue: {build: ./app}\n",
+    "docker-compose.green.yml": "services:\n  backend_green: {build: ./app}\n  frontend_green: {build: ./app}\n",
+    "nginx/upstream.blue.conf": "upstream backend { server backend_blue:8000; }\n",
+    "nginx/upstream.green.conf": "upstream backend { server backend_green:8000; }\n",
+}
+
+
+class Collect(Reporter):
+    def __init__(self) -> None:
+        super().__init__([])
+        self.lines: list[str] = []
+
+    def write(self, line: str) -> None:
+        self.lines.append(line)
+
+
+@dataclass
+class App:
+    host: FakeRemote
+    repo: FakeRepo
+    docker: FakeDocker
+    nginx: FakeNginx
+    out: Collect
+
+    def deployer(self, **inputs: str) -> Deployer:
+        values = {"project-name": "app", "nginx-container": "web", "health-interval": "1", **inputs}
+        return Deployer(load_config(raw(**values)), self.out, RunInfo("org/app", "9", "1", "https://run/9"))
+
+    def run(self, **inputs: str) -> Deployer:
+        deployer = self.deployer(**inputs)
+        asyncio.run(deploy_with_signals(deployer))
+        return deployer
+
+    def ids(self, service: str) -> list[str]:
+        return [c.id for c in self.docker.containers if c.service == service]
+
+    def mutating(self) -> list[list[str]]:
+        """What changed the app: a checkout, compose, or docker stop/rm/start."""
+        return [
+            argv
+            for argv in self.host.calls
+            if argv[3:4] == ["checkout"]
+            or (argv[:2] == ["docker", "compose"] and argv[2:3] != ["version"])
+            or argv[:2] in (["docker", "stop"], ["docker", "rm"], ["docker", "start"])
+        ]
+
+
+@pytest.fixture
+def app(monkeypatch: pytest.MonkeyPatch) -> Iterator[App]:
+    """green serves v1 (the seed's layout); origin has v1 and v2 on main (the clone's local main
+    still says v1, as a clone's does once the action's detached checkouts take over)."""
+    host = FakeRemote()
+    commits = {V1: dict(SEED), V2: {**SEED, "app/VERSION": "v2\n"}}
+    refs = {"main": V1, "refs/heads/main": V1, "refs/remotes/origin/main": V2}
+    repo = FakeRepo(host, APP, commits, refs, V1)
+    docker = FakeDocker(host)
+    nginx = FakeNginx(host, TARGET)
+    host.files[TARGET] = SEED["nginx/upstream.green.conf"]
+    for cid, service, folder in (("db", "db", APP), ("ngx", "nginx", APP), ("g1", "backend_green", APP)):
+        docker.containers.append(Container(cid, f"app-{service}-1", True, "app", service, folder))
+    host.on(["curl"], lambda argv, _: Result(0, "200", ""))
+
+    async def connect(config: object) -> FakeRemote:
+        return host
+
+    monkeypatch.setattr(Remote, "connect", staticmethod(connect))
+    yield App(host, repo, docker, nginx, Collect())
+
+
+def errors(app: App) -> list[str]:
+    return [line for line in app.out.lines if line.startswith("error:")]
+
+
+def test_a_deploy_builds_the_idle_color_switches_and_keeps_the_old_one_stopped(app: App) -> None:
+    deployer = app.run(ref=V2)
+    assert deployer.report.ok, app.out.lines
+    assert deployer.report.outputs()["active-color"] == "blue" and app.repo.head == V2
+    assert {c.service: c.running for c in app.docker.containers} == {
+        "db": True,
+        "nginx": True,
+        "backend_green": False,
+        "backend_blue": True,
+        "frontend_blue": True,
+    }
+    assert app.ids("db") == ["db"] and app.ids("nginx") == ["ngx"]  # the base was never touched
+
+
+def test_a_branch_name_means_origins_branch_as_just_fetched_never_the_clones_own(app: App) -> None:
+    deployer = app.run(ref="main")
+    assert deployer.report.ok, app.out.lines
+    assert deployer.report.sha == V2 and app.repo.head == V2
+    assert deployer.report.outputs()["deployed-ref"] == V2
+    assert "Sync main: ok" in "\n".join(app.out.lines) and f"branch main at {V2[:12]}" in "\n".join(app.out.lines)
+
+
+def test_a_name_that_is_a_branch_and_a_tag_at_different_commits_is_refused(app: App) -> None:
+    app.repo.refs["refs/tags/main"] = V1
+    deployer = app.run(ref="main")
+    assert "ref main is ambiguous: tag main is 111111111111, branch main is 222222222222" in deployer.report.error
+    assert app.mutating() == []
+
+
+def test_a_tag_and_a_short_sha_resolve_to_their_commits(app: App) -> None:
+    app.repo.refs["refs/tags/v2.0"] = V2
+    assert app.run(ref="v2.0").report.sha == V2
+    assert app.run(ref=V1[:9]).report.sha == V1
+
+
+def test_a_checkout_that_would_overwrite_an_untracked_host_file_is_refused_before_anything_changes(
+    app: App,
+) -> None:
+    app.repo.commits[V2][".env"] = "SECRET_KEY=committed-by-mistake\n"
+    app.host.files[f"{APP}/.env"] = "SECRET_KEY=production\n"
+    deployer = app.run(ref=V2)
+    assert "would overwrite what the host has and git does not track, in /srv/app: .env" in deployer.report.error
+    assert "git rm --cached" in deployer.report.fix
+    assert app.host.files[f"{APP}/.env"] == "SECRET_KEY=production\n"
+    assert app.mutating() == [] and app.repo.head == V1
+
+
+def test_a_commit_that_tracks_the_actions_state_folder_is_refused(app: App) -> None:
+    app.repo.commits[V2][".bluegreen/journal.jsonl"] = "{}\n"
+    deployer = app.run(ref=V2)
+    assert f"{V2[:12]} tracks .bluegreen/journal.jsonl" in deployer.report.error
+    assert app.mutating() == []
+
+
+def test_a_color_file_that_defines_a_base_service_is_refused_before_anything_changes(app: App) -> None:
+    app.repo.commits[V2]["docker-compose.blue.yml"] += "  db: {image: postgres}\n"
+    deployer = app.run(ref=V2)
+    assert (
+        "docker-compose.blue.yml defines 'db', a service of docker-compose.base.yml: deploying blue would replace "
+        "the base's db" in deployer.report.error
+    )
+    assert app.mutating() == [] and app.ids("db") == ["db"]
+
+
+def test_a_folder_per_stack_with_one_basename_never_touches_the_base_or_the_live_color(app: App) -> None:
+    folders = {
+        "deploy/base/compose.yml": SEED["docker-compose.base.yml"],
+        "deploy/blue/compose.yml": SEED["docker-compose.blue.yml"].replace("./app", "../../app"),
+        "deploy/green/compose.yml": SEED["docker-compose.green.yml"].replace("./app", "../../app"),
+        "nginx/upstream.blue.conf": SEED["nginx/upstream.blue.conf"],
+        "nginx/upstream.green.conf": SEED["nginx/upstream.green.conf"],
+    }
+    app.repo.commits[V2] = folders
+    inputs = {"compose-file": "deploy/{color}/compose.yml", "base-compose-file": "deploy/base/compose.yml"}
+    deployer = app.run(ref=V2, keep_previous="none", **inputs)
+    assert deployer.report.ok, app.out.lines
+    (up,) = [argv for argv in app.host.ran("docker", "compose") if "up" in argv]
+    assert up[up.index("--project-directory") + 1] == f"{APP}/deploy/blue"
+    assert app.ids("db") == ["db"] and app.ids("nginx") == ["ngx"]
+    assert app.ids("backend_green") == []  # the old color, removed as keep-previous: none says
+    assert [c.running for c in app.docker.containers if c.service.endswith("_blue")] == [True, True]
+
+
+def test_the_runners_second_signal_does_not_cut_the_recovery_short(app: App) -> None:
+    """GitHub's cancellation: SIGINT, then SIGTERM 7.5 s later. The recovery here takes longer than
+    that (stopping blue takes 9 s); it finishes, and the report says what it restored."""
+    app.host.on(["curl"], lambda argv, _: Result(0, "503", ""))  # blue never gets healthy
+    app.host.slow(["docker", "stop"], 9)
+    deployer = app.deployer(ref=V2, health_timeout="600")
+    sent: dict[str, float] = {}
+
+    def runner() -> None:
+        while not any(s.name == "health" for s in deployer.report.steps):
+            time.sleep(0.01)
+        for name, sig, grace in (("SIGINT", signal.SIGINT, 7.5), ("SIGTERM", signal.SIGTERM, 0)):
+            sent[name] = time.monotonic()
+            os.kill(os.getpid(), sig)
+            time.sleep(grace)
+
+    thread = threading.Thread(target=runner)
+    thread.start()
+    report = asyncio.run(deploy_with_signals(deployer))
+    done = time.monotonic()
+    thread.join()
+    assert done - sent["SIGINT"] > 9 and sent["SIGTERM"] < done  # the SIGTERM came mid-recovery
+    assert report.error == "the run was cancelled (SIGINT/SIGTERM)"
+    assert report.warnings == ["SIGTERM came while the action was leaving the host consistent; it finished that first"]
+    assert report.restored == ["blue containers removed; green keeps serving"]
+    assert report.outputs() == {
+        "active-color": "green",
+        "previous-color": "green",
+        "deployed-ref": "",
+        "switched": "false",
+        "rolled-back": "false",
+    }
+    assert "Deploy of" in report.summary_markdown() and "failed at Health-check blue" in report.summary_markdown()
+    journal = [json.loads(line) for line in app.host.files[f"{APP}/.bluegreen/journal.jsonl"].splitlines()]
+    assert journal[-1]["result"] == "failed"
+    assert not [c for c in app.docker.containers if c.service.endswith("_blue")]
+    assert app.ids("backend_green") == ["g1"] and app.host.files[TARGET] == SEED["nginx/upstream.green.conf"]
