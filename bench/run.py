@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
 
+import docker
 from lab import lab
 
 from bench.load import Counts, Load
@@ -268,19 +269,27 @@ def walltime(tools: list[Tool], rounds: int, compose: str, variant: str) -> Figu
     lab.use_compose(compose)
     apps = {tool.name: new_app(False, variant) for tool in tools}
     try:
-        for tool in tools:
-            tool.deploy(apps[tool.name], apps[tool.name].version("warm-up"))
-        for i in range(rounds):
-            for tool in tools if i % 2 == 0 else list(reversed(tools)):
-                sha = apps[tool.name].version(f"w{i}")
-                start = time.monotonic()
-                error = tool.deploy(apps[tool.name], sha)
-                figure.samples.setdefault(tool.name, []).append(time.monotonic() - start)
-                figure.failed[tool.name] = figure.failed.get(tool.name, 0) + (error is not None)
+        interleaved(figure, tools, apps, rounds, "w")
     finally:
         for app in apps.values():
             app.teardown()
     return figure
+
+
+def interleaved(figure: Figure, tools: list[Tool], apps: dict[str, lab.LabApp], rounds: int, prefix: str) -> None:
+    """A warm-up deploy per tool, then `rounds` rounds of one deploy each, the order alternating
+    round by round, each timed into `figure`. Each version is its app's own, so that no build is a
+    cache hit on what the other tool's app just built."""
+    for tool in tools:
+        tool.deploy(apps[tool.name], apps[tool.name].version(f"warm-up-{apps[tool.name].name}"))
+    for i in range(rounds):
+        for tool in tools if i % 2 == 0 else list(reversed(tools)):
+            app = apps[tool.name]
+            sha = app.version(f"{prefix}{i}-{app.name}")
+            start = time.monotonic()
+            error = tool.deploy(app, sha)
+            figure.samples.setdefault(tool.name, []).append(time.monotonic() - start)
+            figure.failed[tool.name] = figure.failed.get(tool.name, 0) + (error is not None)
 
 
 class FailureWindow(Poller):
@@ -361,6 +370,84 @@ def rollback_vs_redeploy(host: lab.SshHost, rounds: int, compose: str, variant: 
     return figure
 
 
+def slow_builds(tools: list[Tool], rounds: int, seconds: int, compose: str) -> Figure:
+    """Two services per color, each with a build step of `seconds`, the cache busted every round (a
+    new VERSION before the step): the seed's builds and those of Compose v1 run one after another;
+    the action's run in parallel on both Composes. Interleaved rounds, each tool on its own app."""
+    figure = Figure(f"deploy wall time, 2 services x {seconds}s build step, cache busted", f"compose {compose}")
+    lab.use_compose(compose)
+    step = f"RUN sleep {seconds}\n"
+    apps = {tool.name: new_app(False) for tool in tools}
+    try:
+        for app in apps.values():
+            app.commit("each service builds on its own", app.own_builds(step))
+        interleaved(figure, tools, apps, rounds, "b")
+    finally:
+        for app in apps.values():
+            app.teardown()
+    return figure
+
+
+def slow_build_table(figures: list[Figure], tools: list[Tool]) -> str:
+    """One row per Compose: each tool's median with its spread, the action's ratio to the seed on the
+    same Compose, and to the seed on v1 (what the seed's host runs)."""
+    action, seed = (tool.name for tool in tools)
+    on_v1 = next((f.samples.get(seed, []) for f in figures if f.shape == "compose v1"), [])
+    out = [
+        f"| measure | shape | {action}: median (min–max) | {seed}: median (min–max) | ratio, same Compose | "
+        "ratio to the seed on v1 |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for f in figures:
+        a, s = f.samples.get(action, []), f.samples.get(seed, [])
+        same = f"{statistics.median(a) / statistics.median(s):.2f}" if a and s else "—"
+        to_v1 = f"{statistics.median(a) / statistics.median(on_v1):.2f}" if a and on_v1 else "—"
+        failed = "".join(f", {f.failed[n]} failed" for n in (action, seed) if f.failed.get(n))
+        cells = [f.measure, f.shape, f"{spread(a)}, n={len(a)}", f"{spread(s)}, n={len(s)}{failed}", same, to_v1]
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def image_ids() -> set[str]:
+    return set(
+        subprocess.run(["docker", "image", "ls", "-q", "--no-trunc"], capture_output=True, text=True).stdout.split()
+    )
+
+
+@dataclass
+class Disk:
+    tool: str
+    deploys: int
+    left: int  # images the app left on the host
+    used: int  # of which its live and kept containers use
+
+
+def disk(tool: Tool, deploys: int) -> Disk:
+    """`deploys` deploys, each adding a layer (a new VERSION); then the images the app left on the
+    host (new since before its first build) against those its containers use."""
+    lab.use_compose("v1")
+    before = image_ids()
+    app = new_app(False)
+    try:
+        for i in range(deploys):
+            tool.deploy(app, app.version(f"d{i}-{app.name}"))  # a layer no other app's build has made
+        client = docker.from_env()
+        containers = client.containers.list(all=True, filters={"label": f"com.docker.compose.project={app.name}"})
+        used = {c.image.id for c in containers} - before
+        return Disk(tool.name, deploys, len(image_ids() - before), len(used))
+    finally:
+        app.teardown()
+
+
+def disk_table(rows: list[Disk]) -> str:
+    out = [
+        "| tool | deploys, each a new layer | images the app left on the host | of which its containers use |",
+        "| --- | --- | --- | --- |",
+    ]
+    out += [f"| {r.tool} | {r.deploys} | {r.left} | {r.used} |" for r in rows]
+    return "\n".join(out)
+
+
 def rollback_table(figures: list[Figure]) -> str:
     out = [
         "| shape | rollback (kept stopped): median (min–max) | redeploy of the old commit (warm cache) | ratio |",
@@ -417,12 +504,21 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per shape for wall time (default 5)")
     parser.add_argument("--bad-upstream", type=int, default=5, help="bad-upstream deploys of the action per shape")
     parser.add_argument("--rollbacks", type=int, default=3, help="rollback vs redeploy rounds per shape (default 3)")
+    parser.add_argument(
+        "--slow-builds", type=int, default=3, help="interleaved rounds of the slow-build row (default 3)"
+    )
+    parser.add_argument(
+        "--build-seconds", type=int, default=6, help="each service's build step in that row (default 6)"
+    )
+    parser.add_argument("--disk", type=int, default=6, help="deploys per tool for the disk row (default 6)")
     args = parser.parse_args()
     lab.build_action_image()
     host = lab.start_sshd()
     rows: list[Row] = []
     figures: list[Figure] = []
     rollbacks: list[Figure] = []
+    builds: list[Figure] = []
+    disks: list[Disk] = []
     try:
         tools: list[Tool] = [Action(host), Seed(host)]
         shapes = [(compose, variant) for compose in lab.COMPOSE_VARIANTS for variant in lab.VARIANTS]
@@ -432,6 +528,10 @@ def main() -> None:
             figures += [bad_upstream(tools, args.bad_upstream, compose, variant) for compose, variant in shapes]
         if args.rollbacks:
             rollbacks = [rollback_vs_redeploy(host, args.rollbacks, compose, variant) for compose, variant in shapes]
+        if args.slow_builds:
+            builds = [slow_builds(tools, args.slow_builds, args.build_seconds, c) for c in lab.COMPOSE_VARIANTS]
+        if args.disk:
+            disks = [disk(tool, args.disk) for tool in tools]
         if args.deploys:
             lab.use_compose("v1")
             rows = [series(tool, variant, args.deploys) for variant in (False, True) for tool in tools]
@@ -444,6 +544,12 @@ def main() -> None:
     if rollbacks:
         print()
         print(rollback_table(rollbacks))
+    if builds:
+        print()
+        print(slow_build_table(builds, tools))
+    if disks:
+        print()
+        print(disk_table(disks))
     if rows:
         print()
         print(table(rows))

@@ -1,9 +1,11 @@
-"""The action image's own costs, measured: cold build, size, and container start to first SSH byte.
+"""The action image's own costs, measured: cold build, size, container start to first SSH byte, and
+what the entrypoint's imports cost, module by module.
 
     .venv/bin/python -m bench.startup
 
 Start-to-first-byte: a listener on 127.0.0.1 stands in for sshd and notes when the action's SSH
-client sends its first byte (the SSH version line) after `docker run` was started."""
+client sends its first byte (the SSH version line) after `docker run` was started. Imports: Python's
+own -X importtime in the image, cumulative per module, median of the runs."""
 
 from __future__ import annotations
 
@@ -49,6 +51,25 @@ def first_byte_seconds(image: str) -> float:
             running.process.wait(30)
 
 
+HEAVY = ("asyncssh", "httpx", "yaml", "github_action_utils", "bluegreen.config", "bluegreen.deploy", "main")
+
+
+def import_seconds(image: str, runs: int = 5) -> dict[str, float]:
+    """Median cumulative import time of the entrypoint and its heavy modules, in the image."""
+    samples: dict[str, list[float]] = {}
+    for _ in range(runs):
+        done = subprocess.run(
+            ["docker", "run", "--rm", "--network", "none", "--entrypoint", "python3", image, "-X", "importtime", "-c",
+             "import sys; sys.path.insert(0, '/action/entrypoint'); import main"],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        for line in done.stderr.splitlines():
+            fields = [part.strip() for part in line.removeprefix("import time:").split("|")]
+            if len(fields) == 3 and fields[2] in HEAVY:
+                samples.setdefault(fields[2], []).append(int(fields[1]) / 1e6)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
 def main() -> None:
     tag = "bluegreen-action:startup"
     start = time.monotonic()
@@ -77,6 +98,11 @@ def main() -> None:
     print(f"| cold `docker build` (no cache; base image present) | {build:.1f} s |")
     print(f"| image size | {size / 1e6:.0f} MB, of which the base image is {base / 1e6:.0f} MB |")
     print(f"| container start to first SSH byte (median of 5) | {statistics.median(firsts):.2f} s |")
+    imports = import_seconds(tag)
+    print(f"| the entrypoint's imports (median of 5) | {imports.get('main', 0):.2f} s |")
+    for name in HEAVY[:-1]:
+        if name in imports:
+            print(f"| of which `{name}` (with what it imports) | {imports[name]:.3f} s |")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import os
 import pwd
 import re
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -167,6 +168,7 @@ class SshHost:
     process: subprocess.Popen[bytes]
     root: Path
     pins: dict[str, tuple[str, str]] = field(default_factory=dict)  # key kind -> (known_hosts line, fingerprint)
+    commands_log: Path | None = None  # with log_commands: every command line the host ran
 
     def stop(self) -> None:
         """Stop sshd and every session it serves, as a crash of the host's sshd would."""
@@ -216,13 +218,26 @@ def authorize(host: SshHost, public_line: str, user: str = DEPLOY_USER) -> None:
     keys.chmod(0o644)
 
 
-def start_sshd(allow_forwarding: bool = True, host_keys: tuple[str, ...] = ("ed25519",)) -> SshHost:
+# sshd's ForceCommand for `log_commands`: appends each command line a session asks for to "$1", then
+# runs it as sshd would have (the user's shell, -c).
+LOG_COMMANDS_SCRIPT = 'printf "%s\\n" "$SSH_ORIGINAL_COMMAND" >> "$0"; exec /bin/sh -c "$SSH_ORIGINAL_COMMAND"'
+
+
+def start_sshd(
+    allow_forwarding: bool = True, host_keys: tuple[str, ...] = ("ed25519",), log_commands: bool = False
+) -> SshHost:
     """sshd on a free 127.0.0.1 port with its own host keys (by default one ed25519 key; Debian's
     stock sshd has ed25519, ecdsa and rsa); the deploy user logs in with a new key. `known_hosts` and
-    `fingerprint` pin the first key; `pins` has each key's known_hosts line and fingerprint."""
+    `fingerprint` pin the first key; `pins` has each key's known_hosts line and fingerprint. With
+    `log_commands`, every command line a session runs is appended to `commands_log`, as the host
+    would see it in its process list."""
     ensure_deploy_user()
     root = LAB_ROOT / f"sshd-{uuid.uuid4().hex[:8]}"
     (root / "authorized_keys").mkdir(parents=True, mode=0o755)
+    commands_log = root / "commands.log"
+    if log_commands:
+        commands_log.touch()
+        sh("chown", f"{DEPLOY_USER}:{DEPLOY_USER}", commands_log)
     os.chmod(LAB_ROOT, 0o755)
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
     for kind in host_keys:
@@ -247,6 +262,7 @@ def start_sshd(allow_forwarding: bool = True, host_keys: tuple[str, ...] = ("ed2
                 "UsePAM no",
                 f"AllowUsers {DEPLOY_USER} {OUTSIDER}",
                 f"AllowTcpForwarding {'yes' if allow_forwarding else 'no'}",
+                *([f"ForceCommand sh -c {shlex.quote(LOG_COMMANDS_SCRIPT)} {commands_log}"] if log_commands else []),
                 "ClientAliveInterval 10",
                 "ClientAliveCountMax 3",
                 "LogLevel ERROR",
@@ -262,7 +278,7 @@ def start_sshd(allow_forwarding: bool = True, host_keys: tuple[str, ...] = ("ed2
         fingerprint = sh("ssh-keygen", "-l", "-E", "sha256", "-f", root / f"host_{kind}.pub").split()[1]
         pins[kind] = (f"[127.0.0.1]:{port} {kind_name} {body}", fingerprint)
     line, fingerprint = pins[host_keys[0]]
-    return SshHost(port, line, fingerprint, key, process, root, pins)
+    return SshHost(port, line, fingerprint, key, process, root, pins, commands_log)
 
 
 @dataclass
@@ -345,6 +361,32 @@ class LabApp:
         as_deploy(*git_commit(self.work, message))
         as_deploy("git", "-C", self.work, "push", "--quiet", "origin", "HEAD:main")
         return as_deploy("git", "-C", self.work, "rev-parse", "HEAD").strip()
+
+    def own_builds(self, step: str, failing: str = "") -> dict[str, str]:
+        """The files of a commit where both services of each color build, each into an image of its
+        own (the frontend from app/Dockerfile.front), with `step` (a Dockerfile line) after the COPY
+        of VERSION, so that each version busts the cache from there on; `failing`: a service whose
+        build fails (its Dockerfile ends with RUN false)."""
+        base = (TEMPLATE / "app/Dockerfile").read_text()
+        # each Dockerfile its own from the step on: the other's build is never a cache hit for it
+        files = {
+            "app/Dockerfile": base
+            + "ENV BUILT_FOR=backend\n"
+            + step
+            + ("RUN false\n" if failing.startswith("backend") else ""),
+            "app/Dockerfile.front": base
+            + "ENV BUILT_FOR=frontend\n"
+            + step
+            + ("RUN false\n" if failing.startswith("frontend") else ""),
+        }
+        for color in ("blue", "green"):
+            rel = self.stack_file(color)
+            data = yaml.safe_load((self.work / rel).read_text())
+            front = data["services"][f"frontend_{color}"]
+            front["build"] = {"context": "./app", "dockerfile": "Dockerfile.front"}
+            front["image"] = f"{self.name}-front:{color}"
+            files[rel] = yaml.safe_dump(data, sort_keys=False)
+        return files
 
     def tag(self, name: str) -> None:
         """Tag the work clone's HEAD and push the tag to origin."""

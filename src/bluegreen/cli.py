@@ -15,6 +15,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from . import commands
 from .config import INPUTS, Config, ConfigError, load_config, secret_values
 from .deploy import Deployer, deploy_with_signals
 from .journal import Journal
@@ -83,7 +84,7 @@ async def host_status(config: Config) -> dict[str, object]:
         paths = (config.upstream_path("blue"), config.upstream_path("green"), config.app_path(".active_env"))
         dump, (blue, green, active_env), texts, containers, recent = await asyncio.gather(
             proxy.dump(),
-            asyncio.gather(*(remote.run(["cat", "--", path], check=False) for path in paths)),
+            asyncio.gather(*(remote.run(commands.read_file(path), check=False) for path in paths)),
             Checkout(remote, config).read_disk(list(names.values())),
             stacks.containers(),
             Journal(remote, config.app_dir).tail(5),

@@ -27,21 +27,25 @@ NGINX_PROCESSES_SCRIPT = (
 
 # Runs "$@" but kills it when the SSH session goes away: the session's stdin (kept on fd 3, since a
 # background job's stdin is /dev/null) reaches EOF only when the channel closes. Without this, a
-# command whose runner was killed would go on running on the host. The watcher holds no output
-# pipe, so it never keeps the channel open. A constant: inputs go in "$@".
+# command whose runner was killed would go on running on the host. With a pid as "$1" (the deploy
+# lock's holder), it is also killed once that process is gone: the holder lets go when the run's
+# beats stop, and then nothing the run started may go on beside the next deploy, even while sshd
+# still keeps the dead run's session. The watchers hold no output pipe, so they never keep the
+# channel open. A constant: the pid (or "") and the command come as "$@".
 TIED_TO_SESSION_SCRIPT = (
-    'exec 3<&0; "$@" & c=$!; (cat <&3; kill -TERM "$c") >/dev/null 2>&1 & w=$!; '
-    'wait "$c"; s=$?; kill "$w" 2>/dev/null; exit "$s"'
+    'h=$1; shift; exec 3<&0; "$@" & c=$!; (cat <&3; kill -TERM "$c") >/dev/null 2>&1 & w=$!; l=; '
+    'if [ -n "$h" ]; then (while kill -0 "$h"; do sleep 2; done; kill -TERM "$c") >/dev/null 2>&1 & l=$!; fi; '
+    'wait "$c"; s=$?; kill "$w" $l 2>/dev/null; exit "$s"'
 )
 
 
-def shell_line(argv: Sequence[str], timeout: int | None = None, tied: bool = False) -> str:
+def shell_line(argv: Sequence[str], timeout: int | None = None, tied: bool = False, holder: int | None = None) -> str:
     """The quoted command line for an SSH exec request: with a host-side timeout, and, if `tied`
-    (only for commands that take no stdin), killed when the session ends."""
+    (only for commands that take no stdin), killed when the session ends or `holder` is gone."""
     if timeout is not None:
         argv = ["timeout", "--kill-after=5", str(timeout), *argv]
     if tied:
-        argv = ["sh", "-c", TIED_TO_SESSION_SCRIPT, "sh", *argv]
+        argv = ["sh", "-c", TIED_TO_SESSION_SCRIPT, "sh", str(holder or ""), *argv]
     return shlex.join(argv)
 
 
@@ -63,30 +67,51 @@ def compose_detect(variant: ComposeVariant) -> Argv:
     return ["docker", "compose", "version"] if variant == "v2" else ["sh", "-c", "command -v docker-compose"]
 
 
+# Runs "$@" with the variables of the sh file "$1" (envfile.shell_text: export lines, values quoted
+# with shlex) in its environment, for ${NAME} in a compose file. The values never reach an argv. A
+# constant: the file and the command come as "$@".
+LOAD_ENV_SCRIPT = '. "$1" && shift && exec "$@"'
+
+
 @dataclass(frozen=True)
 class Compose:
-    """Compose commands for one project, for the variant detected on the host."""
+    """Compose commands for one project, for the variant detected on the host. With `environ` (the
+    path of a color's envfile.shell_text file), compose runs with those variables set."""
 
     variant: ComposeVariant
     project: str
     file: str
     project_dir: str
+    environ: str = ""
 
     def _base(self) -> Argv:
         head = ["docker", "compose"] if self.variant == "v2" else ["docker-compose"]
-        return [*head, "--project-name", self.project, "--project-directory", self.project_dir, "--file", self.file]
+        loader = ["sh", "-c", LOAD_ENV_SCRIPT, "sh", self.environ] if self.environ else []
+        return [
+            *loader,
+            *head,
+            "--project-name",
+            self.project,
+            "--project-directory",
+            self.project_dir,
+            "--file",
+            self.file,
+        ]
 
     def up_base(self, services: Sequence[str] = ()) -> Argv:
         """Shared infrastructure (all of it, or `services`): create what is missing, never recreate what runs."""
         return [*self._base(), "up", "--detach", "--no-recreate", *services]
 
+    def build(self, services: Sequence[str]) -> Argv:
+        """Build `services`; on v1 in parallel (v2 builds them in parallel unless one depends_on another)."""
+        return [*self._base(), "build", *(["--parallel"] if self.variant == "v1" else []), *services]
+
     def up_color(self) -> Argv:
-        """Build and start one color's services. Never `--remove-orphans` and never `down`: in the
-        project the colors share with the base, the other services are not orphans."""
-        argv = [*self._base(), "up", "--detach", "--build", "--force-recreate"]
-        if self.variant == "v2":
-            argv.append("--wait")
-        return argv
+        """Start one color's services from fresh containers, from the images `build` made (v2 waits
+        for their own healthchecks too). Never `--remove-orphans` and never `down`: in the project the
+        colors share with the base, the other services are not orphans."""
+        argv = [*self._base(), "up", "--detach", "--force-recreate", "--no-build"]
+        return [*argv, "--wait"] if self.variant == "v2" else argv
 
     def exec(self, service: str, argv: Sequence[str]) -> Argv:
         """Run argv in the service's running container, without a TTY and without a shell."""
@@ -99,6 +124,11 @@ class Compose:
         return [*self._base(), "logs", "--no-color", "--tail", str(tail)]
 
 
+def real_path(path: str) -> Argv:
+    """The path as the host resolves it, through every symlink (compose may record this one)."""
+    return ["realpath", "--", path]
+
+
 def git_is_checkout(app_dir: str) -> Argv:
     return ["git", "-C", app_dir, "rev-parse", "--is-inside-work-tree"]
 
@@ -109,8 +139,8 @@ def git_head(app_dir: str) -> Argv:
 
 
 def git_fetch(app_dir: str) -> Argv:
-    """Every branch of origin into refs/remotes/origin/* (those deleted on origin pruned, so a
-    branch name never resolves to a commit origin no longer has), and every tag, moved ones too."""
+    """Every branch of origin into refs/remotes/origin/* and every tag, moved ones too; those deleted
+    on origin are pruned, so a name never resolves to a commit origin no longer has."""
     return [
         "git",
         "-C",
@@ -119,9 +149,9 @@ def git_fetch(app_dir: str) -> Argv:
         "--quiet",
         "--force",
         "--prune",
-        "--tags",
         "origin",
         "+refs/heads/*:refs/remotes/origin/*",
+        "+refs/tags/*:refs/tags/*",
     ]
 
 
@@ -140,9 +170,19 @@ def git_checkout(app_dir: str, sha: str) -> Argv:
 
 
 def git_read_blobs(app_dir: str) -> Argv:
-    """`git cat-file --batch`: stdin names `<sha>:./<path>`, a line each; stdout has each blob, or
-    `<name> missing` (sync.parse_blobs reads it)."""
-    return ["git", "-C", app_dir, "cat-file", "--batch"]
+    """`git cat-file --batch`: stdin names `<sha>:./<path>`, a line each; stdout has each blob (a
+    symlink followed inside the repository), or why there is none (sync.parse_blobs reads it)."""
+    return ["git", "-C", app_dir, "cat-file", "--batch", "--follow-symlinks"]
+
+
+def git_tracked(app_dir: str, paths: Sequence[str]) -> Argv:
+    """Of `paths`, the ones the index tracks, and the tracked files below those that are folders."""
+    return ["git", "-C", app_dir, "ls-files", "-z", "--", *paths]
+
+
+def git_untracked(app_dir: str, paths: Sequence[str]) -> Argv:
+    """The files at or below `paths` that the index does not track, ignored ones included."""
+    return ["git", "-C", app_dir, "ls-files", "-z", "--others", "--", *paths]
 
 
 def git_added_paths(app_dir: str, sha: str) -> Argv:
@@ -156,14 +196,14 @@ def git_tracked_under(app_dir: str, sha: str, path: str) -> Argv:
 
 
 # Reads NUL-separated "f:PATH" and "d:PATH" items on stdin, paths relative to "$1", and prints, NUL-
-# separated, those in the way of a checkout: an f: path that exists in any form (file, folder,
+# separated, the items in the way of a checkout: an f: path that exists in any form (file, folder,
 # symlink); a d: path (a folder the checkout needs) that exists as anything but a real folder. A
 # constant: the paths come on stdin.
 IN_THE_WAY_SCRIPT = (
     'cd -- "$1" || exit 2; exec xargs -0 -r sh -c \''
     "for a do p=${a#?:}; case $a in "
-    'f:*) if [ -e "$p" ] || [ -L "$p" ]; then printf "%s\\0" "$p"; fi;; '
-    'd:*) if [ -L "$p" ] || { [ -e "$p" ] && [ ! -d "$p" ]; }; then printf "%s\\0" "$p"; fi;; '
+    'f:*) if [ -e "$p" ] || [ -L "$p" ]; then printf "%s\\0" "$a"; fi;; '
+    'd:*) if [ -L "$p" ] || { [ -e "$p" ] && [ ! -d "$p" ]; }; then printf "%s\\0" "$a"; fi;; '
     "esac; done' sh"
 )
 
@@ -189,15 +229,16 @@ def write_file(path: str) -> Argv:
 
 # The action's state files are replaced, never written through: stdin goes to a new file beside "$1",
 # which is then renamed over it, so a symlink at "$1" (one a commit put there) is replaced, not
-# followed. Mode 0644, as with umask 022. A constant: the path comes as "$1".
+# followed. Its mode is "$2" (0644, or 0600 for the app's env). A constant: path and mode come as
+# "$1" and "$2".
 WRITE_STATE_SCRIPT = (
-    'umask 022 && t=$(mktemp -- "$1.XXXXXX") && '
-    '{ cat > "$t" && chmod 0644 -- "$t" && mv -fT -- "$t" "$1" || { s=$?; rm -f -- "$t"; exit "$s"; }; }'
+    'umask 077 && t=$(mktemp -- "$1.XXXXXX") && '
+    '{ cat > "$t" && chmod "$2" -- "$t" && mv -fT -- "$t" "$1" || { s=$?; rm -f -- "$t"; exit "$s"; }; }'
 )
 
 
-def write_state(path: str) -> Argv:
-    return ["sh", "-c", WRITE_STATE_SCRIPT, "sh", path]
+def write_state(path: str, mode: str = "0644") -> Argv:
+    return ["sh", "-c", WRITE_STATE_SCRIPT, "sh", path, mode]
 
 
 # Appends stdin to "$1" as a line of its own: a newline first where a torn write (a connection lost
@@ -323,7 +364,7 @@ STATE_DIR_SCRIPT = (
 )
 
 
-NOT_OURS = 3  # STATE_DIR_SCRIPT's and APPEND_LINE_SCRIPT's exit status for a symlink where state goes
+NOT_OURS = 3  # STATE_DIR_SCRIPT's (and APPEND_LINE_SCRIPT's) exit status for a symlink where state goes
 
 
 def make_state_dir(path: str) -> Argv:
@@ -338,12 +379,12 @@ def make_dirs(path: str) -> Argv:
 # (config.LOCK_SILENCE_SECONDS). It lets go (exits, and the kernel drops the lock) at EOF, when the action
 # releases it or its SSH session ends, and when the beats stop: a runner that vanished without
 # closing its connection. No clock ends it while the action lives. A constant: "$1" is the silence.
-HOLD_LOCK_SCRIPT = 'echo locked; while timeout "$1" sh -c "read -r _"; do :; done'
+HOLD_LOCK_SCRIPT = 'echo "locked $$"; while timeout "$1" sh -c "read -r _"; do :; done'
 
 
 def hold_lock(lock_file: str, silence: int) -> Argv:
     """Take an exclusive flock on the host and hold it while the action lives (HOLD_LOCK_SCRIPT).
-    Prints `locked` once held; exits 1 at once if another deploy holds it."""
+    Prints `locked <pid of the holder>` once held; exits 1 at once if another deploy holds it."""
     return [
         "flock",
         "--nonblock",
@@ -395,6 +436,35 @@ def start_containers(ids: list[str]) -> Argv:
 
 def remove_containers(ids: list[str]) -> Argv:
     return ["docker", "rm", "--force", *ids]
+
+
+def container_images(ids: Sequence[str]) -> Argv:
+    """`<container id> <image id>` per container."""
+    return ["docker", "inspect", "--type", "container", "--format", "{{.Id}} {{.Image}}", *ids]
+
+
+def image_ids(names: Sequence[str]) -> Argv:
+    """The image id each name (or id) is, a line each; names with no image are left out (exit 1)."""
+    return ["docker", "image", "inspect", "--format", "{{.Id}}", *names]
+
+
+def image_facts(ids: Sequence[str]) -> Argv:
+    """`<id> <number of tags>` per image."""
+    return ["docker", "image", "inspect", "--format", "{{.Id}} {{len .RepoTags}}", *ids]
+
+
+def remove_images(ids: Sequence[str]) -> Argv:
+    """Never forced: docker refuses an image a container (even a stopped one) uses."""
+    return ["docker", "image", "rm", *ids]
+
+
+BUILD_CACHE_AGE = "168h"  # build cache unused this long is removed after a deploy (prune: true)
+
+
+def prune_build_cache() -> Argv:
+    """BuildKit's cache that no build has used for a week; host-wide, since docker keeps no
+    per-project cache (see the README)."""
+    return ["docker", "builder", "prune", "--force", "--filter", f"until={BUILD_CACHE_AGE}"]
 
 
 def path_exists(path: str) -> Argv:

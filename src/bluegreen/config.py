@@ -144,6 +144,14 @@ INPUTS: tuple[InputSpec, ...] = (
     ),
     InputSpec("pre-switch-timeout", "Seconds pre-switch-command may run before the deploy fails.", "600"),
     InputSpec(
+        "env",
+        "The app's environment as dotenv lines (NAME=value; a value may be quoted, and quoted may span lines), "
+        "usually from a secret. The color being built gets them for ${NAME} in its compose file and as "
+        ".bluegreen/<color>.env (mode 0600) for env_file:. Every value is masked; none reaches argv. Empty means "
+        "none.",
+        "",
+    ),
+    InputSpec(
         "drain-timeout",
         "Seconds to wait for old nginx workers to finish in-flight requests before the old color is stopped.",
         "30",
@@ -153,6 +161,12 @@ INPUTS: tuple[InputSpec, ...] = (
         "What happens to the old color after a switch and drain: stopped (kept, so a rollback starts it in seconds), "
         "running (a rollback is a pure switch) or none (removed).",
         "stopped",
+    ),
+    InputSpec(
+        "prune",
+        "After a successful deploy or rollback, remove the images this run replaced (never one a container "
+        "uses, never another project's) and build cache unused for a week: true or false.",
+        "true",
     ),
     InputSpec("lock-timeout", "Seconds to wait for another deploy of the same app-dir to finish.", "600"),
 )
@@ -200,6 +214,8 @@ class Config:
     pre_switch_timeout: int
     drain_timeout: int
     keep_previous: KeepPrevious
+    env: tuple[tuple[str, str], ...]  # (name, value), in the input's order
+    prune: bool
     lock_timeout: int
 
     def app_path(self, relative: str) -> str:
@@ -213,9 +229,6 @@ class Config:
     def upstream_file_for(self, color: Color) -> str:
         """upstream-file with {color} filled in, relative to app-dir."""
         return self.upstream_file.replace("{color}", color)
-
-    def compose_path(self, color: Color) -> str:
-        return self.app_path(self.compose_file_for(color))
 
     def stack_file(self, stack: Color | Literal["base"]) -> str:
         """The compose file of a stack (base, blue or green), relative to app-dir; "" for a base
@@ -243,14 +256,22 @@ class Config:
 
 
 def secret_values(raw: Mapping[str, str]) -> list[str]:
-    """Values that must never appear in logs: each body line of the key, and the passphrase.
+    """Values that must never appear in logs: each body line of the key, the passphrase, and each
+    value of `env` with each of its lines.
 
-    Taken from the raw inputs, so they are masked before validation prints anything."""
+    Taken from the raw inputs, so they are masked before validation prints anything: an `env` that
+    does not parse has every line masked (what follows its first `=`, or all of it)."""
     lines = [line.strip() for line in raw.get("key", "").splitlines()]
     values = [line for line in lines if line and not line.startswith("-----")]
     if raw.get("passphrase", ""):
         values.append(raw["passphrase"])
-    return values
+    try:
+        env_values = [value for _, value in _env(raw.get("env", ""))]
+    except ConfigError:
+        env_values = [line.partition("=")[2] or line for line in raw.get("env", "").splitlines()]
+    for value in env_values:
+        values += [value.strip(), *(line.strip() for line in value.splitlines())]
+    return [value for value in dict.fromkeys(values) if value]
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -277,10 +298,21 @@ LOCK_SILENCE_SECONDS = 60  # the holder lets go after this long without a beat: 
 COMPOSE_SECONDS = 1800  # one compose call that builds, starts or stops a stack
 COMMAND_SECONDS = 120  # any other host command
 CLIENT_SLACK_SECONDS = 15  # the client waits this long past a command's host-side limit, so the host's fires first
+CANCEL_GRACE_SECONDS = 5  # a cancelled command: how long to wait for it to stop on the host before going on
+PROBE_SECONDS = 5.0  # one health or public-url probe, whole (connect, status line): never past health-timeout
+RELOAD_CONFIRM_SECONDS = 15.0  # nginx shows a new worker generation with the new upstream
+STOP_GRACE_MIN_SECONDS = 10  # the least stop grace a color gets (its requests in flight)
+TEARDOWN_STOP_SECONDS = 2  # a target that never served: stopped fast, inside the runner's cancel window
+# A recovery that lost its connection takes the lock again: its own dead session's holder may still
+# hold it until the silence ends, so it waits that long and a beat more.
+RECONNECT_LOCK_SECONDS = LOCK_SILENCE_SECONDS + 2 * LOCK_BEAT_SECONDS
 
 
 def check_timeouts(*, health_timeout: int, health_interval: int) -> None:
-    """The limits the inputs allow, where they meet: each wait fits inside the one it is part of."""
+    """The limits the inputs allow, where they meet: each wait fits inside the one it is part of.
+    (The fixed ones fit by construction: a stop's command limit is its grace plus COMMAND_SECONDS;
+    a probe's deadline is the rest of health-timeout; a command's host-side limit fires before the
+    client's; tests/unit/test_config.py checks them over every value the inputs allow.)"""
     if health_interval > health_timeout:
         raise ConfigError(
             "health-interval",
@@ -467,6 +499,92 @@ def _pre_switch_command(value: str) -> tuple[str, ...]:
     return words
 
 
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Names that steer the compose process (or the shell that starts it) rather than the app.
+_ENV_RESERVED = re.compile(r"^(?:DOCKER_.*|COMPOSE_.*|LD_.*|PATH|HOME|SHELL|IFS|ENV|BASH_ENV|PWD|USER)$")
+_DOUBLE_QUOTED_ESCAPES = {"n": "\n", "r": "\r", "t": "\t", '"': '"', "\\": "\\"}
+
+
+def _closing_quote(text: str, quote: str) -> int:
+    """Where `text` (after an opening quote) closes it: the first `'`, or the first unescaped `"`."""
+    if quote == "'":
+        return text.find("'")
+    escaped = False
+    for index, char in enumerate(text):
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == '"':
+            return index
+    return -1
+
+
+def _unescape(text: str) -> str:
+    out, chars = [], iter(text)
+    for char in chars:
+        if char == "\\":
+            following = next(chars, "")
+            out.append(_DOUBLE_QUOTED_ESCAPES.get(following, "\\" + following))
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def _env(text: str) -> tuple[tuple[str, str], ...]:
+    """dotenv lines: NAME=value (`export ` allowed), blank lines and `#` lines skipped. An unquoted
+    value is the rest of the line, trimmed (a `#` in it is kept); a single-quoted one is literal, a
+    double-quoted one knows the escapes \\n \\r \\t \\" \\\\; quoted values may span lines. Errors
+    name the line, never its value."""
+    name_ = "env"
+    lines = text.replace("\r\n", "\n").split("\n")
+    out: dict[str, tuple[int, str]] = {}
+    index = 0
+    while index < len(lines):
+        number, line = index + 1, lines[index].strip()
+        index += 1
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("export "):
+            line = line.removeprefix("export ").lstrip()
+        name, equals, rest = line.partition("=")
+        name = name.strip()
+        if not equals:
+            raise ConfigError(name_, f"line {number} has no '='", "write NAME=value, one variable a line")
+        if not _ENV_NAME.match(name):
+            raise ConfigError(
+                name_,
+                f"line {number}: the name is not a variable name",
+                "use letters, digits and _, not starting with a digit",
+            )
+        if _ENV_RESERVED.match(name):
+            raise ConfigError(
+                name_,
+                f"line {number}: {name} steers docker or the shell, not the app",
+                "set it on the host if you mean it; env is for the app's own variables",
+            )
+        if name in out:
+            raise ConfigError(name_, f"line {number} sets {name} again (line {out[name][0]})", "set each name once")
+        rest = rest.strip()
+        if rest[:1] in ("'", '"'):
+            quote, body, parts = rest[0], rest[1:], []
+            while (end := _closing_quote(body, quote)) < 0:
+                if index >= len(lines):
+                    raise ConfigError(name_, f"line {number}: its quote is never closed", f"close it with {quote}")
+                parts.append(body)
+                body = lines[index]
+                index += 1
+            parts.append(body[:end])
+            if body[end + 1 :].strip():
+                raise ConfigError(
+                    name_, f"line {index}: text after the closing quote", "quote the whole value, or none of it"
+                )
+            value = "\n".join(parts)
+            rest = _unescape(value) if quote == '"' else value
+        out[name] = (number, rest)
+    return tuple((name, value) for name, (_, value) in out.items())
+
+
 def _project_from_dir(app_dir: str) -> str:
     """The project name compose itself gives files in app-dir (what the seed's script ran under)."""
     name = re.sub(r"[^a-z0-9_-]+", "", posixpath.basename(app_dir).lower()).lstrip("-_")
@@ -574,6 +692,8 @@ def load_config(raw: Mapping[str, str], *, for_deploy: bool = True) -> Config:
         pre_switch_timeout=_int("pre-switch-timeout", get("pre-switch-timeout"), 1, 86400),
         drain_timeout=_int("drain-timeout", get("drain-timeout"), 0, 3600),
         keep_previous=_choice("keep-previous", get("keep-previous"), KEEP_PREVIOUS),
+        env=_env(raw.get("env", "")),
+        prune=_bool("prune", get("prune")),
         lock_timeout=_int("lock-timeout", get("lock-timeout"), 0, 86400),
     )
 

@@ -22,22 +22,20 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from . import rollback
-from .config import Color, Config, other_color
+from . import commands, rollback
+from .config import RECONNECT_LOCK_SECONDS, STOP_GRACE_MIN_SECONDS, TEARDOWN_STOP_SECONDS, Color, Config, other_color
 from .errors import DeployError
 from .health import wait_healthy, watch_public_url
-from .journal import STATE_DIR, Entry, Journal, collapse, last_switch, now
+from .journal import STATE_DIR, SWITCHED, Entry, Journal, collapse, last_switch, now
 from .lock import DeployLock, RunInfo
 from .nginx import Nginx, NginxError
 from .preflight import Preflight
 from .remote import CommandFailed, Remote, RemoteError, checked
 from .report import Report, Reporter, StepRecord
-from .stacks import STOP_TIMEOUT_MIN, Stacks, check_files
+from .stacks import Stacks, check_files
 from .switch import Switch
 from .sync import Checkout, relative_to
 
-TEARDOWN_STOP_TIMEOUT = 2
-RECONNECT_LOCK_TIMEOUT = 30
 LOG_TAIL = 50
 PRE_SWITCH_TAIL = 20  # lines of pre-switch-command's output in the job summary
 JOURNAL_LOOKBACK = 200  # entries read: what each color last served, and the summary's recent deploys
@@ -142,6 +140,7 @@ class Deployer:
         async with self.step("preflight", "Check the host"):
             facts = await self.preflight.check_host()
             self.stacks.variant, self.stacks.nginx_service = facts.compose, facts.nginx_service
+            self.stacks.app_dirs = (cfg.app_dir, facts.app_dir)
         async with self.step("lock", "Take the deploy lock"):
             await self.lock.take(cfg.lock_timeout, now)
         async with self.step("live", "Find the live color") as s:
@@ -173,6 +172,13 @@ class Deployer:
                 s.detail = await self.stacks.base_up()
         async with self.step("build", f"Build and start {target}"):
             self.target_touched = True
+            if cfg.env and (left_out := await self.stacks.write_env(target)):
+                self.warn(
+                    f"Compose v1 cannot hold the values of {', '.join(left_out)} in an env_file (a carriage return, "
+                    f"'${{', or a trailing backslash): .bluegreen/{target}.env leaves them out; they reach {target} "
+                    "only through ${NAME} in its compose file",
+                    "env values left out of the env_file",
+                )
             await self.stacks.build(target)
             self.target_ids = [c.id for c in await self.stacks.of(target, refresh=True)]
         async with self.step("health", f"Health-check {target}") as s:
@@ -198,6 +204,12 @@ class Deployer:
                 s.detail = await self.retire(old, cfg.drain_timeout - drained)
         async with self.step("record", "Record the deploy"):
             await self.record("success")
+        if cfg.prune:
+            async with self.step("prune", "Prune what this run replaced") as s:
+                try:
+                    s.detail = self.report.pruned = await self.stacks.prune()
+                except RemoteError as err:  # the deploy stands; pruning waits for the next one
+                    self.warn(f"pruning did not finish: {err}", "Prune incomplete")
 
     async def rollback_steps(self) -> None:
         """Back to the color that served before, at the commit it ran: its kept containers, no build."""
@@ -213,7 +225,7 @@ class Deployer:
             plan = await rollback.plan(
                 self.journal_tail or [], self.report.live, nginx_missing, self.stacks, self.use_commit
             )
-            self.report.target, self.report.sha = plan.target, plan.sha
+            self.report.target, self.report.sha, self.report.adopted = plan.target, plan.sha, plan.adopted
             s.detail = f"{plan.target} at {plan.sha[:12]}"
         async with self.step("sync", f"Check out {plan.sha[:12]}"):
             self.checkout_back = plan.back
@@ -234,8 +246,10 @@ class Deployer:
         target = self.report.target
         assert target is not None
         current, earlier = await self.git.stack_files(sha, target, self.earlier_commits(sha))
-        check_files(current, self.cfg, target, sha, pre_switch=self.cfg.command == "deploy")
+        check_files(current, earlier, self.cfg, target, sha, pre_switch=self.cfg.command == "deploy")
         self.stacks.use_files(current, earlier)
+        if self.stacks.nginx_service:  # a first deploy: nginx is the base service that makes it, at this commit
+            self.stacks.nginx_service = self.preflight.nginx_service_in(current["base"])
 
     def earlier_commits(self, sha: str) -> list[str]:
         """The commits the host ran before: what is checked out, and what each color last served."""
@@ -304,7 +318,7 @@ class Deployer:
         content, previous = await asyncio.gather(
             checked(
                 self.host,
-                ["cat", "--", cfg.upstream_path(target)],
+                commands.read_file(cfg.upstream_path(target)),
                 f"reading {cfg.upstream_file}",
                 f"commit {cfg.upstream_file_for(target)}",
             ),
@@ -327,6 +341,8 @@ class Deployer:
         # Committed: the marker goes, and the journal says what now serves, at once, so a rerun after
         # a hard kill from here on finishes this switch instead of making another.
         self.switched_entry = self.journal_entry("switched")
+        if adopted := await self.adopted_entry():
+            await self.journal.record(adopted, None)
         await asyncio.gather(self.switch.commit(), self.journal.record(self.switched_entry, target))
         self.committed = True
         self.report.switched = True
@@ -351,7 +367,7 @@ class Deployer:
     async def retire(self, color: Color, remaining_drain: float) -> str:
         """The color that no longer serves, as keep-previous says; requests still in flight get the rest
         of the drain window as stop grace."""
-        grace = max(STOP_TIMEOUT_MIN, math.ceil(remaining_drain))
+        grace = max(STOP_GRACE_MIN_SECONDS, math.ceil(remaining_drain))
         return await self.stacks.retire(color, grace, self.cfg.keep_previous)
 
     async def pre_switch(self, target: Color, s: StepRecord) -> None:
@@ -375,6 +391,21 @@ class Deployer:
                 "fix the command (or what it runs); its output is above and in the summary",
             )
 
+    async def adopted_entry(self) -> Entry | None:
+        """A deploy that takes over a live color the journal knows nothing of (a host the seed's script
+        set up, or an earlier release that recorded no containers) journals it as adopted: its
+        containers, and the commit the checkout had before this run, not verified. A rollback can
+        then go back to it."""
+        live = self.report.live
+        if self.cfg.command != "deploy" or not live or not self.head:
+            return None
+        known = last_switch(self.journal_tail or [], live, adopted=True)
+        if known is not None and isinstance(known.get("containers"), list):
+            return None
+        ids = [c.id for c in await self.stacks.of(live)]
+        entry = {**self.journal_entry("adopted"), "ref": self.head, "from": None, "to": live, "verified": False}
+        return {**entry, "containers": ids} if ids else None
+
     def journal_entry(self, result: str) -> Entry:
         entry: Entry = {
             "time": now(),
@@ -387,7 +418,7 @@ class Deployer:
             "steps": {s.name: round(s.seconds, 2) for s in self.report.steps},
             "run": self.run_info.url,
         }
-        if result in ("success", "switched"):
+        if result in SWITCHED:
             entry["containers"] = self.target_ids  # what a later rollback may start again
         return entry
 
@@ -449,7 +480,7 @@ class Deployer:
                 )
             if self.target_touched and target:
                 # The target never served: a short stop keeps recovery inside the runner's cancel window.
-                await self.stacks.remove(target, TEARDOWN_STOP_TIMEOUT, refresh=True)
+                await self.stacks.remove(target, TEARDOWN_STOP_SECONDS, refresh=True)
                 self.report.restored.append(
                     f"{target} containers removed; {self.report.live or 'nothing'} keeps serving"
                 )
@@ -466,7 +497,7 @@ class Deployer:
         self.remote = await Remote.connect(self.cfg)
         for part in self.parts():
             part.host = self.remote
-        await self.lock.take(RECONNECT_LOCK_TIMEOUT, now)
+        await self.lock.take(RECONNECT_LOCK_SECONDS, now)
 
     async def close(self) -> None:
         if self.remote is not None:

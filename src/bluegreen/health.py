@@ -20,9 +20,9 @@ from urllib.parse import urlsplit
 import httpx
 
 from . import commands
+from .config import PROBE_SECONDS
 from .remote import Result
 
-PROBE_TIMEOUT = 5.0  # the most one probe may take, whole
 FIRST_PAUSE = 0.25
 PUBLIC_URL_EVERY = 0.1  # seconds between probes of public-url after the switch
 PUBLIC_URL_DECIDE = 0.3  # failures for this long, with no 2xx between them, fail
@@ -76,7 +76,7 @@ def _path(url: str) -> str:
 
 def client() -> httpx.AsyncClient:
     """The probes' client. Its own timeouts are a backstop; `probe` sets each probe's deadline."""
-    return httpx.AsyncClient(timeout=PROBE_TIMEOUT, verify=False, follow_redirects=False)
+    return httpx.AsyncClient(timeout=PROBE_SECONDS, verify=False, follow_redirects=False)
 
 
 async def probe(http: httpx.AsyncClient, url: str, seconds: float, host_header: str | None = None) -> tuple[bool, str]:
@@ -131,7 +131,7 @@ async def wait_healthy(host: Tunnel, urls: Sequence[str], timeout: float, interv
                 ports[target] = await stack.enter_async_context(host.forward(*target))
 
         async def once(item: UrlHealth) -> None:
-            seconds = min(PROBE_TIMEOUT, deadline - time.monotonic())
+            seconds = min(PROBE_SECONDS, deadline - time.monotonic())
             item.attempts += 1
             if forwarding:
                 parts = urlsplit(item.url)
@@ -161,7 +161,7 @@ async def watch_public_url(url: str) -> str:
     async with client() as http:
         while True:
             began = time.monotonic()
-            ok, last = await probe(http, url, PROBE_TIMEOUT)
+            ok, last = await probe(http, url, PROBE_SECONDS)
             if ok:
                 return ""
             failing_since = failing_since or began

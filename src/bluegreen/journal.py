@@ -54,9 +54,14 @@ def parse(text: str) -> list[Entry]:
     return [entry for line in text.splitlines() for entry in records(line)]
 
 
-def last_switch(entries: list[Entry], to: str | None = None) -> Entry | None:
-    """The newest entry after which its target color (`to`, if given) served."""
-    switched = [e for e in entries if e.get("result") in SWITCHED and to in (None, e.get("to"))]
+ADOPTED = "adopted"  # a color the action found serving and took over: its containers, the commit unverified
+
+
+def last_switch(entries: list[Entry], to: str | None = None, *, adopted: bool = False) -> Entry | None:
+    """The newest entry after which its target color (`to`, if given) served; with `adopted`, an
+    adoption counts too."""
+    results = (*SWITCHED, ADOPTED) if adopted else SWITCHED
+    switched = [e for e in entries if e.get("result") in results and to in (None, e.get("to"))]
     return switched[-1] if switched else None
 
 

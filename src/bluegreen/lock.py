@@ -74,9 +74,11 @@ class DeployLock:
         last_note = 0.0
         while True:
             process = await self.host.start(commands.hold_lock(self.file, LOCK_SILENCE_SECONDS))
-            if await process.first_line() == "locked":
+            word, _, pid = (await process.first_line()).partition(" ")
+            if word == "locked":
                 self.held = process
                 self._beats = asyncio.create_task(self._beat(process))
+                self.host.tie_to(int(pid) if pid.isdigit() else None)
                 owner = {**asdict(self.run), "started": now()}
                 await self.host.run(commands.write_state(self.owner_file), input=json.dumps(owner) + "\n")
                 return
@@ -112,3 +114,4 @@ class DeployLock:
             self._beats.cancel()
             self._beats = None
         self.held = None
+        self.host.tie_to(None)

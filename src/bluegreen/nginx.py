@@ -9,10 +9,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from . import commands
-from .config import COLORS, Color
+from .config import COLORS, RELOAD_CONFIRM_SECONDS, Color
 from .remote import Host, last_line
 
-RELOAD_CONFIRM_TIMEOUT = 15.0
 POLL = 0.05
 _SECTION = re.compile(r"^# configuration file (.+):$", re.MULTILINE)
 _PID = re.compile(r"^\s*pid\s+([^;#]+);", re.MULTILINE)
@@ -231,9 +230,9 @@ class Nginx:
             (processes, _), dump = await asyncio.gather(self.processes(), self.dump())
             if took_reload(processes, before, await self.master()) and wanted in config_sections(dump):
                 return time.monotonic() - start
-            if time.monotonic() - start > RELOAD_CONFIRM_TIMEOUT:
+            if time.monotonic() - start > RELOAD_CONFIRM_SECONDS:
                 raise NginxError(
-                    f"nginx did not take the reload within {RELOAD_CONFIRM_TIMEOUT:.0f}s (no new worker generation "
+                    f"nginx did not take the reload within {RELOAD_CONFIRM_SECONDS:.0f}s (no new worker generation "
                     "with the new upstream)",
                     "read nginx's error log on the host",
                 )
@@ -247,9 +246,9 @@ class Nginx:
             dump = await self.host.run(commands.nginx(self.container, "-T"), check=False)
             if dump.ok and wanted in config_sections(dump.stdout) and await self.workers():
                 return
-            if time.monotonic() - start > RELOAD_CONFIRM_TIMEOUT:
+            if time.monotonic() - start > RELOAD_CONFIRM_SECONDS:
                 raise NginxError(
-                    f"nginx did not start with the new upstream within {RELOAD_CONFIRM_TIMEOUT:.0f}s: "
+                    f"nginx did not start with the new upstream within {RELOAD_CONFIRM_SECONDS:.0f}s: "
                     f"{last_line(dump.stderr)}",
                     "read the nginx container's log (docker logs) on the host",
                 )

@@ -4,6 +4,7 @@ this is a first deploy (nginx is a base service that does not run yet), and whic
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -23,6 +24,7 @@ Warn = Callable[[str, str], None]  # (message, title)
 class HostFacts:
     compose: ComposeVariant
     nginx_service: str  # a first deploy: the base service that makes the nginx container; "" otherwise
+    app_dir: str  # app-dir as the host resolves it (through symlinks): compose may record this path
 
 
 class Preflight:
@@ -37,12 +39,13 @@ class Preflight:
         """Docker for the deploy user, a git checkout at app-dir, Compose, and nginx; each missing one
         is an error naming the fix."""
         cfg = self.cfg
-        docker, checkout, v2, v1, nginx = await asyncio.gather(
+        docker, checkout, v2, v1, nginx, real = await asyncio.gather(
             self.host.run(commands.docker_server_version(), check=False),
             self.host.run(commands.git_is_checkout(cfg.app_dir), check=False),
             self.host.run(commands.compose_detect("v2"), check=False),
             self.host.run(commands.compose_detect("v1"), check=False),
             self.proxy.is_running(),
+            self.host.run(commands.real_path(cfg.app_dir), check=False),
         )
         user = cfg.username
         if docker.status == 127:
@@ -81,19 +84,29 @@ class Preflight:
             await self.proxy.check_available()
         elif not nginx:
             nginx_service = await self.first_deploy_nginx()
-        return HostFacts(variant, nginx_service)
+        return HostFacts(variant, nginx_service, real.stdout.strip() or cfg.app_dir)
 
     async def first_deploy_nginx(self) -> str:
         """On a host where nothing runs yet, the nginx container is a service of the base stack, which
-        this deploy starts; anything else (a typo in nginx-container) is an error."""
+        this deploy starts; anything else (a typo in nginx-container) is an error. Read from the work
+        tree here, and again from the commit being deployed once it is known (`nginx_service_in`)."""
         cfg = self.cfg
-        service = None
+        base = ComposeFile()
         if cfg.base_compose_file:
             text = (await self.host.run(commands.read_file(cfg.app_path(cfg.base_compose_file)), check=False)).stdout
-            try:
-                service = ComposeFile.parse(text).service_of_container(cfg.nginx_container, cfg.project_name)
-            except ComposeFileError:
-                service = None
+            with contextlib.suppress(ComposeFileError):
+                base = ComposeFile.parse(text)
+        service = self.nginx_service_in(base)
+        self.info(
+            f"first deploy: nginx container '{cfg.nginx_container}' is not running; it is service '{service}' of "
+            f"{cfg.base_compose_file}, started after the health gate"
+        )
+        return service
+
+    def nginx_service_in(self, base: ComposeFile) -> str:
+        """The service of the base file that makes the nginx container, or an error saying there is none."""
+        cfg = self.cfg
+        service = base.service_of_container(cfg.nginx_container, cfg.project_name)
         if service is None:
             where = "base-compose-file is empty"
             if cfg.base_compose_file:
@@ -103,10 +116,6 @@ class Preflight:
                 "set nginx-container to the name 'docker ps' shows for nginx (or its container_name in the base "
                 "compose file), or start it",
             )
-        self.info(
-            f"first deploy: nginx container '{cfg.nginx_container}' is not running; it is service '{service}' of "
-            f"{cfg.base_compose_file}, started after the health gate"
-        )
         return service
 
     async def live_color(self, switch: Switch, nginx_runs: bool) -> Color | None:

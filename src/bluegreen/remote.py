@@ -12,7 +12,7 @@ import asyncssh
 from asyncssh.public_key import get_default_public_key_algs
 
 from .commands import shell_line
-from .config import CLIENT_SLACK_SECONDS, COMMAND_SECONDS, Config
+from .config import CANCEL_GRACE_SECONDS, CLIENT_SLACK_SECONDS, COMMAND_SECONDS, Config
 from .errors import DeployError
 
 
@@ -38,6 +38,7 @@ class Result:
     status: int
     stdout: str
     stderr: str
+    raw: bytes = b""  # stdout as the host wrote it (sync.parse_blobs needs its exact bytes)
 
     @property
     def ok(self) -> bool:
@@ -80,13 +81,16 @@ class Host(Protocol):
 
     async def start(self, argv: Sequence[str]) -> Holding: ...
 
+    def tie_to(self, holder: int | None) -> None: ...
+
 
 async def checked(host: Host, argv: Sequence[str], what: str, fix: str, timeout: int = COMMAND_SECONDS) -> str:
     """Run a command that must succeed; a failure becomes a DeployError naming `what` and the fix."""
     try:
         result = await host.run(argv, timeout=timeout)
     except CommandFailed as err:
-        raise DeployError(f"{what} failed: {err}", fix, err.stderr or err.stdout, what) from None
+        output = "\n".join(part.rstrip() for part in (err.stdout, err.stderr) if part.strip())
+        raise DeployError(f"{what} failed: {err}", fix, output, what) from None
     return result.stdout
 
 
@@ -196,6 +200,7 @@ class Remote:
     def __init__(self, conn: asyncssh.SSHClientConnection, host: str) -> None:
         self.conn = conn
         self.host = host
+        self.holder: int | None = None  # the deploy lock's holder on the host: commands end with it
 
     @classmethod
     async def connect(cls, config: Config) -> Remote:
@@ -268,21 +273,46 @@ class Remote:
         timeout: int = COMMAND_SECONDS,
         check: bool = True,
     ) -> Result:
+        """Run argv on the host (host-side `timeout`; without input, tied to this session and to the
+        deploy lock's holder). Output is taken as bytes and decoded leniently: one byte that is not
+        UTF-8 never costs the connection. A cancelled call closes its channel, so the command is
+        stopped on the host (its watcher sees the end of its input) before the caller goes on."""
+        line = shell_line(argv, timeout, tied=input is None, holder=self.holder)
         try:
-            done = await self.conn.run(
-                shell_line(argv, timeout, tied=input is None), input=input, timeout=timeout + CLIENT_SLACK_SECONDS
-            )
-        except asyncssh.TimeoutError:
-            raise CommandFailed(argv, 124, "", f"timed out after {timeout}s") from None
+            process = await self.conn.create_process(line, encoding=None)
         except (asyncssh.Error, OSError) as err:
-            raise RemoteError(
-                f"lost the connection to {self.host} ({err})", "check the host's network and sshd; then rerun the job"
-            ) from None
-        status = done.exit_status if done.exit_status is not None else 255
-        result = Result(status, _text(done.stdout), _text(done.stderr))
+            raise self.lost(err) from None
+        try:
+            if input is not None:
+                process.stdin.write(input.encode())
+                process.stdin.write_eof()
+            await asyncio.wait_for(process.wait_closed(), timeout + CLIENT_SLACK_SECONDS)
+        except TimeoutError:
+            process.close()
+            raise CommandFailed(argv, 124, "", f"timed out after {timeout}s") from None
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                process.stdin.write_eof()
+                await asyncio.wait_for(process.wait_closed(), CANCEL_GRACE_SECONDS)
+            process.close()
+            raise
+        except (asyncssh.Error, OSError) as err:
+            raise self.lost(err) from None
+        out, err_out = process.collect_output()
+        status = process.exit_status if process.exit_status is not None else 255
+        result = Result(status, _text(out), _text(err_out), out if isinstance(out, bytes) else b"")
         if check and not result.ok:
             raise CommandFailed(argv, result.status, result.stdout, result.stderr)
         return result
+
+    def lost(self, err: BaseException) -> RemoteError:
+        return RemoteError(
+            f"lost the connection to {self.host} ({err})", "check the host's network and sshd; then rerun the job"
+        )
+
+    def tie_to(self, holder: int | None) -> None:
+        """From now on, commands stop when the lock's holder (this pid on the host) is gone."""
+        self.holder = holder
 
     async def start(self, argv: Sequence[str]) -> Held:
         """Start a command that runs until released or until the session ends; no clock stops it."""

@@ -50,6 +50,8 @@ class Report:
     warnings: list[str] = field(default_factory=list)
     logs: str = ""
     pre_switch: tuple[str, int, str] | None = None  # pre-switch-command: the command, its exit status, its last lines
+    pruned: str = ""  # what the prune step freed
+    adopted: bool = False  # a rollback to a color the action adopted: its commit is the checkout's, not verified
     journal: list[dict[str, object]] = field(default_factory=list)
 
     @property
@@ -82,6 +84,11 @@ class Report:
         if self.ok and self.first_deploy:
             return f"### ✅ First deploy of `{short}`: {self.target} serves, nginx started"
         if self.command == "rollback":
+            if self.ok and self.adopted:
+                return (
+                    f"### ✅ Rolled back to `{short}` (the commit the checkout had when the action adopted "
+                    f"{self.target}; not verified): {arrow}"
+                )
             if self.ok:
                 return f"### ✅ Rolled back to `{short}`: {arrow}"
             if not self.sha:
@@ -137,6 +144,8 @@ class Report:
                 "```",
                 "",
             ]
+        if self.pruned:
+            lines += [f"**Freed:** {self.pruned}", ""]
         if self.warnings:
             lines += ["**Warnings:**", *[f"- {w}" for w in self.warnings], ""]
         if self.logs:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from .config import Color, other_color
 from .errors import DeployError
-from .journal import SWITCHED, Entry, last_switch
+from .journal import ADOPTED, SWITCHED, Entry, last_switch
 from .stacks import Container, Stacks
 
 FIX = "deploy the commit you want instead (command: deploy)"
@@ -18,9 +18,10 @@ FIX = "deploy the commit you want instead (command: deploy)"
 @dataclass(frozen=True)
 class Plan:
     target: Color
-    sha: str  # the commit the target color last served
+    sha: str  # the commit the target color last served (or, adopted, the one the checkout had then)
     containers: list[Container]  # its kept containers, the ones that served it
     back: str  # the commit the live color runs: checked out again if the rollback fails before its switch
+    adopted: bool = False  # the target was adopted: its commit is the one the checkout had, not verified
 
 
 def rerun_of_a_rollback(journal: list[Entry], run_url: str, live: Color | None) -> Entry | None:
@@ -40,7 +41,7 @@ def choose(journal: list[Entry], live: Color | None, nginx_missing: str) -> tupl
     if live is None:
         raise DeployError("nothing to roll back: nginx serves neither color", FIX)
     target = other_color(live)
-    entry = last_switch(journal, target)
+    entry = last_switch(journal, target, adopted=True)
     if entry is None:
         raise DeployError(f"nothing to roll back to: the journal has no deploy that switched to {target}", FIX)
     return target, entry
@@ -78,4 +79,5 @@ async def plan(
             FIX,
         )
     live_entry = last_switch(journal, live)
-    return Plan(target, ref, found, str(live_entry.get("ref", "")) if live_entry else "")
+    back = str(live_entry.get("ref", "")) if live_entry else ""
+    return Plan(target, ref, found, back, adopted=entry.get("result") == ADOPTED)

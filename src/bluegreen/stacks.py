@@ -17,22 +17,25 @@ If both color files define the same service name, each color runs as `<project>-
 
 from __future__ import annotations
 
+import asyncio
 import posixpath
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 import yaml
 
-from . import commands
+from . import commands, envfile
 from .commands import Compose, ComposeVariant
-from .config import COLORS, COMPOSE_SECONDS, Color, Config, KeepPrevious
+from .config import COLORS, COMMAND_SECONDS, COMPOSE_SECONDS, STOP_GRACE_MIN_SECONDS, Color, Config, KeepPrevious
 from .errors import DeployError
-from .remote import Host, checked
+from .journal import STATE_DIR
+from .remote import Host, Result, checked, last_line
 
+PARALLEL_BUILDS = 4  # builds at once: SSH sessions per connection are few (sshd's MaxSessions is 10)
 Stack = Literal["base", "blue", "green"]
 STACKS: tuple[Stack, Stack, Stack] = ("base", "blue", "green")
-STOP_TIMEOUT_MIN = 10  # the least stop grace a color gets
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,7 @@ class ComposeFile:
 
     services: tuple[str, ...] = ()
     container_names: Mapping[str, str] = field(default_factory=dict)  # service -> container_name
+    built: Mapping[str, str] = field(default_factory=dict)  # service with a build -> its image: ("" if none)
 
     @classmethod
     def parse(cls, text: str) -> ComposeFile:
@@ -79,11 +83,15 @@ class ComposeFile:
         services = data.get("services") or {}
         if not isinstance(services, dict):
             raise ComposeFileError("its services: is not a mapping of service names")
-        names = {}
+        names, built = {}, {}
         for name, spec in services.items():
-            if isinstance(spec, dict) and isinstance(spec.get("container_name"), str):
+            if not isinstance(spec, dict):
+                continue
+            if isinstance(spec.get("container_name"), str):
                 names[str(name)] = spec["container_name"]
-        return cls(tuple(str(name) for name in services), names)
+            if spec.get("build") is not None:
+                built[str(name)] = spec["image"] if isinstance(spec.get("image"), str) else ""
+        return cls(tuple(str(name) for name in services), names, built)
 
     def service_of_container(self, container: str, project: str) -> str | None:
         """The service whose container is named `container`: by `container_name`, or by the name
@@ -102,28 +110,39 @@ def shared_services(files: Files) -> list[str]:
     return sorted(set(files["blue"].services) & set(files["green"].services))
 
 
-def overlaps(files: Files, names: Mapping[Stack, str], nginx_container: str) -> list[str]:
+def overlaps(
+    files: Files, names: Mapping[Stack, str], nginx_container: str, earlier: Sequence[Files] = ()
+) -> list[str]:
     """What the compose files define twice, where that would make one stack replace another's
-    containers: a color service or container_name the base has, a container_name both colors use,
-    or a color container named like the nginx container. Each as a sentence; empty if none."""
+    containers: a color service the base has (or had at an earlier commit: it may still run), when
+    the colors share the base's project; a container_name the base has, a container_name both colors
+    use, or a color container named like the nginx container. A name compose interpolates (with a
+    `$`) is left to compose. Each as a sentence; empty if none."""
     base = files["base"]
+    split = bool(shared_services(files))
+    based = {service: "" for service in base.services}
+    for before in earlier:
+        for service in before["base"].services:
+            based.setdefault(service, " (at an earlier commit: it may still run)")
     problems = []
     for color in COLORS:
         mine = files[color]
-        for service in mine.services:
-            if service in base.services:
+        for service in [] if split else mine.services:
+            if service in based:
                 problems.append(
-                    f"{names[color]} defines '{service}', a service of {names['base']}: deploying {color} would "
-                    f"replace the base's {service}"
+                    f"{names[color]} defines '{service}', a service of {names['base']}{based[service]}: deploying "
+                    f"{color} would replace the base's {service}"
                 )
         for service, container in mine.container_names.items():
+            if "$" in container:
+                continue
             if container in base.container_names.values():
                 problems.append(
                     f"{names[color]} names the container of '{service}' {container}, as {names['base']} does"
                 )
             if nginx_container and container == nginx_container:
                 problems.append(f"{names[color]} names the container of '{service}' {container}, nginx-container")
-    blue, green = (set(files[c].container_names.values()) for c in COLORS)
+    blue, green = ({n for n in files[c].container_names.values() if "$" not in n} for c in COLORS)
     for container in sorted(blue & green):
         problems.append(
             f"{names['blue']} and {names['green']} both name a container {container}: the colors cannot run side "
@@ -132,15 +151,18 @@ def overlaps(files: Files, names: Mapping[Stack, str], nginx_container: str) -> 
     return problems
 
 
-def check_files(files: Files, config: Config, target: Color, sha: str, *, pre_switch: bool) -> None:
+def check_files(
+    files: Files, earlier: Sequence[Files], config: Config, target: Color, sha: str, *, pre_switch: bool
+) -> None:
     """Refuse, before anything changes, compose files at `sha` that would make one stack replace
     another's containers, or (with `pre_switch`) a pre-switch-command service the target lacks."""
     names = {stack: config.stack_file(stack) for stack in STACKS}
-    if problems := overlaps(files, names, config.nginx_container):
+    if problems := overlaps(files, names, config.nginx_container, earlier):
         raise DeployError(
             "; ".join(problems),
             "give each color's services and containers names of their own (backend_blue, backend_green), and leave "
-            "shared services (db, redis, nginx) to the base file only",
+            "shared services (db, redis, nginx) to the base file only; to move a service from the base into the "
+            "colors, stop and remove the base's container by hand first",
         )
     if pre_switch and config.pre_switch_command:
         service, _ = config.pre_switch_for(target)
@@ -159,13 +181,13 @@ Pair = tuple[str, str]  # (compose project, service)
 class Layout:
     """Which stack owns which (project, service) pair; see the module's docstring."""
 
-    app_dir: str
+    app_dirs: tuple[str, ...]  # app-dir, as given and as the host resolves it (through a symlink)
     project: str  # the project the base and, unless split, both colors run in
     split: bool  # both colors define a service name: each runs as <project>-<color>
     owner: Mapping[Pair, Stack]
 
     def stack_of(self, container: Container) -> Stack | None:
-        inside = container.working_dir == self.app_dir or container.working_dir.startswith(self.app_dir + "/")
+        inside = any(container.working_dir == d or container.working_dir.startswith(d + "/") for d in self.app_dirs)
         return self.owner.get((container.project, container.service)) if inside else None
 
     def members(self, containers: Iterable[Container], stack: Stack) -> list[Container]:
@@ -176,21 +198,20 @@ class Layout:
 
 
 def make_layout(
-    app_dir: str, project: str, legacy: Sequence[str], current: Files, earlier: Sequence[Files] = ()
+    app_dirs: Sequence[str], project: str, legacy: Sequence[str], current: Files, earlier: Sequence[Files] = ()
 ) -> Layout:
     """The owner of every (project, service) pair the stacks claim. `legacy`: other projects a
     host may hold this app under (the seed's directory-named one); `earlier`: the files at the
-    commits the host ran before the one being deployed."""
-    split = bool(shared_services(current))
-
-    def projects(stack: Stack) -> set[str]:
-        return {project, f"{project}-{stack}", *legacy}
+    commits the host ran before the one being deployed. At a commit where both colors define a
+    service name, each color runs, and so claims, only <project>-<color>."""
 
     def claims(files: Files) -> dict[Pair, set[Stack]]:
+        split = bool(shared_services(files))
         out: dict[Pair, set[Stack]] = {}
         for stack in STACKS:
+            projects = [f"{project}-{stack}"] if split and stack != "base" else [project, f"{project}-{stack}", *legacy]
             for service in files[stack].services:
-                for name in projects(stack):
+                for name in projects:
                     out.setdefault((name, service), set()).add(stack)
         return out
 
@@ -203,7 +224,7 @@ def make_layout(
     for pair, stacks in before.items():
         if pair not in now and len(stacks) == 1:
             owner[pair] = next(iter(stacks))
-    return Layout(app_dir, project, split, owner)
+    return Layout(tuple(dict.fromkeys(app_dirs)), project, bool(shared_services(current)), owner)
 
 
 class Stacks:
@@ -217,14 +238,17 @@ class Stacks:
         self.variant: ComposeVariant = "v2"
         self.nginx_service = ""  # a first deploy: the base service that makes the nginx container
         self.files: Files = dict.fromkeys(STACKS, ComposeFile())
-        self.layout = make_layout(config.app_dir, config.project_name, config.legacy_projects, self.files)
+        self.app_dirs: tuple[str, ...] = (config.app_dir,)  # and as the host resolves it (preflight)
+        self.layout = make_layout(self.app_dirs, config.project_name, config.legacy_projects, self.files)
+        self.environ: dict[Color, str] = {}  # colors whose env this run wrote: the file their compose loads
+        self.replaced: set[str] = set()  # image ids this run took out of use (see `prune`)
         self._containers: list[Container] | None = None
 
     def use_files(self, current: Files, earlier: Sequence[Files] = ()) -> None:
         """The stacks' compose files at the commit being deployed (and at the ones before it)."""
         cfg = self.cfg
         self.files = current
-        self.layout = make_layout(cfg.app_dir, cfg.project_name, cfg.legacy_projects, current, earlier)
+        self.layout = make_layout(self.app_dirs, cfg.project_name, cfg.legacy_projects, current, earlier)
         if self.layout.split:
             name = cfg.project_name
             self.info(
@@ -234,13 +258,46 @@ class Stacks:
 
     def compose(self, stack: Stack) -> Compose:
         """Compose for one stack's file, its relative paths resolved against that file's folder, as
-        `docker compose -f <file>` resolves them."""
+        `docker compose -f <file>` resolves them; for a color whose env this run wrote, with it."""
         file = self.cfg.app_path(self.cfg.stack_file(stack))
-        return Compose(self.variant, self.layout.project_of(stack), file, posixpath.dirname(file))
+        environ = self.environ.get(stack, "") if stack != "base" else ""
+        return Compose(self.variant, self.layout.project_of(stack), file, posixpath.dirname(file), environ)
+
+    async def write_env(self, color: Color) -> list[str]:
+        """The `env` input as `color`'s files (envfile): before its build, mode 0600, from stdin.
+        Returns the names its env_file leaves out (Compose v1 cannot hold their values)."""
+        state = self.cfg.app_path(STATE_DIR)
+        dotenv, left_out = envfile.dotenv_text(self.cfg.env, self.variant)
+        environ = posixpath.join(state, f"{color}.environ")
+        await asyncio.gather(
+            self.host.run(commands.write_state(posixpath.join(state, f"{color}.env"), "0600"), input=dotenv),
+            self.host.run(commands.write_state(environ, "0600"), input=envfile.shell_text(self.cfg.env)),
+        )
+        self.environ[color] = environ
+        return left_out
+
+    async def prune(self) -> str:
+        """Remove the images this run took out of use, once nothing uses them: only those left with
+        no tag (a rebuilt tag moved off them, or their containers were removed), never forced, so
+        docker refuses any a container (a kept one too) still uses; then build cache unused for a
+        week. Returns what was freed."""
+        freed: list[str] = []
+        if self.replaced:
+            facts = await self.host.run(commands.image_facts(sorted(self.replaced)), check=False)
+            untagged = [f[0] for f in map(str.split, facts.stdout.splitlines()) if len(f) == 2 and f[1] == "0"]
+            if untagged:
+                done = await self.host.run(commands.remove_images(untagged), check=False)
+                if gone := [i for i in untagged if f"Deleted: {i}" in done.stdout]:
+                    freed.append(f"{len(gone)} image{'s' if len(gone) > 1 else ''} this run replaced")
+        cache = await self.host.run(commands.prune_build_cache(), check=False)
+        reclaimed = re.search(r"Total reclaimed space:\s*(\S+)", cache.stdout)
+        if reclaimed and reclaimed.group(1) not in ("0B", "0"):
+            freed.append(f"build cache unused for a week ({reclaimed.group(1)})")
+        return "; ".join(freed) or "nothing to free"
 
     async def containers(self, refresh: bool = False) -> list[Container]:
-        """Every compose container on the host; listed once (after the lock, before any change)
-        unless `refresh`."""
+        """Every compose container on the host; listed once, the first time asked (after the
+        checkout, before any container changes), unless `refresh`."""
         if self._containers is None or refresh:
             listing = await checked(
                 self.host,
@@ -254,10 +311,6 @@ class Stacks:
     async def of(self, stack: Stack, refresh: bool = False) -> list[Container]:
         """The stack's containers, under any of its projects."""
         return self.layout.members(await self.containers(refresh), stack)
-
-    def find_nginx_service(self) -> str | None:
-        """The base service that makes the nginx container, if the base compose file has one."""
-        return self.files["base"].service_of_container(self.cfg.nginx_container, self.cfg.project_name)
 
     async def base_up(self) -> str:
         """Start the base services that do not run; never touch one that does, whatever project made it
@@ -279,23 +332,53 @@ class Stacks:
             )
         return f"started {', '.join(missing)}" if missing else "every service already runs"
 
+    def image_names(self, color: Color) -> list[str]:
+        """The images a build of `color` tags: a service's image:, or the name compose gives it."""
+        project, sep = self.compose(color).project, "-" if self.variant == "v2" else "_"
+        return [image or f"{project}{sep}{service}" for service, image in self.files[color].built.items()]
+
     async def build(self, color: Color) -> None:
-        """Replace whatever `color` has with a fresh build of the checked-out commit."""
-        await self.remove(color, STOP_TIMEOUT_MIN)
+        """Replace whatever `color` has with a fresh build of the checked-out commit: its services'
+        builds in parallel (v1: `build --parallel`; v2, which builds a service that depends_on another
+        after it: a `build <service>` each, all at once), then `up --no-build`. A failed build is named
+        by its service. The images the build moves its tags from are noted as replaced."""
+        await self.remove(color, STOP_GRACE_MIN_SECONDS)
+        if names := self.image_names(color):
+            tagged = await self.host.run(commands.image_ids(names), check=False)
+            self.replaced.update(tagged.stdout.split())
         stack = self.compose(color)
-        await checked(
-            self.host,
-            stack.up_color(),
-            f"building and starting {color}",
-            f"fix the build or {self.cfg.compose_file_for(color)}; the compose output is above",
-            COMPOSE_SECONDS,
-        )
+        fix = f"fix the build or {self.cfg.compose_file_for(color)}; the compose output is above"
+        at_once = asyncio.Semaphore(PARALLEL_BUILDS)
+        services = list(self.files[color].built)
+        # v1 builds in parallel in one process (each docker-compose costs a Python start); v2 builds
+        # where one service depends_on another one after the other, so each gets a build of its own
+        batches = [services] if self.variant == "v1" else [[service] for service in services]
+
+        async def build(batch: list[str]) -> tuple[list[str], Result]:
+            async with at_once:
+                return batch, await self.host.run(stack.build(batch), check=False, timeout=COMPOSE_SECONDS)
+
+        for batch, result in await asyncio.gather(*(build(batch) for batch in batches if batch)):
+            if not result.ok:
+                output = "\n".join(part.rstrip() for part in (result.stdout, result.stderr) if part.strip())
+                named = re.search(r"Service '([^']+)' failed to build", output)
+                service = named.group(1) if named else ", ".join(batch)
+                raise DeployError(
+                    f"the build of {service} failed: {last_line(result.stderr or result.stdout)}",
+                    fix,
+                    output,
+                    f"building {service}",
+                )
+        await checked(self.host, stack.up_color(), f"starting {color}", fix, COMPOSE_SECONDS)
 
     async def remove(self, color: Color, stop_timeout: int, refresh: bool = False) -> None:
-        """Stop and remove `color`'s containers, whatever project made them."""
+        """Stop and remove `color`'s containers, whatever project made them; their images are noted
+        as replaced (see `prune`)."""
         found = await self.of(color, refresh)
         if not found:
             return
+        images = await self.host.run(commands.container_images([c.id for c in found]), check=False)
+        self.replaced.update(line.split()[1] for line in images.stdout.splitlines() if len(line.split()) == 2)
         await self.stop(color, found, stop_timeout)
         await checked(
             self.host,
@@ -313,7 +396,7 @@ class Stacks:
             commands.stop_containers([c.id for c in found], stop_timeout),
             f"stopping {color}",
             "stop its containers by hand with docker stop",
-            COMPOSE_SECONDS,
+            stop_timeout + COMMAND_SECONDS,  # the grace, and then some: never cut by its own limit
         )
 
     async def retire(self, color: Color, stop_timeout: int, keep: KeepPrevious) -> str:
@@ -354,7 +437,11 @@ class Stacks:
     async def stop_ids(self, ids: list[str]) -> None:
         """Stop containers a failed rollback started (they were stopped before it)."""
         if ids:
-            await self.host.run(commands.stop_containers(ids, STOP_TIMEOUT_MIN), check=False, timeout=120)
+            await self.host.run(
+                commands.stop_containers(ids, STOP_GRACE_MIN_SECONDS),
+                check=False,
+                timeout=STOP_GRACE_MIN_SECONDS + COMMAND_SECONDS,
+            )
 
     async def exec(self, color: Color, service: str, argv: list[str], timeout: int) -> tuple[int, str]:
         """Run argv in `service` of `color` (compose exec -T: no shell, no TTY); returns the exit
@@ -376,7 +463,7 @@ class Stacks:
         )
 
     async def stop_nginx(self) -> None:
-        await self.host.run(self.compose("base").stop([self.nginx_service]), check=False, timeout=120)
+        await self.host.run(self.compose("base").stop([self.nginx_service]), check=False, timeout=COMPOSE_SECONDS)
 
 
 def by_stack(texts: Mapping[str, str | None], names: Mapping[Stack, str]) -> dict[Stack, str | None]:

@@ -2,9 +2,9 @@
 and check a commit out without overwriting anything the host owns.
 
 A ref means what it says:
-- a branch name (`main`, or `refs/heads/main`): origin's branch, as just fetched; the clone's own
-  local branches are never read (the action's detached checkouts never move them);
-- a tag (`v1.2`, or `refs/tags/v1.2`): the tag, as just fetched (a tag moved on origin moves here);
+- a branch name (`main`, `refs/heads/main` or `origin/main`): origin's branch, as just fetched; the
+  clone's own local branches are never read (the action's detached checkouts never move them);
+- a tag (`v1.2`, or `refs/tags/v1.2`): origin's tag, as just fetched (moved or deleted there, so here);
 - a commit SHA: that commit, fetched by SHA if no branch or tag brought it;
 - any other full ref (`refs/pull/7/head`): fetched from origin as it is.
 A name that is both a branch and a tag, at different commits, is refused as ambiguous.
@@ -38,8 +38,8 @@ class Resolved:
 def ref_names(ref: str) -> list[tuple[str, str]]:
     """The full names a ref may mean, each with what it is: tried after a fetch, all of them; more
     than one answer is ambiguous. Empty for a ref that must be fetched as it is."""
-    if ref.startswith("refs/heads/"):
-        branch = ref.removeprefix("refs/heads/")
+    if ref.startswith(("refs/heads/", "origin/")):
+        branch = ref.removeprefix("refs/heads/").removeprefix("origin/")
         return [(f"refs/remotes/origin/{branch}", f"branch {branch}")]
     if ref.startswith("refs/tags/"):
         return [(ref, f"tag {ref.removeprefix('refs/tags/')}")]
@@ -51,21 +51,20 @@ def ref_names(ref: str) -> list[tuple[str, str]]:
 
 
 def parse_blobs(output: bytes, names: Sequence[str]) -> dict[str, str | None]:
-    """`git cat-file --batch` output for `names`, in order: each name's text, or None if missing."""
+    """`git cat-file --batch --follow-symlinks` output for `names`, in order: each name's text, or
+    None where there is no blob (missing; a tree; a symlink out of the repository, dangling, a loop)."""
     out: dict[str, str | None] = {}
     at = 0
     for name in names:
         end = output.index(b"\n", at)
         header = output[at:end].decode("utf-8", "replace").split()
         at = end + 1
-        if len(header) == 3 and header[1] == "blob":
-            size = int(header[2])
-            out[name] = output[at : at + size].decode("utf-8", "replace")
-            at += size + 1
-        else:
-            if len(header) == 3:  # a tree or another type: skip its body
-                at += int(header[2]) + 1
-            out[name] = None
+        out[name] = None
+        size = header[-1] if len(header) in (2, 3) and header[-1].isdigit() else ""
+        if size and header[-2] == "blob":
+            out[name] = output[at : at + int(size)].decode("utf-8", "replace")
+        if size:  # a body follows every header that ends with a size
+            at += int(size) + 1
     return out
 
 
@@ -123,18 +122,21 @@ class Checkout:
         return (await self.host.run(commands.git_resolve(self.app, name), check=False)).stdout.strip()
 
     async def read(self, sha: str, paths: Sequence[str], *, on_disk: bool = False) -> dict[str, str | None]:
-        """The text of each path (relative to app-dir) at `sha`, or None where the commit lacks it;
-        with `on_disk`, a path the commit lacks is read from the host's work tree instead (a file
-        kept on the host, untracked)."""
+        """The text of each path (relative to app-dir) at `sha`, or None where the commit lacks it
+        (a symlink is followed inside the repository); with `on_disk`, a path the commit lacks and
+        the checkout does not track is read from the host's work tree instead (a file kept on the
+        host, untracked; or one a symlink points to outside the repository)."""
         wanted = [p for p in dict.fromkeys(paths) if p]
         if not wanted or not sha:
             return dict.fromkeys(wanted)
         names = [f"{sha}:./{path}" for path in wanted]
         result = await self.host.run(commands.git_read_blobs(self.app), input="".join(n + "\n" for n in names))
-        blobs = parse_blobs(result.stdout.encode("utf-8", "replace"), names)
+        blobs = parse_blobs(result.raw or result.stdout.encode(), names)
         texts = {path: blobs[name] for path, name in zip(wanted, names, strict=True)}
-        if on_disk:
-            texts.update(await self.read_disk([path for path, text in texts.items() if text is None]))
+        if on_disk and (missing := [path for path, text in texts.items() if text is None]):
+            tracked = await self.host.run(commands.git_tracked(self.app, missing), check=False)
+            going = {p for p in tracked.stdout.split("\0") if p}  # the checkout deletes these
+            texts.update(await self.read_disk([p for p in missing if p not in going]))
         return texts
 
     async def read_disk(self, paths: Sequence[str]) -> dict[str, str | None]:
@@ -191,8 +193,8 @@ class Checkout:
             return
         items = {f"f:{p}": None for p in added} | {f"d:{d}": None for p in added for d in parents(p)}
         result = await self.host.run(commands.paths_in_the_way(app), input="\0".join(items))
-        in_the_way = sorted(p for p in result.stdout.split("\0") if p)
-        if in_the_way:
+        flagged = [item for item in result.stdout.split("\0") if item]
+        if in_the_way := await self.lost_by_checkout(flagged):
             shown = ", ".join(in_the_way[:IN_THE_WAY_SHOWN])
             more = len(in_the_way) - IN_THE_WAY_SHOWN
             raise DeployError(
@@ -202,6 +204,30 @@ class Checkout:
                 "(git rm --cached PATH, add it to .gitignore) and deploy again; if the commit's copy should win, move "
                 "the host's copy out of app-dir first",
             )
+
+    async def lost_by_checkout(self, flagged: Sequence[str]) -> list[str]:
+        """Of what IN_THE_WAY_SCRIPT flagged, what git would lose: not a tracked path changing type (a
+        tracked file becoming a folder, a folder of tracked files becoming a file: git handles those),
+        but an untracked or ignored file in the way, or in a folder the checkout turns into a file."""
+        if not flagged:
+            return []
+        paths = [item[2:] for item in flagged]
+        tracked_out, untracked_out = await asyncio.gather(
+            checked(self.host, commands.git_tracked(self.app, paths), "listing tracked paths", "check the clone"),
+            checked(self.host, commands.git_untracked(self.app, paths), "listing untracked paths", "check the clone"),
+        )
+        tracked = {p for p in tracked_out.split("\0") if p}
+        untracked = sorted(p for p in untracked_out.split("\0") if p)
+        lost = []
+        for item in flagged:
+            kind, path = item[0], item[2:]
+            if kind == "d" and path in tracked:
+                continue  # a tracked file or link where the commit has a folder: git replaces it
+            inside = [p for p in untracked if p == path or p.startswith(path + "/")]
+            if kind == "f" and not inside and any(p.startswith(path + "/") for p in tracked):
+                continue  # a folder of tracked files where the commit has a file: git replaces it
+            lost += inside or [path]
+        return sorted(dict.fromkeys(lost))
 
     async def checkout(self, sha: str) -> None:
         await checked(

@@ -88,6 +88,23 @@ def test_adopts_a_host_set_up_by_the_seed_script(action_image: str, ssh_host: la
     }
     assert load.failures == []
 
+    # A rollback from this very first deploy: the action journaled green as adopted (its containers,
+    # and the commit the checkout had), so it goes back to the seed's own containers.
+    seeds = {
+        n: docker.from_env().containers.get(n).id for n in (f"{app.name}_backend_green", f"{app.name}_frontend_green")
+    }
+    rollback = lab.lab_inputs(ssh_host, app, "", command="rollback")
+    with Load(app.public_url("/api/v1/")) as load:
+        run = lab.run_action(rollback)
+        assert run.status == 0, run.log
+        assert served(app) == {"role": "backend", "color": "green", "version": "v1"}
+        assert {n: docker.from_env().containers.get(n).id for n in seeds} == seeds
+        assert "(the commit the checkout had when the action adopted green; not verified): blue → green" in run.summary
+        run = lab.run_action(rollback)  # and forward again
+        assert run.status == 0, run.log
+    assert served(app) == {"role": "backend", "color": "blue", "version": "v2"}
+    assert load.failures == []
+
     with Load(app.public_url("/api/v1/")) as load:
         run = lab.run_action(lab.lab_inputs(ssh_host, app, app.version("v3")))
     assert run.status == 0, run.log

@@ -41,6 +41,11 @@ class FakeHost:
     lock_lines: list[str] = field(default_factory=list)  # what each `start` of the lock prints first
     delays: list[tuple[list[str], float]] = field(default_factory=list)  # commands that take this long
 
+    holder: int | None = None
+
+    def tie_to(self, holder: int | None) -> None:
+        self.holder = holder
+
     def slow(self, prefix: list[str], seconds: float) -> None:
         self.delays.append((prefix, seconds))
 
@@ -79,7 +84,7 @@ class FakeHost:
                 Result(0, self.files[path], "") if path in self.files else Result(1, "", f"cat: {path}: No such file")
             )
         if argv[:3] in (["sh", "-c", commands.UMASK_TEE_SCRIPT], ["sh", "-c", commands.WRITE_STATE_SCRIPT]):
-            self.files[path] = input or ""
+            self.files[argv[4]] = input or ""
             return OK
         if argv[:3] == ["sh", "-c", commands.APPEND_LINE_SCRIPT]:
             before = self.files.get(path, "")
@@ -112,7 +117,7 @@ class FakeNginx:
         host.on([*exec_, "nginx", "-T"], self.dump)
         host.on([*exec_, "sh", "-c", commands.NGINX_PROCESSES_SCRIPT], self.processes)
         host.on([*exec_, "sh", "-c", commands.TEST_AND_RELOAD_SCRIPT], self.test_and_reload)
-        host.on(["docker", "inspect"], lambda argv, _: Result(0, "true\n", ""))
+        host.on(commands.container_exists("web")[:6], lambda argv, _: Result(0, "true\n", ""))
 
     def workers(self) -> set[int]:
         return {self.generation * 10 + 1, self.generation * 10 + 2}
@@ -238,23 +243,37 @@ class FakeRepo:
             kind, _, path = item.partition(":")
             full = f"{self.app}/{path}"
             if kind == "f" and full in self.host.files:
-                found.append(path)
+                found.append(item)
         return Result(0, "".join(p + "\0" for p in found), "")
 
 
 class FakeDocker:
     """dockerd and Compose v2 on a fake host: compose up makes a container per service of its file
-    (read from the work tree), docker stop/rm/start act by id, docker ps lists them all."""
+    (read from the work tree), building a new image for each service with a build (its tag moves);
+    docker stop/rm/start act by id, docker ps lists them all; images are removed only when no
+    container uses them, never forced."""
 
     def __init__(self, host: FakeHost) -> None:
         self.host = host
         self.containers: list[Container] = []
+        self.image_of: dict[str, str] = {}  # container id -> image id
+        self.tags: dict[str, str] = {}  # tag -> image id
+        self.images: set[str] = set()
         self.made = 0
         host.on(["docker", "ps"], self.ps)
         host.on(["docker", "compose"], self.compose)
         host.on(["docker", "stop"], lambda argv, _: self.each(argv, lambda c: replace(c, running=False)))
         host.on(["docker", "start"], lambda argv, _: self.each(argv, lambda c: replace(c, running=True)))
         host.on(["docker", "rm"], lambda argv, _: self.each(argv, lambda c: None))
+        host.on(["docker", "inspect", "--type", "container"], self.inspect_containers)
+        host.on(["docker", "image", "inspect"], self.inspect_images)
+        host.on(["docker", "image", "rm"], self.remove_images)
+        host.on(["docker", "builder", "prune"], lambda argv, _: Result(0, "Total reclaimed space: 0B\n", ""))
+
+    def add(self, container: Container, image: str) -> None:
+        self.containers.append(container)
+        self.image_of[container.id] = image
+        self.images.add(image)
 
     def ps(self, argv: list[str], _: str | None) -> Result:
         lines = [
@@ -273,6 +292,29 @@ class FakeDocker:
         self.containers = kept
         return OK
 
+    def inspect_containers(self, argv: list[str], _: str | None) -> Result:
+        ids = argv[6:]
+        return Result(0, "".join(f"{c} {self.image_of[c]}\n" for c in ids if c in self.image_of), "")
+
+    def inspect_images(self, argv: list[str], _: str | None) -> Result:
+        fmt, names = argv[4], argv[5:]
+        found = [self.tags.get(n, n) for n in names if self.tags.get(n, n) in self.images]
+        if fmt == "{{.Id}}":
+            return Result(0 if len(found) == len(names) else 1, "".join(i + "\n" for i in found), "")
+        lines = [f"{i} {sum(1 for t in self.tags.values() if t == i)}" for i in found]
+        return Result(0, "".join(line + "\n" for line in lines), "")
+
+    def remove_images(self, argv: list[str], _: str | None) -> Result:
+        used = {self.image_of[c.id] for c in self.containers}
+        out, err = [], []
+        for image in argv[3:]:
+            if image in used:
+                err.append(f"Error response from daemon: conflict: unable to delete {image} (image is being used)")
+            elif image in self.images:
+                self.images.discard(image)
+                out.append(f"Deleted: {image}")
+        return Result(1 if err else 0, "".join(line + "\n" for line in out), "".join(line + "\n" for line in err))
+
     def compose(self, argv: list[str], _: str | None) -> Result:
         if argv[2:3] == ["version"]:
             return OK
@@ -280,13 +322,19 @@ class FakeDocker:
             argv[argv.index(flag) + 1] for flag in ("--project-name", "--project-directory", "--file")
         )
         verb = argv[argv.index("--file") + 2]
+        compose_file = ComposeFile.parse(self.host.files[file]) if file in self.host.files else ComposeFile()
+        named = [a for a in argv[argv.index("--file") + 3 :] if not a.startswith("-")]
+        if verb == "build":
+            for service in named:
+                self.made += 1
+                self.tags[compose_file.built[service] or f"{project}-{service}"] = image = f"sha256:{self.made:064x}"
+                self.images.add(image)
         if verb == "up":
-            services = ComposeFile.parse(self.host.files[file]).services
-            named = [a for a in argv[argv.index("up") + 1 :] if not a.startswith("-")]
-            for service in named or services:
+            for service in named or compose_file.services:
                 self.containers = [c for c in self.containers if (c.project, c.service) != (project, service)]
                 self.made += 1
-                self.containers.append(
-                    Container(f"id{self.made}", f"{project}-{service}-1", True, project, service, folder)
-                )
+                tag = compose_file.built.get(service) or f"{project}-{service}"
+                image = self.tags.get(tag, "sha256:" + "b" * 64)
+                cid = f"id{self.made}"
+                self.add(Container(cid, f"{project}-{service}-1", True, project, service, folder), image)
         return OK

@@ -27,15 +27,27 @@ def test_shell_line_adds_a_host_side_timeout() -> None:
 def test_tied_commands_keep_their_argv_intact() -> None:
     line = shlex.split(commands.shell_line(["echo", "$(id)", "a b"], 5, tied=True))
     assert line[:3] == ["sh", "-c", commands.TIED_TO_SESSION_SCRIPT]
-    assert line[3:] == ["sh", "timeout", "--kill-after=5", "5", "echo", "$(id)", "a b"]
+    assert line[3:] == ["sh", "", "timeout", "--kill-after=5", "5", "echo", "$(id)", "a b"]
+    held = shlex.split(commands.shell_line(["sleep", "9"], 5, tied=True, holder=4242))
+    assert held[3:6] == ["sh", "4242", "timeout"]
 
 
 def test_compose_v1_and_v2_argv() -> None:
     v1 = Compose("v1", "app", "/srv/app/docker-compose.blue.yml", "/srv/app")
     v2 = Compose("v2", "app", "/srv/app/docker-compose.blue.yml", "/srv/app")
     head = ["--project-name", "app", "--project-directory", "/srv/app", "--file", "/srv/app/docker-compose.blue.yml"]
-    assert v1.up_color() == ["docker-compose", *head, "up", "--detach", "--build", "--force-recreate"]
-    assert v2.up_color() == ["docker", "compose", *head, "up", "--detach", "--build", "--force-recreate", "--wait"]
+    # each service is built by a build of its own (the action runs them at once), then started as built
+    assert v1.build(["backend_blue", "frontend_blue"]) == [
+        "docker-compose",
+        *head,
+        "build",
+        "--parallel",
+        "backend_blue",
+        "frontend_blue",
+    ]
+    assert v2.build(["backend_blue"]) == ["docker", "compose", *head, "build", "backend_blue"]
+    assert v1.up_color() == ["docker-compose", *head, "up", "--detach", "--force-recreate", "--no-build"]
+    assert v2.up_color() == ["docker", "compose", *head, "up", "--detach", "--force-recreate", "--no-build", "--wait"]
     assert v1.up_base() == ["docker-compose", *head, "up", "--detach", "--no-recreate"]
     assert v2.up_base(["db", "redis"]) == ["docker", "compose", *head, "up", "--detach", "--no-recreate", "db", "redis"]
     assert v1.stop(["nginx"]) == ["docker-compose", *head, "stop", "nginx"]
@@ -88,8 +100,8 @@ def test_git_commands_take_values_as_single_arguments() -> None:
 
 def test_a_fetch_prunes_branches_origin_deleted_and_moves_tags_origin_moved() -> None:
     argv = commands.git_fetch("/srv/app")
-    assert {"--prune", "--force", "--tags"} <= set(argv)
-    assert argv[-2:] == ["origin", "+refs/heads/*:refs/remotes/origin/*"]
+    assert {"--prune", "--force"} <= set(argv)
+    assert argv[-3:] == ["origin", "+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*"]
 
 
 def test_the_lock_is_held_by_flock_with_a_constant_script_and_no_clock() -> None:
@@ -102,7 +114,7 @@ def test_the_lock_is_held_by_flock_with_a_constant_script_and_no_clock() -> None
 def test_state_files_are_replaced_never_written_through_and_the_upstream_target_in_place() -> None:
     assert commands.write_file("/x y") == ["sh", "-c", commands.UMASK_TEE_SCRIPT, "sh", "/x y"]
     assert commands.UMASK_TEE_SCRIPT.startswith("umask 022 && exec tee ")
-    assert commands.write_state("/s") == ["sh", "-c", commands.WRITE_STATE_SCRIPT, "sh", "/s"]
+    assert commands.write_state("/s") == ["sh", "-c", commands.WRITE_STATE_SCRIPT, "sh", "/s", "0644"]
     assert 'mv -fT -- "$t" "$1"' in commands.WRITE_STATE_SCRIPT
     assert commands.append_line("/j") == ["sh", "-c", commands.APPEND_LINE_SCRIPT, "sh", "/j"]
     assert commands.APPEND_LINE_SCRIPT.startswith('if [ -L "$1" ]')
@@ -137,3 +149,22 @@ def test_host_nginx_through_sudo_runs_only_nginx_under_sudo() -> None:
     calls = [part.split(" ", 1)[1].split(" ")[0:2] for part in commands.TEST_AND_RELOAD_SCRIPT.split('"$@"')[1:]]
     assert calls == [["-t", ">/dev/null"], ["-s", "reload"], ["-T", "2>/dev/null"]]
     assert "nginx -" not in commands.TEST_AND_RELOAD_SCRIPT
+
+
+def test_a_colors_compose_runs_with_its_env_loaded_from_a_file_never_from_argv() -> None:
+    plain = Compose("v2", "app", "/srv/app/b.yml", "/srv/app")
+    loaded = Compose("v2", "app", "/srv/app/b.yml", "/srv/app", "/srv/app/.bluegreen/blue.environ")
+    assert loaded.up_color() == [
+        "sh",
+        "-c",
+        commands.LOAD_ENV_SCRIPT,
+        "sh",
+        "/srv/app/.bluegreen/blue.environ",
+        *plain.up_color(),
+    ]
+    assert commands.write_state("/srv/app/.bluegreen/blue.env", "0600")[-2:] == ["/srv/app/.bluegreen/blue.env", "0600"]
+
+
+def test_pruning_never_forces_and_the_build_cache_goes_only_by_age() -> None:
+    assert commands.remove_images(["sha256:a"]) == ["docker", "image", "rm", "sha256:a"]
+    assert commands.prune_build_cache() == ["docker", "builder", "prune", "--force", "--filter", "until=168h"]

@@ -11,6 +11,7 @@ from bluegreen.config import (
     INPUTS,
     LOCK_BEAT_SECONDS,
     LOCK_SILENCE_SECONDS,
+    RECONNECT_LOCK_SECONDS,
     ConfigError,
     inputs_from_env,
     load_config,
@@ -49,7 +50,7 @@ def test_defaults_and_derived_values() -> None:
     assert cfg.port == 22 and cfg.project_name == "app" and cfg.health_timeout == 60
     assert cfg.health_urls["blue"] == ("http://127.0.0.1:8001/api/v1/", "http://127.0.0.1:3001/")
     assert cfg.health_urls["green"] == ("http://127.0.0.1:8002/api/v1/", "http://127.0.0.1:3002/")
-    assert cfg.compose_path("green") == "/srv/app/docker-compose.green.yml"
+    assert cfg.app_path(cfg.stack_file("green")) == "/srv/app/docker-compose.green.yml"
     assert cfg.upstream_path("blue") == "/srv/app/nginx/upstream.blue.conf"
     assert cfg.upstream_target_path == "/srv/app/nginx/conf.d/upstream.conf"
 
@@ -243,3 +244,49 @@ def test_every_time_limit_the_inputs_allow_fits_the_fixed_ones(
     assert (cfg.pre_switch_timeout, cfg.drain_timeout, cfg.lock_timeout) == (pre_switch, drain, lock)
     assert LOCK_SILENCE_SECONDS >= 6 * LOCK_BEAT_SECONDS and CLIENT_SLACK_SECONDS > 5  # timeout --kill-after=5
     assert COMPOSE_SECONDS >= COMMAND_SECONDS
+    assert RECONNECT_LOCK_SECONDS > LOCK_SILENCE_SECONDS  # a lost session's own holder lets go first
+
+
+def test_env_is_dotenv_lines_with_quotes_that_may_span_lines() -> None:
+    text = (
+        "# the app's secrets\n"
+        "SECRET_KEY=abc def # kept\n"
+        "export DB_PASSWORD = 'it\"s $literal'\n"
+        "\n"
+        'TLS_KEY="-----BEGIN KEY-----\n'
+        "AAAA\\tBBBB\n"
+        '-----END KEY-----"\r\n'
+        "EMPTY=\n"
+    )
+    assert load_config(raw(env=text)).env == (
+        ("SECRET_KEY", "abc def # kept"),
+        ("DB_PASSWORD", 'it"s $literal'),
+        ("TLS_KEY", "-----BEGIN KEY-----\nAAAA\tBBBB\n-----END KEY-----"),
+        ("EMPTY", ""),
+    )
+    assert load_config(raw()).env == () and load_config(raw()).prune is True
+    assert load_config(raw(prune="false")).prune is False
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("A=1\nS3CRETVALUE", "line 2 has no '='"),
+        ("A=1\n9LIVES=s3cret", "line 2: the name is not a variable name"),
+        ("A=s3cret\nA=s3cret2", "line 2 sets A again (line 1)"),
+        ("A='s3cret\nstill", "line 1: its quote is never closed"),
+        ('A="s3cret" tail', "line 1: text after the closing quote"),
+        ("DOCKER_HOST=tcp://s3cret", "line 1: DOCKER_HOST steers docker or the shell"),
+        ("PATH=/s3cret", "line 1: PATH steers docker or the shell"),
+    ],
+)
+def test_a_bad_env_line_is_named_by_its_number_never_its_value(text: str, problem: str) -> None:
+    err = error_for(env=text)
+    assert err.input == "env" and problem in str(err)
+    assert "s3cret" not in str(err).lower()
+
+
+def test_every_env_value_and_each_of_its_lines_is_masked_even_when_env_does_not_parse() -> None:
+    masked = secret_values({"env": 'A=s3cret one\nB="line one\nline two"\n'})
+    assert {"s3cret one", "line one\nline two", "line one", "line two"} <= set(masked)
+    assert "s3cretline" in secret_values({"env": "A=1\ns3cretline\n"})

@@ -88,8 +88,8 @@ def app(monkeypatch: pytest.MonkeyPatch) -> Iterator[App]:
     docker = FakeDocker(host)
     nginx = FakeNginx(host, TARGET)
     host.files[TARGET] = SEED["nginx/upstream.green.conf"]
-    for cid, service, folder in (("db", "db", APP), ("ngx", "nginx", APP), ("g1", "backend_green", APP)):
-        docker.containers.append(Container(cid, f"app-{service}-1", True, "app", service, folder))
+    for cid, service, image in (("db", "db", "b" * 64), ("ngx", "nginx", "b" * 64), ("g1", "backend_green", "1" * 64)):
+        docker.add(Container(cid, f"app-{service}-1", True, "app", service, APP), f"sha256:{image}")
     host.on(["curl"], lambda argv, _: Result(0, "200", ""))
 
     async def connect(config: object) -> FakeRemote:
@@ -223,3 +223,47 @@ def test_the_runners_second_signal_does_not_cut_the_recovery_short(app: App) -> 
     assert journal[-1]["result"] == "failed"
     assert not [c for c in app.docker.containers if c.service.endswith("_blue")]
     assert app.ids("backend_green") == ["g1"] and app.host.files[TARGET] == SEED["nginx/upstream.green.conf"]
+
+
+def test_each_deploy_prunes_the_images_it_replaced_and_keeps_those_a_container_uses(app: App) -> None:
+    """Six deploys, each a new build: the images left are exactly those of the live and the kept
+    color's containers, and the base's image, never built by the action, is never touched."""
+    shas = []
+    for version in range(2, 8):
+        sha = f"{version}" * 40
+        app.repo.commits[sha] = {**SEED, "app/VERSION": f"v{version}\n"}
+        app.repo.refs["refs/remotes/origin/main"] = sha
+        deployer = app.run(ref=sha)
+        assert deployer.report.ok, app.out.lines
+        shas.append(sha)
+    in_use = {app.docker.image_of[c.id] for c in app.docker.containers}
+    assert app.docker.images == in_use
+    assert len({app.docker.image_of[c.id] for c in app.docker.containers if c.service.endswith("_blue")}) == 2
+    assert "sha256:" + "b" * 64 in app.docker.images
+    assert deployer.report.pruned.startswith("2 images this run replaced")
+    assert not [argv for argv in app.host.calls if argv[:3] == ["docker", "image", "rm"] and "--force" in argv]
+
+
+def test_prune_false_removes_nothing(app: App) -> None:
+    for version in range(2, 4):
+        sha = f"{version}" * 40
+        app.repo.commits[sha] = {**SEED, "app/VERSION": f"v{version}\n"}
+        assert app.run(ref=sha, prune="false").report.ok
+    assert app.host.ran("docker", "image", "rm") == [] and app.host.ran("docker", "builder") == []
+
+
+def test_a_color_the_action_adopted_can_be_rolled_back_to_from_the_first_deploy(app: App) -> None:
+    """A host the seed's script set up: green serves v1 and the journal knows nothing. The first
+    deploy journals green as adopted (its containers, the commit the checkout had), so a rollback
+    can go back to it, starting those very containers."""
+    first = app.run(ref=V2)
+    assert first.report.ok, app.out.lines
+    journal = [json.loads(line) for line in app.host.files[f"{APP}/.bluegreen/journal.jsonl"].splitlines()]
+    adopted = journal[0]
+    assert (adopted["result"], adopted["to"], adopted["ref"], adopted["containers"]) == ("adopted", "green", V1, ["g1"])
+    assert adopted["verified"] is False
+    back = app.run(command="rollback", ref="")
+    assert back.report.ok, app.out.lines
+    assert back.report.outputs()["active-color"] == "green" and back.report.outputs()["deployed-ref"] == V1
+    assert "the commit the checkout had when the action adopted green; not verified" in back.report.headline()
+    assert [c.running for c in app.docker.containers if c.id == "g1"] == [True] and app.repo.head == V1

@@ -65,7 +65,8 @@ def test_what_is_in_a_checkouts_way(tmp_path: Path) -> None:
     (tmp_path / "with space").write_text("x")
     result = run(commands.paths_in_the_way(str(tmp_path)), "\0".join(items))
     assert result.returncode == 0
-    assert sorted(p for p in result.stdout.split("\0") if p) == ["dir", "file", "file", "link", "link", "with space"]
+    flagged = sorted(p for p in result.stdout.split("\0") if p)
+    assert flagged == ["d:file", "d:link", "f:dir", "f:file", "f:link", "f:with space"]
     assert run(commands.paths_in_the_way(str(tmp_path)), "").stdout == ""
 
 
@@ -76,7 +77,8 @@ def test_the_lock_holds_while_the_run_beats_and_lets_go_when_the_beats_stop(tmp_
         commands.hold_lock(lock, silence), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
     assert holder.stdout is not None and holder.stdin is not None
-    assert holder.stdout.readline() == "locked\n"
+    word, pid = holder.stdout.readline().split()
+    assert word == "locked" and Path(f"/proc/{pid}").exists()  # the holder says its pid: commands tie to it
     started = time.monotonic()
     while time.monotonic() - started < 3 * silence:  # beats for three silences: still held
         holder.stdin.write("\n")
@@ -85,14 +87,33 @@ def test_the_lock_holds_while_the_run_beats_and_lets_go_when_the_beats_stop(tmp_
         assert holder.poll() is None
         assert run(commands.hold_lock(lock, silence), "").returncode == 1  # a second deploy cannot take it
     holder.wait(timeout=silence + 5)  # the beats stop: the holder lets go within a silence
-    assert run(commands.hold_lock(lock, silence), "").stdout == "locked\n"
+    assert run(commands.hold_lock(lock, silence), "").stdout.startswith("locked ")
+    assert not Path(f"/proc/{pid}").exists()
 
 
 def test_the_lock_lets_go_at_once_when_the_session_ends(tmp_path: Path) -> None:
     lock = str(tmp_path / "lock")
     holder = subprocess.Popen(commands.hold_lock(lock, 60), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert holder.stdout is not None and holder.stdin is not None
-    assert holder.stdout.readline() == "locked\n"
+    assert holder.stdout.readline().startswith("locked ")
     holder.stdin.close()  # EOF: released, or the SSH session ended
     assert holder.wait(timeout=5) == 0
     assert os.path.exists(lock)
+
+
+def test_a_tied_command_stops_when_the_session_ends_or_the_locks_holder_is_gone(tmp_path: Path) -> None:
+    """A run's commands never outlive it: not its session (EOF on their input), and not the lock's
+    holder, which lets go when the run's beats stop while sshd may still keep a dead run's session."""
+    holder = subprocess.Popen(["sleep", "60"])
+    line = commands.shell_line(["sleep", "60"], 120, tied=True, holder=holder.pid)
+    command = subprocess.Popen(["sh", "-c", line], stdin=subprocess.PIPE)
+    assert command.stdin is not None
+    time.sleep(0.5)
+    assert command.poll() is None  # the session is open and the holder lives: it runs
+    holder.kill()
+    holder.wait()
+    assert command.wait(timeout=10) != 0  # killed within the watcher's 2 s poll
+    ended = subprocess.Popen(["sh", "-c", commands.shell_line(["sleep", "60"], 120, tied=True)], stdin=subprocess.PIPE)
+    assert ended.stdin is not None
+    ended.stdin.close()  # the session ends
+    assert ended.wait(timeout=10) != 0

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -122,7 +124,7 @@ def test_a_folder_per_stack_with_one_basename_tells_the_stacks_apart_by_service(
         container("g", "app", "backend_green", working_dir=f"{APP}/deploy/green"),
         container("f", "app", "frontend_green", "Exited (0)", working_dir=f"{APP}/deploy/green"),
     ]
-    layout = make_layout(APP, "app", (), FOLDERS)
+    layout = make_layout((APP,), "app", (), FOLDERS)
     assert {stack: [c.id for c in layout.members(everything, stack)] for stack in STACKS} == {
         "base": ["d", "n"],
         "blue": ["b"],
@@ -131,7 +133,7 @@ def test_a_folder_per_stack_with_one_basename_tells_the_stacks_apart_by_service(
 
 
 def test_legacy_projects_are_adopted_and_other_apps_never() -> None:
-    layout = make_layout(APP, "app", ("hint_system",), FOLDERS)
+    layout = make_layout((APP,), "app", ("hint_system",), FOLDERS)
     mine = [
         container("1", "app-base", "db"),  # the previous release: a project per stack
         container("2", "app-green", "backend_green"),
@@ -150,19 +152,64 @@ def test_legacy_projects_are_adopted_and_other_apps_never() -> None:
 def test_a_service_a_color_dropped_is_still_its_own_and_one_the_base_took_over_is_the_bases() -> None:
     current = files("services: {db: {}, redis: {}}", "services: {web_blue: {}}", "services: {web_green: {}}")
     earlier = files("services: {db: {}}", "services: {frontend_blue: {}}", "services: {frontend_green: {}, redis: {}}")
-    layout = make_layout(APP, "app", (), current, [earlier])
+    layout = make_layout((APP,), "app", (), current, [earlier])
     assert layout.stack_of(container("f", "app", "frontend_green")) == "green"
     assert layout.stack_of(container("r", "app", "redis")) == "base"
 
 
 def test_colors_sharing_service_names_are_told_apart_by_project_and_never_in_the_shared_one() -> None:
     layout = make_layout(
-        APP, "app", (), files("services: {db: {}}", "services: {backend: {}}", "services: {backend: {}}")
+        (APP,), "app", (), files("services: {db: {}}", "services: {backend: {}}", "services: {backend: {}}")
     )
     assert layout.split and layout.project_of("blue") == "app-blue" and layout.project_of("base") == "app"
     assert layout.stack_of(container("b", "app-blue", "backend")) == "blue"
     assert layout.stack_of(container("g", "app-green", "backend")) == "green"
     assert layout.stack_of(container("x", "app", "backend")) is None  # which color's? neither's
+
+
+def test_a_service_that_both_colors_take_up_is_still_the_one_colors_that_ran_it_alone() -> None:
+    """At A only blue had `worker`, in the shared project; at B both colors define it, so they split:
+    the worker A left running is blue's, and retiring blue stops it (it would consume jobs forever)."""
+    at_a = files("services: {db: {}}", "services: {backend_blue: {}, worker: {}}", "services: {backend_green: {}}")
+    at_b = files("services: {db: {}}", "services: {backend_blue: {}, worker: {}}", "services: {worker: {}}")
+    layout = make_layout((APP,), "app", (), at_b, [at_a])
+    assert layout.stack_of(container("w", "app", "worker")) == "blue"
+    assert layout.stack_of(container("b", "app", "backend_blue")) == "blue"
+    assert layout.stack_of(container("g", "app-green", "worker")) == "green"
+
+
+def test_split_colors_may_name_a_service_as_the_base_does_each_in_its_own_project() -> None:
+    split = files("services: {nginx: {}}", "services: {backend: {}, nginx: {}}", "services: {backend: {}, nginx: {}}")
+    names: dict[Stack, str] = {"base": "base.yml", "blue": "blue.yml", "green": "green.yml"}
+    assert overlaps(split, names, "") == []
+    layout = make_layout((APP,), "app", (), split)
+    assert layout.stack_of(container("n", "app", "nginx")) == "base"
+    assert layout.stack_of(container("bn", "app-blue", "nginx")) == "blue"
+
+
+def test_a_service_the_base_ran_at_an_earlier_commit_may_not_move_into_a_color() -> None:
+    """Its container may still run, the live color using it: building the color would replace it."""
+    names: dict[Stack, str] = {"base": "base.yml", "blue": "blue.yml", "green": "green.yml"}
+    before = files("services: {db: {}, cache: {}}", "services: {web_blue: {}}", "services: {web_green: {}}")
+    now = files("services: {db: {}}", "services: {web_blue: {}, cache: {}}", "services: {web_green: {}}")
+    assert overlaps(now, names, "", [before]) == [
+        "blue.yml defines 'cache', a service of base.yml (at an earlier commit: it may still run): deploying blue "
+        "would replace the base's cache"
+    ]
+
+
+def test_interpolated_container_names_are_left_to_compose() -> None:
+    names: dict[Stack, str] = {"base": "base.yml", "blue": "blue.yml", "green": "green.yml"}
+    same = "services: {backend: {container_name: 'shop_backend_${COLOR}'}}"
+    assert (
+        overlaps(files("", same.replace("backend", "backend_b"), same.replace("backend", "backend_g")), names, "") == []
+    )
+
+
+def test_app_dir_through_a_symlink_is_app_dir_under_either_spelling() -> None:
+    layout = make_layout((APP, "/data/app"), "app", (), FOLDERS)
+    assert layout.stack_of(container("d", "app", "db", working_dir="/data/app")) == "base"
+    assert layout.stack_of(container("x", "app", "db", working_dir="/data/application")) is None
 
 
 # -- the lifecycle, against a fake host -----------------------------------------------------------
@@ -227,11 +274,13 @@ def test_a_color_is_built_in_the_shared_project_with_paths_as_its_own_folder_res
     asyncio.run(stacks.build("green"))
     assert host.ran("docker", "stop", "--time", "10", "g1", "g2") and host.ran("docker", "rm", "--force", "g1", "g2")
     assert acted_on(host) == {"g1", "g2"}
-    (up,) = host.ran("docker", "compose")
+    *builds, up = host.ran("docker", "compose")
+    assert [b[b.index("--file") + 2 :] for b in builds] == [["build", "backend_green"]]  # one build a service
+    assert host.calls.index(builds[-1]) < host.calls.index(up)
     assert up[up.index("--project-name") + 1] == "app"
     assert up[up.index("--project-directory") + 1] == f"{APP}/deploy/green"
     assert up[up.index("--file") + 1] == f"{APP}/deploy/green/compose.yml"
-    assert up[up.index("--file") + 2 :] == ["up", "--detach", "--build", "--force-recreate", "--wait"]
+    assert up[up.index("--file") + 2 :] == ["up", "--detach", "--force-recreate", "--no-build", "--wait"]
     assert notes == ["green: adopting containers made by project app-green"]
     assert host.calls.index(host.ran("docker", "rm")[0]) < host.calls.index(up)
 
@@ -239,7 +288,7 @@ def test_a_color_is_built_in_the_shared_project_with_paths_as_its_own_folder_res
 def test_colors_that_share_service_names_get_a_project_each() -> None:
     host, stacks, notes = lifecycle([], files(BASE, "services: {backend: {}}", "services: {backend: {}}"))
     asyncio.run(stacks.build("blue"))
-    (up,) = host.ran("docker", "compose")
+    (up,) = host.ran("docker", "compose")  # nothing to build
     assert up[up.index("--project-name") + 1] == "app-blue"
     assert notes == [
         "blue and green both define backend: each color runs as a project of its own (app-blue, app-green)"
@@ -318,6 +367,11 @@ def hosts(draw: st.DrawFn) -> Host:
         plain = draw(st.lists(st.sampled_from(rest), unique=True, max_size=3))  # may be shared: then split
         suffixed = draw(st.lists(st.sampled_from([f"{n}_{color}" for n in rest]), unique=True, max_size=3))
         colors[color] = plain + suffixed
+    # a service one color ran alone at an earlier commit, in the shared project, that both define now
+    taken_up = draw(st.sampled_from([None, *COLORS]))
+    if taken_up:
+        for color in COLORS:
+            colors[color].append("taken")
     current: dict[Stack, ComposeFile] = {
         "base": ComposeFile(tuple(base)),
         **{c: ComposeFile(tuple(s)) for c, s in colors.items()},
@@ -325,7 +379,9 @@ def hosts(draw: st.DrawFn) -> Host:
     split = bool(set(colors["blue"]) & set(colors["green"]))
     # services each stack ran at an earlier commit and dropped since: names no other stack ever used
     dropped = {s: [f"old_{s}_{i}" for i in range(draw(st.integers(0, 2)))] for s in STACKS}
-    earlier: dict[Stack, ComposeFile] = {s: ComposeFile(tuple(dropped[s])) for s in STACKS}
+    earlier: dict[Stack, ComposeFile] = {
+        s: ComposeFile((*dropped[s], *(["taken"] if s == taken_up else []))) for s in STACKS
+    }
     project, legacy = "myapp", "app"  # app-dir /srv/app: the seed ran it as project "app"
     containers: list[Container] = []
     truth: dict[str, Stack | None] = {}
@@ -347,14 +403,17 @@ def hosts(draw: st.DrawFn) -> Host:
         file = base_file if stack == "base" else color_file.replace("{color}", stack)
         folder = f"{APP}/{file.rsplit('/', 1)[0]}" if "/" in file else APP
         for service in [*current[stack].services, *dropped[stack]]:
-            shared = split and stack != "base" and service in colors["blue"] and service in colors["green"]
-            choices = [f"{project}-{stack}"] if shared else [project, f"{project}-{stack}", legacy]
+            # a split commit runs each color as <project>-<color> only: its containers are there
+            in_own = split and stack != "base" and service in current[stack].services
+            choices = [f"{project}-{stack}"] if in_own else [project, f"{project}-{stack}", legacy]
             for made_in in draw(st.lists(st.sampled_from(choices), unique=True, max_size=2)):
                 add(stack, made_in, service, draw(st.sampled_from([folder, APP])))
             if draw(st.booleans()):
                 add(None, "other-app", service, folder)  # another project on the host
             if draw(st.booleans()):
                 add(None, project, service, "/srv/another-app")  # the same project name, another app
+    if taken_up:  # left running by the earlier commit, where the colors shared the project
+        add(taken_up, project, "taken", APP)
     for service in draw(st.lists(st.sampled_from(["mystery", "sidecar"]), unique=True)):
         add(None, project, service, APP)  # a service no file of this app defines
     inputs = {"project-name": project, "base-compose-file": base_file, "compose-file": color_file}
@@ -384,3 +443,34 @@ def test_acting_on_one_color_never_names_a_container_of_the_base_or_the_other_co
     # project it ran in (`stopped` stops only the running ones)
     assert acted_on(host) == (mine & running if operation == "retire-stopped" else mine)
     assert not [argv for argv in host.calls if "down" in argv or "--remove-orphans" in argv]
+
+
+def test_a_colors_builds_run_at_once_and_a_failed_one_is_named_by_its_service() -> None:
+    color = "services: {backend_blue: {build: ., depends_on: [frontend_blue]}, frontend_blue: {build: .}}"
+    host, stacks, _ = lifecycle([], files(BASE, color, "services: {backend_green: {}}"))
+    in_flight, most = 0, 0
+    run = host.run
+
+    async def counting(argv: Sequence[str], **kwargs: Any) -> Result:
+        nonlocal in_flight, most
+        building = "build" in argv
+        in_flight += building
+        most = max(most, in_flight)
+        try:
+            await asyncio.sleep(0.05 if building else 0)
+            return await run(argv, **kwargs)
+        finally:
+            in_flight -= building
+
+    host.run = counting  # type: ignore[method-assign]
+    asyncio.run(stacks.build("blue"))
+    assert most == 2  # both builds in flight at once, depends_on or not
+    host.on(
+        ["docker", "compose"],
+        lambda argv, _: (
+            Result(1, "Step 2/2 : RUN false\n", "exit 1\n") if "frontend_blue" in argv else Result(0, "", "")
+        ),
+    )
+    with pytest.raises(DeployError, match="the build of frontend_blue failed") as caught:
+        asyncio.run(stacks.build("blue"))
+    assert "RUN false" in caught.value.output

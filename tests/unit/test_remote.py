@@ -1,0 +1,102 @@
+"""The remote executor against a real SSH server on 127.0.0.1 (asyncssh's, in this process) whose
+sessions run their command line with sh, as sshd does: output that is not UTF-8 costs nothing, empty
+input still ends, and a cancelled command is stopped on the host before the caller goes on."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncssh
+import pytest
+
+from bluegreen.remote import Remote
+
+# asyncssh's server side leaves a queue join unawaited when its redirect is torn down with the session
+pytestmark = pytest.mark.filterwarnings("ignore:coroutine 'Queue.join' was never awaited:RuntimeWarning")
+
+
+async def run_with_sh(process: asyncssh.SSHServerProcess[bytes]) -> None:
+    command = process.command or ""
+    shell = await asyncio.create_subprocess_exec(
+        "sh",
+        "-c",
+        command,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    await process.redirect(stdin=shell.stdin, stdout=shell.stdout, stderr=shell.stderr)
+    process.exit(await shell.wait())
+
+
+class Open(asyncssh.SSHServer):
+    def begin_auth(self, username: str) -> bool:
+        return False  # the lab's sshd checks keys; this one only carries commands
+
+
+@contextlib.asynccontextmanager
+async def host() -> AsyncIterator[Remote]:
+    server = await asyncssh.create_server(
+        Open,
+        "127.0.0.1",
+        0,
+        server_host_keys=[asyncssh.generate_private_key("ssh-ed25519")],
+        process_factory=run_with_sh,
+        encoding=None,
+    )
+    port = server.sockets[0].getsockname()[1]
+    conn = await asyncssh.connect(
+        "127.0.0.1", port, known_hosts=None, username="deploy", client_keys=None, agent_path=None, config=None
+    )
+    try:
+        yield Remote(conn, "127.0.0.1")
+    finally:
+        conn.close()
+        await conn.wait_closed()
+        server.close()
+        await server.wait_closed()
+
+
+def test_output_that_is_not_utf8_is_decoded_leniently_and_the_connection_lives_on() -> None:
+    async def go() -> tuple[str, bytes, str]:
+        async with host() as remote:
+            odd = await remote.run(["printf", "caf\\351 \\377"])
+            after = await remote.run(["echo", "still here"])
+            return odd.stdout, odd.raw, after.stdout
+
+    text, raw, after = asyncio.run(go())
+    assert raw == b"caf\xe9 \xff" and text == "caf\ufffd \ufffd" and after == "still here\n"
+
+
+def test_empty_input_still_ends_the_commands_input() -> None:
+    async def go() -> str:
+        async with host() as remote:
+            return (await asyncio.wait_for(remote.run(["cat"], input=""), 10)).stdout
+
+    assert asyncio.run(go()) == ""
+
+
+def test_a_cancelled_command_is_stopped_on_the_host_before_the_caller_goes_on(tmp_path: Path) -> None:
+    """As a cancelled `compose up` must be, before the recovery removes what it was creating."""
+    pid_file = tmp_path / "pid"
+
+    async def go() -> bool:
+        async with host() as remote:
+            task = asyncio.create_task(remote.run(["sh", "-c", f"echo $$ > {pid_file}; exec sleep 60"], timeout=120))
+            while not pid_file.exists() or not pid_file.read_text().strip():
+                await asyncio.sleep(0.05)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            pid = int(pid_file.read_text())
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return True  # gone by the time run() let the caller go on
+            return False
+
+    assert asyncio.run(go())

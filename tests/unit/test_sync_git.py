@@ -1,0 +1,192 @@
+"""The checkout against real git: an origin, a clone as the host has it (its local `main` left where
+it was cloned), and the action's git commands run for real through a local stand-in for the SSH
+host (the same shell lines, run with sh). Refs as a person means them, files read at a commit
+(through a committed symlink too), and what a checkout may and may not overwrite."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from bluegreen.commands import shell_line
+from bluegreen.config import load_config
+from bluegreen.errors import DeployError
+from bluegreen.remote import CommandFailed, Holding, Result
+from bluegreen.sync import Checkout
+
+from .test_config import raw
+
+
+class LocalHost:
+    """The host, here: each argv quoted into the line SSH would carry, and run with sh."""
+
+    async def run(
+        self, argv: Sequence[str], *, input: str | None = None, timeout: int = 120, check: bool = True
+    ) -> Result:
+        done = subprocess.run(
+            ["sh", "-c", shell_line(argv, timeout)], input=(input or "").encode(), capture_output=True
+        )
+        result = Result(
+            done.returncode, done.stdout.decode(errors="replace"), done.stderr.decode(errors="replace"), done.stdout
+        )
+        if check and not result.ok:
+            raise CommandFailed(argv, result.status, result.stdout, result.stderr)
+        return result
+
+    async def start(self, argv: Sequence[str]) -> Holding:
+        raise AssertionError("no lock here")
+
+    def tie_to(self, holder: int | None) -> None:
+        pass
+
+
+def git(repo: Path, *args: str) -> str:
+    done = subprocess.run(
+        ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *args], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def commit(work: Path, message: str, files: dict[str, str] | None = None, links: dict[str, str] | None = None) -> str:
+    for path, text in (files or {}).items():
+        (work / path).parent.mkdir(parents=True, exist_ok=True)
+        (work / path).write_text(text)
+    for path, target in (links or {}).items():
+        (work / path).parent.mkdir(parents=True, exist_ok=True)
+        (work / path).unlink(missing_ok=True)
+        (work / path).symlink_to(target)
+    git(work, "add", "-A")
+    git(work, "commit", "-q", "-m", message)
+    git(work, "push", "-q", "origin", "HEAD:main")
+    return git(work, "rev-parse", "HEAD")
+
+
+@pytest.fixture
+def repos(tmp_path: Path) -> tuple[Path, Path, str]:
+    """(the author's work clone, the host's app-dir clone, v1): both at v1."""
+    origin, work, app = tmp_path / "origin.git", tmp_path / "work", tmp_path / "app"
+    subprocess.run(["git", "init", "-q", "--bare", "--initial-branch=main", str(origin)], check=True)
+    subprocess.run(["git", "init", "-q", "--initial-branch=main", str(work)], check=True)
+    git(work, "remote", "add", "origin", str(origin))
+    v1 = commit(work, "v1", {"docker-compose.blue.yml": "services: {backend_blue: {}}\n"})
+    subprocess.run(["git", "clone", "-q", str(origin), str(app)], check=True)
+    return work, app, v1
+
+
+def checkout(app: Path) -> Checkout:
+    return Checkout(LocalHost(), load_config(raw(**{"app-dir": str(app)})))
+
+
+def resolve(git_: Checkout, ref: str) -> tuple[str, str]:
+    async def go() -> tuple[str, str]:
+        await git_.fetch()
+        resolved = await git_.resolve(ref)
+        return resolved.sha, resolved.how
+
+    return asyncio.run(go())
+
+
+def test_a_branch_name_means_origins_branch_never_the_clones_stale_local_one(repos: tuple[Path, Path, str]) -> None:
+    work, app, v1 = repos
+    v2 = commit(work, "v2", {"VERSION": "2\n"})
+    assert git(app, "rev-parse", "main") == v1  # what `git rev-parse main` alone would deploy
+    git_ = checkout(app)
+    for ref in ("main", "refs/heads/main", "origin/main"):
+        assert resolve(git_, ref) == (v2, "branch main")
+    assert resolve(git_, v1) == (v1, "commit") and resolve(git_, v1[:9]) == (v1, "commit")
+
+
+def test_a_tag_means_origins_tag_moved_or_deleted_there_and_an_ambiguous_name_is_refused(
+    repos: tuple[Path, Path, str],
+) -> None:
+    work, app, v1 = repos
+    git(work, "tag", "-a", "-m", "release", "release-1")
+    git(work, "push", "-q", "origin", "refs/tags/release-1")
+    git_ = checkout(app)
+    assert resolve(git_, "release-1") == (v1, "tag release-1")  # an annotated tag, peeled to its commit
+    v2 = commit(work, "v2", {"VERSION": "2\n"})
+    git(work, "tag", "-f", "-a", "-m", "moved", "release-1")
+    git(work, "push", "-q", "-f", "origin", "refs/tags/release-1")
+    assert resolve(git_, "refs/tags/release-1") == (v2, "tag release-1")
+    git(work, "push", "-q", "origin", ":refs/tags/release-1")
+    with pytest.raises(DeployError, match="ref release-1 was not found"):
+        resolve(git_, "release-1")
+    git(work, "tag", "main", v1)
+    git(work, "push", "-q", "origin", "refs/tags/main")
+    with pytest.raises(DeployError, match="ref main is ambiguous"):
+        resolve(git_, "main")
+
+
+def test_a_sha_on_no_branch_and_a_pull_request_ref_are_fetched_as_they_are(repos: tuple[Path, Path, str]) -> None:
+    work, app, _ = repos
+    git(work, "checkout", "-q", "-b", "feature")
+    feature = commit(work, "feature", {"F": "1\n"})
+    git(work, "push", "-q", "origin", f"{feature}:refs/pull/7/head")  # on no branch of origin
+    git_ = checkout(app)
+    assert resolve(git_, "refs/pull/7/head") == (feature, "ref refs/pull/7/head")
+    assert resolve(git_, feature) == (feature, "commit")  # by its SHA: fetched by SHA
+
+
+def test_files_are_read_at_the_commit_through_a_committed_symlink(repos: tuple[Path, Path, str]) -> None:
+    work, app, _ = repos
+    v2 = commit(
+        work, "v2", {"deploy/blue.yml": "services: {web_blue: {}}\n"}, {"docker-compose.green.yml": "deploy/blue.yml"}
+    )
+    git_ = checkout(app)
+    resolve(git_, "main")
+    texts = asyncio.run(git_.read(v2, ["docker-compose.green.yml", "docker-compose.blue.yml", "nope.yml"]))
+    assert texts == {
+        "docker-compose.green.yml": "services: {web_blue: {}}\n",
+        "docker-compose.blue.yml": "services: {backend_blue: {}}\n",
+        "nope.yml": None,
+    }
+
+
+def test_a_file_the_checkout_deletes_is_not_read_from_the_work_tree(repos: tuple[Path, Path, str]) -> None:
+    """The commit lacks a file the current checkout tracks: it does not exist there, whatever the
+    work tree has now. A file the host keeps untracked is read from the work tree."""
+    work, app, _ = repos
+    (work / "docker-compose.blue.yml").unlink()
+    v2 = commit(work, "v2 drops the blue file", {"VERSION": "2\n"})
+    (app / "kept-on-host.yml").write_text("services: {}\n")
+    git_ = checkout(app)
+    resolve(git_, "main")
+    texts = asyncio.run(git_.read(v2, ["docker-compose.blue.yml", "kept-on-host.yml"], on_disk=True))
+    assert texts == {"docker-compose.blue.yml": None, "kept-on-host.yml": "services: {}\n"}
+
+
+def test_tracked_paths_may_change_type_but_nothing_git_does_not_track_is_overwritten(
+    repos: tuple[Path, Path, str],
+) -> None:
+    work, app, _ = repos
+    commit(work, "the shapes before", {"config": "x=1\n", "static/a.css": "a\n", "docs/readme": "r\n"})
+    git(app, "pull", "-q", "origin", "main")
+    (work / "config").unlink()
+    for path in ("static/a.css", "docs/readme"):
+        (work / path).unlink()
+        (work / path).parent.rmdir()
+    v3 = commit(work, "a file becomes a folder, a folder a file", {"config/app.ini": "x=2\n", "static": "one file\n"})
+    git_ = checkout(app)
+    resolve(git_, "main")
+    asyncio.run(git_.check_host_files(v3, ""))  # git turns tracked paths into other shapes itself
+    asyncio.run(git_.checkout(v3))
+    assert (app / "config/app.ini").read_text() == "x=2\n" and (app / "static").read_text() == "one file\n"
+    (work / "static").unlink()
+    commit(work, "static is a folder again", {"static/b.css": "b\n"})
+    resolve(git_, "main")
+    asyncio.run(git_.checkout(git(work, "rev-parse", "HEAD")))
+    (app / "static/host-upload.png").write_text("a user's file")  # untracked, in a folder that becomes a file
+    (app / ".env").write_text("SECRET=production\n")
+    (work / "static/b.css").unlink()
+    (work / "static").rmdir()
+    v4 = commit(work, "a .env by mistake, and static a file again", {".env": "SECRET=repo\n", "static": "x\n"})
+    resolve(git_, "main")
+    with pytest.raises(DeployError) as caught:
+        asyncio.run(git_.check_host_files(v4, ""))
+    assert ": .env, static/host-upload.png; nothing was changed" in str(caught.value)
+    assert (app / ".env").read_text() == "SECRET=production\n" and git(app, "rev-parse", "HEAD") != v4
