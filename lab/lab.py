@@ -31,6 +31,7 @@ import yaml
 from bluegreen.commands import NGINX_PROCESSES_SCRIPT
 from bluegreen.config import INPUTS
 from bluegreen.nginx import Process, parse_processes, took_reload, worker_pids
+from lab import runner_log
 
 LAB_ROOT = Path("/var/lib/bluegreen-lab")
 TEMPLATE = Path(__file__).parent / "app_template"
@@ -649,6 +650,11 @@ class ActionRun:
     def shown(self) -> list[str]:
         """The log lines a person sees: the runner consumes ::add-mask:: commands and never shows them."""
         return [line for line in self.log.splitlines() if not line.startswith("::add-mask::")]
+
+    def commands(self, name: str) -> list[str]:
+        """The lines of stdout the runner acts on as `name` commands: host output the action printed
+        between stop-commands markers is not among them."""
+        return [line for found, _, line in runner_log.runner_commands(self.stdout) if found == name]
 
 
 def build_action_image(tag: str = ACTION_IMAGE) -> None:

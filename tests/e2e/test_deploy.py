@@ -118,7 +118,7 @@ def test_unhealthy_version_fails_and_green_keeps_serving(
 
     assert run.status != 0
     backend_url = app.health_urls("blue").split()[0]
-    errors = [line for line in run.stdout.splitlines() if line.startswith("::error")]
+    errors = run.commands("error")
     assert len(errors) == 1, run.log
     assert (
         "title=Deploy failed at Health-check blue::" in errors[0]
@@ -192,7 +192,7 @@ def test_a_mistyped_nginx_container_is_an_error_not_a_first_deploy(
 ) -> None:
     run = lab.run_action(lab.lab_inputs(ssh_host, app, app.version("v2"), nginx_container=f"{app.name}-ngnix"))
     assert run.status != 0
-    (error,) = [line for line in run.stdout.splitlines() if line.startswith("::error")]
+    (error,) = run.commands("error")
     assert (
         f"nginx container '{app.name}-ngnix' is not running on the host, and no service of docker-compose.base.yml "
         "makes a container of that name" in error

@@ -27,7 +27,7 @@ def assert_serves_alone(app: lab.LabApp, color: str, version: str) -> None:
 
 
 def only_error(run: lab.ActionRun) -> str:
-    (error,) = [line for line in run.stdout.splitlines() if line.startswith("::error")]
+    (error,) = run.commands("error")
     return error
 
 
@@ -223,7 +223,7 @@ def test_two_deploys_at_once(action_image: str, ssh_host: lab.SshHost, app: lab.
     live = served(app)
     assert live["color"] == (app.app_dir / ".active_env").read_text().strip() == running_colors(app).pop()
     journal = [json.loads(line) for line in (app.app_dir / ".bluegreen/journal.jsonl").read_text().splitlines()]
-    assert [e["result"] for e in journal] == ["switched", "success", "switched", "success"]
+    assert [e["result"] for e in journal] == ["adopted", "switched", "success", "switched", "success"]
     assert live["version"] == {first: "v2", second: "v3"}[journal[-1]["ref"]]
     assert load.failures == []
 

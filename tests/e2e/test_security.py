@@ -27,7 +27,7 @@ def host_state(app: lab.LabApp) -> tuple[str, list[str], bool]:
 
 
 def errors(run: lab.ActionRun) -> list[str]:
-    return [line for line in run.stdout.splitlines() if line.startswith("::error")]
+    return run.commands("error")
 
 
 @pytest.fixture
@@ -71,7 +71,7 @@ def test_missing_pin_is_refused_unless_explicitly_skipped(live_app: lab.LabApp, 
 
     run = lab.run_action(lab.lab_inputs(ssh_host, live_app, sha, known_hosts="", insecure_skip_host_key_check="true"))
     assert run.status == 0, run.log
-    assert any(line.startswith("::warning title=Host key not checked::") for line in run.stdout.splitlines())
+    assert any(line.startswith("::warning title=Host key not checked::") for line in run.commands("warning"))
 
 
 def test_encrypted_key_with_passphrase(live_app: lab.LabApp, ssh_host: lab.SshHost) -> None:
@@ -118,6 +118,8 @@ HOSTILE: dict[str, str] = {
     "drain-timeout": f"1 && {PWN}",
     "keep-previous": f"none;{PWN}",
     "lock-timeout": f"`{PWN}`",
+    "env": f"APP_MODE=1\n$({PWN})=1",
+    "prune": f"false;{PWN}",
 }
 # A passphrase is secret data: any text is a valid passphrase, and it never reaches the host.
 NOT_VALIDATED = {"passphrase"}

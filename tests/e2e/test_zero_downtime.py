@@ -34,7 +34,7 @@ def test_drift_nginx_serves_blue_but_active_env_says_green(
     assert run.status == 0, run.log
     assert any(
         line.startswith("::warning title=Live color drift::") and "trusting nginx" in line
-        for line in run.stdout.splitlines()
+        for line in run.commands("warning")
     ), run.log
     assert run.outputs["previous-color"] == "blue" and run.outputs["active-color"] == "green"
     assert served(app) == {"role": "backend", "color": "green", "version": "v2"}
@@ -224,7 +224,7 @@ def test_a_run_that_died_between_writing_the_upstream_and_the_reload(
         run = lab.run_action(lab.lab_inputs(ssh_host, app, sha))
 
     assert run.status == 0, run.log
-    assert any(line.startswith("::warning title=Interrupted switch undone::") for line in run.stdout.splitlines()), (
+    assert any(line.startswith("::warning title=Interrupted switch undone::") for line in run.commands("warning")), (
         run.log
     )
     assert run.outputs["previous-color"] == "green" and run.outputs["active-color"] == "blue"

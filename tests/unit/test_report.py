@@ -5,6 +5,7 @@ import re
 import sys
 
 import pytest
+from lab.runner_log import runner_commands
 
 from bluegreen.report import ConsoleReporter, GitHubReporter, Report, Reporter, StepRecord
 
@@ -109,40 +110,6 @@ def test_the_summary_holds_the_last_lines_of_pre_switch_command() -> None:
 
 # -- no line the action prints can act as a workflow command ------------------------------------
 
-REGISTERED = {
-    "set-env", "set-output", "save-state", "add-mask", "add-path", "add-matcher", "remove-matcher", "debug",
-    "warning", "error", "notice", "group", "endgroup", "echo", "stop-commands",
-}  # fmt: skip
-
-
-def runner_commands(log: str) -> list[tuple[str, str]]:
-    """The commands GitHub's runner would act on in `log`, as actions/runner parses them: its lines
-    (split at CR, LF and CRLF), `::name ...::data` once leading white space is trimmed, the legacy
-    `##[name ...]data` anywhere in a line, and stop-commands until its token comes back."""
-    seen: list[tuple[str, str]] = []
-    stop_token = ""
-    for line in re.split(r"\r\n|\r|\n", log):
-        found = None
-        trimmed = line.lstrip()
-        if trimmed.startswith("::") and (end := trimmed.find("::", 2)) > 0:
-            found = (trimmed[2:end].split(" ")[0], trimmed[end + 2 :])
-        elif (start := line.find("##[")) >= 0 and (end := line.find("]", start)) > 0:
-            found = (line[start + 3 : end].split(" ")[0], line[end + 1 :])
-        if found is None:
-            continue
-        name, data = found
-        if stop_token:
-            if name == stop_token:
-                stop_token = ""
-                seen.append(("resume", name))
-            continue
-        if name == "stop-commands":
-            stop_token = data
-        if name in REGISTERED:
-            seen.append((name, data))
-    return seen
-
-
 HOSTILE = [
     "svc\n::set-output name=deployed-ref::$(id)",
     "x\r::add-mask::visible",
@@ -173,7 +140,7 @@ def test_no_text_from_outside_reaches_the_log_as_a_command(capsys: pytest.Captur
     for text in HOSTILE:
         ConsoleReporter([], sys.stdout).info(text)
     log = capsys.readouterr().out
-    acted = runner_commands(log)
+    acted = [(name, data) for name, data, _ in runner_commands(log)]
     names = {name for name, _ in acted}
     assert names <= {"group", "endgroup", "warning", "error", "stop-commands", "resume"}, acted
     assert not [data for name, data in acted if name in ("set-output", "add-mask", "notice")]
