@@ -7,7 +7,7 @@ import os
 import sys
 
 from bluegreen.config import ConfigError, inputs_from_env, load_config, secret_values
-from bluegreen.deploy import Deployer, deploy_with_signals
+from bluegreen.fleet import Fleet, deploy_with_signals
 from bluegreen.lock import RunInfo
 from bluegreen.report import GitHubReporter
 
@@ -20,7 +20,7 @@ def main() -> int:
     except ConfigError as err:
         reporter.error(str(err), f"Invalid input: {err.input}")
         return 1
-    report = asyncio.run(deploy_with_signals(Deployer(config, reporter, RunInfo.from_env(os.environ))))
+    report = asyncio.run(deploy_with_signals(Fleet(config, reporter, RunInfo.from_env(os.environ))))
     return 0 if report.ok else 1
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from . import commands
 from .config import INPUTS, Config, ConfigError, load_config, secret_values
-from .deploy import Deployer, deploy_with_signals
+from .fleet import Fleet, deploy_with_signals, label
 from .journal import Journal
 from .lock import RunInfo
 from .nginx import Nginx, NginxError, live_color
@@ -106,6 +106,14 @@ async def host_status(config: Config) -> dict[str, object]:
     }
 
 
+async def fleet_status(config: Config) -> dict[str, object]:
+    """One host's status; with several, each host's, keyed by host."""
+    if len(config.hosts) == 1:
+        return await host_status(config)
+    found = await asyncio.gather(*(host_status(config.for_host(i)) for i in range(len(config.hosts))))
+    return {label(host, port): status for (host, port), status in zip(config.hosts, found, strict=True)}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     raw = raw_inputs(args, os.environ)
@@ -117,13 +125,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.command == "status":
         try:
-            status = asyncio.run(host_status(config))
+            status = asyncio.run(fleet_status(config))
         except (RemoteError, NginxError) as err:
             out.error(str(err), "status")
             return 1
         out.emit(json.dumps(status, indent=2))
         return 0
-    report = asyncio.run(deploy_with_signals(Deployer(config, out, RunInfo.from_env(os.environ))))
+    report = asyncio.run(deploy_with_signals(Fleet(config, out, RunInfo.from_env(os.environ))))
     return 0 if report.ok else 1
 
 

@@ -8,11 +8,12 @@ sync). `load_config` turns raw values (from `INPUT_*` variables) into a validate
 from __future__ import annotations
 
 import ipaddress
+import math
 import posixpath
 import re
 import shlex
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal, TypeVar
 from urllib.parse import urlsplit
 
@@ -24,6 +25,8 @@ Command = Literal["deploy", "rollback"]
 COMMANDS: tuple[Command, ...] = ("deploy", "rollback")
 KeepPrevious = Literal["stopped", "running", "none"]
 KEEP_PREVIOUS: tuple[KeepPrevious, ...] = ("stopped", "running", "none")
+OnHostFailure = Literal["rollback-all", "stop"]
+ON_HOST_FAILURE: tuple[OnHostFailure, ...] = ("rollback-all", "stop")
 
 
 def other_color(color: Color) -> Color:
@@ -39,8 +42,14 @@ class InputSpec:
 
 
 INPUTS: tuple[InputSpec, ...] = (
-    InputSpec("host", "SSH host (name or IP address) of the server to deploy to.", required=True),
-    InputSpec("port", "SSH port.", "22"),
+    InputSpec(
+        "host",
+        "SSH host of the server to deploy to: a name or IP address, with :port if it is not port's ([v6]:port). "
+        "Several hosts, comma or newline separated, are one fleet: built and health-checked at once, switched "
+        "batch-size at a time, all or nothing (on-host-failure).",
+        required=True,
+    ),
+    InputSpec("port", "SSH port of every host that names none.", "22"),
     InputSpec("username", "SSH user; a member of the docker group, root is not needed.", required=True),
     InputSpec(
         "key", "Private key (OpenSSH, PEM or PKCS#8 text). Parsed in memory, never written to disk.", required=True
@@ -64,6 +73,18 @@ INPUTS: tuple[InputSpec, ...] = (
     InputSpec("connect-timeout", "Seconds to wait for each SSH connection attempt.", "20"),
     InputSpec(
         "connect-retries", "How many times to retry a failed SSH connection, with backoff (1 s, 2 s, 4 s ...).", "2"
+    ),
+    InputSpec(
+        "proxy-jump",
+        "Reach every host through this bastion, user@bastion[:port] (its TCP forwarding, as ssh -J does). Empty "
+        "means hosts are reached directly.",
+        "",
+    ),
+    InputSpec("proxy-key", "Private key for proxy-jump's user; empty means key.", ""),
+    InputSpec(
+        "proxy-known-hosts",
+        "known_hosts lines pinning the bastion's host key; empty means known-hosts and fingerprint pin it too.",
+        "",
     ),
     InputSpec("app-dir", "Absolute path of the app's git checkout on the host.", required=True),
     InputSpec(
@@ -133,7 +154,32 @@ INPUTS: tuple[InputSpec, ...] = (
         "master); nothing else runs as root.",
         "false",
     ),
-    InputSpec("public-url", "If set, checked through nginx after the switch; a non-2xx answer switches back.", ""),
+    InputSpec(
+        "public-url",
+        "If set, the site as users reach it: probed after the switch (with several hosts, once the whole fleet "
+        "has switched); a non-2xx answer switches back.",
+        "",
+    ),
+    InputSpec(
+        "host-url",
+        "If set, the site as seen on each host through its own nginx, e.g. http://127.0.0.1:8080/api/v1/, fetched "
+        "through the host's SSH connection: probed after that host's switch (a non-2xx answer switches it back) "
+        "and again after each later batch.",
+        "",
+    ),
+    InputSpec(
+        "batch-size",
+        "With several hosts: how many switch at once, a count or a percentage of the hosts (50%). Every host is "
+        "built and health-checked before the first batch switches.",
+        "1",
+    ),
+    InputSpec(
+        "on-host-failure",
+        "With several hosts, when one fails before the whole fleet has switched: rollback-all (every switched host "
+        "goes back to the color it served, so the fleet serves the old version) or stop (switched hosts stay "
+        "switched, the rest are left as they were).",
+        "rollback-all",
+    ),
     InputSpec(
         "pre-switch-command",
         "Run in the new color after its health check and before the switch, e.g. backend_{color} python manage.py "
@@ -186,7 +232,7 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Config:
-    host: str
+    host: str  # the host this config deploys to (the first of `hosts`; see `for_host`)
     port: int
     username: str
     key: str
@@ -217,6 +263,44 @@ class Config:
     env: tuple[tuple[str, str], ...]  # (name, value), in the input's order
     prune: bool
     lock_timeout: int
+    hosts: tuple[tuple[str, int], ...] = ()  # every host of the fleet: (name, port), in the input's order
+    batch_size: tuple[int, bool] = (1, False)  # a count, or (with True) a percentage of the hosts
+    on_host_failure: OnHostFailure = "rollback-all"
+    host_url: str = ""
+    proxy_jump: tuple[str, str, int] | None = None  # (user, host, port) of the bastion
+    proxy_key: str = ""
+    proxy_known_hosts: str = ""
+    key_input: str = "key"  # the input `key` came from, for messages ("proxy-key" on the way to the bastion)
+
+    def for_host(self, index: int) -> Config:
+        """This config for one host of the fleet. With several hosts, public-url belongs to the fleet,
+        which probes it once every host has switched."""
+        name, port = self.hosts[index]
+        public = self.public_url if len(self.hosts) == 1 else ""
+        return replace(self, host=name, port=port, hosts=(self.hosts[index],), public_url=public)
+
+    def batch_count(self) -> int:
+        """Hosts switched at once: batch-size as a count, or its percentage of the hosts rounded up."""
+        size, percent = self.batch_size
+        return max(1, min(len(self.hosts), math.ceil(len(self.hosts) * size / 100) if percent else size))
+
+    def bastion(self) -> Config:
+        """The config that reaches proxy-jump: its user and address, proxy-key (else key), and
+        proxy-known-hosts (else the hosts' own pins)."""
+        assert self.proxy_jump is not None
+        user, host, port = self.proxy_jump
+        pins = {"known_hosts": self.proxy_known_hosts, "fingerprints": ()} if self.proxy_known_hosts else {}
+        return replace(
+            self,
+            host=host,
+            port=port,
+            username=user,
+            key=self.proxy_key or self.key,
+            key_input="proxy-key" if self.proxy_key else "key",
+            proxy_jump=None,
+            hosts=((host, port),),
+            **pins,  # type: ignore[arg-type]
+        )
 
     def app_path(self, relative: str) -> str:
         """An input path as an absolute path on the host."""
@@ -261,7 +345,7 @@ def secret_values(raw: Mapping[str, str]) -> list[str]:
 
     Taken from the raw inputs, so they are masked before validation prints anything: an `env` that
     does not parse has every line masked (what follows its first `=`, or all of it)."""
-    lines = [line.strip() for line in raw.get("key", "").splitlines()]
+    lines = [line.strip() for name in ("key", "proxy-key") for line in raw.get(name, "").splitlines()]
     values = [line for line in lines if line and not line.startswith("-----")]
     if raw.get("passphrase", ""):
         values.append(raw["passphrase"])
@@ -321,7 +405,7 @@ def check_timeouts(*, health_timeout: int, health_interval: int) -> None:
         )
 
 
-def _host(value: str) -> str:
+def _host(value: str, name: str = "host") -> str:
     candidate = value[1:-1] if value.startswith("[") and value.endswith("]") else value
     try:
         return str(ipaddress.ip_address(candidate))
@@ -329,11 +413,58 @@ def _host(value: str) -> str:
         pass
     if not _HOST.match(value) or ".." in value:
         raise ConfigError(
-            "host",
+            name,
             f"{value!r} is not a host name or IP address",
-            "give a DNS name like deploy.example.com or an address like 203.0.113.7, without user@ or :port",
+            "give a DNS name like deploy.example.com or an address like 203.0.113.7"
+            + (", without user@" if name == "host" else ""),
         )
     return value
+
+
+def _address(name: str, value: str, default_port: int) -> tuple[str, int]:
+    """`name`, `name:port`, `[v6]:port`, `[v6]` or a bare IPv6 address."""
+    if value.startswith("[") and "]" in value:
+        inside, _, rest = value[1:].partition("]")
+        if rest and not rest.startswith(":"):
+            raise ConfigError(name, f"{value!r} has text after ']'", "write [v6]:port, e.g. [2001:db8::7]:22")
+        host, port = _host(f"[{inside}]", name), rest[1:]
+    elif value.count(":") == 1:
+        host, port = value.split(":")
+        host = _host(host, name)
+    else:
+        host, port = _host(value, name), ""
+    return host, _int(name, port, 1, 65535) if port else default_port
+
+
+def _hosts(value: str, default_port: int) -> tuple[tuple[str, int], ...]:
+    items = [item.strip() for item in re.split(r"[,\n]", value) if item.strip()]
+    if not items:
+        raise ConfigError("host", "is required", "give the host to deploy to, e.g. deploy.example.com")
+    hosts = tuple(_address("host", item, default_port) for item in items)
+    seen: set[tuple[str, int]] = set()
+    for host, port in hosts:
+        if (host, port) in seen:
+            raise ConfigError("host", f"{host}:{port} is listed twice", "list each host once")
+        seen.add((host, port))
+    return hosts
+
+
+def _proxy_jump(value: str) -> tuple[str, str, int] | None:
+    if not value:
+        return None
+    user, at, address = value.rpartition("@")
+    if not at or not _USER.match(user):
+        raise ConfigError(
+            "proxy-jump", f"{value!r} is not user@bastion[:port]", "give the bastion as user@host or user@host:port"
+        )
+    host, port = _address("proxy-jump", address, 22)
+    return user, host, port
+
+
+def _batch_size(value: str) -> tuple[int, bool]:
+    if value.endswith("%"):
+        return _int("batch-size", value[:-1], 1, 100), True
+    return _int("batch-size", value, 1, 1000), False
 
 
 def _int(name: str, value: str, low: int, high: int) -> int:
@@ -657,12 +788,27 @@ def load_config(raw: Mapping[str, str], *, for_deploy: bool = True) -> Config:
             "remove nginx-sudo (docker exec needs no sudo), or clear nginx-container",
         )
     public_url = get("public-url")
+    host_url = get("host-url")
+    proxy_known_hosts = get("proxy-known-hosts")
+    if proxy_known_hosts:
+        try:
+            _known_hosts(proxy_known_hosts)
+        except ConfigError as err:
+            raise ConfigError("proxy-known-hosts", err.problem, err.fix) from None
+    port = _int("port", get("port"), 1, 65535)
+    hosts = _hosts(get("host"), port)
+    proxy_jump = _proxy_jump(get("proxy-jump"))
+    for name in ("proxy-key", "proxy-known-hosts"):
+        if raw.get(name, "").strip() and proxy_jump is None:
+            raise ConfigError(
+                name, "is set but proxy-jump is empty", f"set proxy-jump to user@bastion, or clear {name}"
+            )
     health_timeout = _int("health-timeout", get("health-timeout"), 1, 3600)
     health_interval = _int("health-interval", get("health-interval"), 1, 600)
     check_timeouts(health_timeout=health_timeout, health_interval=health_interval)
     return Config(
-        host=_host(get("host")),
-        port=_int("port", get("port"), 1, 65535),
+        host=hosts[0][0],
+        port=hosts[0][1],
         username=username,
         key=get("key"),
         passphrase=raw.get("passphrase", ""),
@@ -695,6 +841,13 @@ def load_config(raw: Mapping[str, str], *, for_deploy: bool = True) -> Config:
         env=_env(raw.get("env", "")),
         prune=_bool("prune", get("prune")),
         lock_timeout=_int("lock-timeout", get("lock-timeout"), 0, 86400),
+        hosts=hosts,
+        batch_size=_batch_size(get("batch-size")),
+        on_host_failure=_choice("on-host-failure", get("on-host-failure"), ON_HOST_FAILURE),
+        host_url=_url("host-url", host_url) if host_url else "",
+        proxy_jump=proxy_jump,
+        proxy_key=raw.get("proxy-key", "").strip(),
+        proxy_known_hosts=proxy_known_hosts,
     )
 
 

@@ -17,16 +17,16 @@ from __future__ import annotations
 import asyncio
 import math
 import shlex
-import signal
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Protocol
 
 from . import commands, rollback
 from .config import RECONNECT_LOCK_SECONDS, STOP_GRACE_MIN_SECONDS, TEARDOWN_STOP_SECONDS, Color, Config, other_color
 from .errors import DeployError
 from .health import wait_healthy, watch_public_url
-from .journal import STATE_DIR, SWITCHED, Entry, Journal, collapse, last_switch, now
+from .journal import STATE_DIR, SWITCHED, SWITCHED_BACK, Entry, Journal, collapse, last_switch, now
 from .lock import DeployLock, RunInfo
 from .nginx import Nginx, NginxError
 from .preflight import Preflight
@@ -42,8 +42,23 @@ JOURNAL_LOOKBACK = 200  # entries read: what each color last served, and the sum
 RETIRE_TITLE = {"stopped": "Stop", "running": "Keep running:", "none": "Stop and remove"}
 
 
+class Gate(Protocol):
+    """The fleet this host's deploy is part of (`fleet.Fleet`): when it may switch, whether it stays."""
+
+    @property
+    def size(self) -> int: ...
+
+    async def turn(self, deployer: Deployer) -> None: ...
+
+    async def switched(self, deployer: Deployer) -> None: ...
+
+    def failed(self, deployer: Deployer, error: BaseException) -> None: ...
+
+
 class Deployer:
-    def __init__(self, config: Config, out: Reporter, run: RunInfo) -> None:
+    def __init__(self, config: Config, out: Reporter, run: RunInfo, fleet: Gate | None = None) -> None:
+        self.fleet = fleet
+        self.switched_back = False  # the fleet failed after this host switched: it went back (rollback-all)
         self.cfg = config
         self.out = out
         self.run_info = run
@@ -108,10 +123,12 @@ class Deployer:
                 await self.steps()
             finally:
                 self.stopping = True  # from here, recovery and the report run to the end, whatever signal comes
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as err:
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()
+            if self.fleet is not None:
+                self.fleet.failed(self, err)
             self.fail(
                 "the run was cancelled (SIGINT/SIGTERM)",
                 "rerun the job: a rerun deploys the same commit and resumes from any state",
@@ -120,6 +137,8 @@ class Deployer:
         except (DeployError, RemoteError, NginxError, CommandFailed) as err:
             if isinstance(err, DeployError) and err.output:
                 self.out.host_output(f"output of {err.what}", err.output)
+            if self.fleet is not None:
+                self.fleet.failed(self, err)
             self.fail(str(err), getattr(err, "fix", ""))
             await self.recover()
         finally:
@@ -183,6 +202,7 @@ class Deployer:
             self.target_ids = [c.id for c in await self.stacks.of(target, refresh=True)]
         async with self.step("health", f"Health-check {target}") as s:
             await self.health_gate(target, s)
+        await self.wait_turn()
         if cfg.pre_switch_command:
             service, _ = cfg.pre_switch_for(target)
             async with self.step("pre-switch", f"Run pre-switch-command in {service}") as s:
@@ -194,6 +214,7 @@ class Deployer:
         cfg = self.cfg
         async with self.step("switch", f"Switch nginx to {target}") as s:
             old_workers = await self.switch_to(target, s)
+        await self.hold_for_fleet()
         if old_workers:
             async with self.step("drain", "Drain old nginx workers") as s:
                 drained = await self.drain(old_workers, s)
@@ -236,7 +257,65 @@ class Deployer:
             s.detail = f"started {len(self.started_ids)} kept containers" if self.started_ids else "already running"
         async with self.step("health", f"Health-check {plan.target}") as s:
             await self.health_gate(plan.target, s)
+        await self.wait_turn()
         await self.switch_and_retire(plan.target)
+
+    # -- the fleet --------------------------------------------------------------------------------
+
+    @property
+    def in_fleet(self) -> bool:
+        return self.fleet is not None and self.fleet.size > 1
+
+    async def wait_turn(self) -> None:
+        """Healthy: wait for this host's batch (every host is built and healthy before any switches)."""
+        if self.fleet is None:
+            return
+        if not self.in_fleet:
+            await self.fleet.turn(self)
+            return
+        async with self.step("turn", "Wait for the fleet: every host healthy, then this host's batch") as s:
+            started = time.monotonic()
+            await self.fleet.turn(self)
+            s.detail = f"waited {time.monotonic() - started:.1f}s"
+
+    async def hold_for_fleet(self) -> None:
+        """Switched: the old color keeps running until every host has switched, so going back (if
+        another host fails) is a reload; FleetStopped makes this host switch back in `recover`."""
+        if self.fleet is None:
+            return
+        if not self.in_fleet:
+            await self.fleet.switched(self)
+            return
+        try:
+            async with self.step("hold", "Wait for the rest of the fleet to switch") as s:
+                started = time.monotonic()
+                await self.fleet.switched(self)
+                s.detail = f"waited {time.monotonic() - started:.1f}s"
+        except DeployError:
+            self.switched_back = True
+            self.committed = False  # recovery undoes the switch: the old color still runs
+            self.report.switched = False
+            if self.cfg.command == "deploy":
+                self.checkout_back = self.head
+            raise
+
+    async def watch_host_url(self) -> str:
+        """host-url, as seen on this host: "" once it answers 2xx, else what it last answered."""
+        return await watch_public_url(self.cfg.host_url, self.host) if self.cfg.host_url else ""
+
+    async def record_switched_back(self) -> None:
+        """The journal: the live color serves again, and the switch this run made does not count."""
+        live = self.report.live
+        known = last_switch(self.journal_tail or [], live, adopted=True) or {}
+        entry = {
+            **self.journal_entry(SWITCHED_BACK),
+            "ref": str(known.get("ref", "")) or self.head,
+            "from": self.report.target,
+            "to": live,
+            "undid": self.report.sha,
+            "containers": [c.id for c in await self.stacks.of(live)] if live else [],
+        }
+        await self.journal.record(entry, live)
 
     # -- steps ------------------------------------------------------------------------------------
 
@@ -337,6 +416,11 @@ class Deployer:
             raise DeployError(
                 f"public-url {cfg.public_url} did not answer 2xx after the switch (last: {last})",
                 "check the new upstream file: it must point at the new color's ports",
+            )
+        if cfg.host_url and (last := await self.watch_host_url()):
+            raise DeployError(
+                f"host-url {cfg.host_url} did not answer 2xx on {cfg.host} after the switch (last: {last})",
+                "check the new upstream file and this host's nginx: host-url must reach the new color through it",
             )
         # Committed: the marker goes, and the journal says what now serves, at once, so a rerun after
         # a hard kill from here on finishes this switch instead of making another.
@@ -465,6 +549,13 @@ class Deployer:
                     self.report.exposed = self.proxy.reloaded_at - switched_at
                     restored += f"; the new upstream served for {self.report.exposed:.2f}s"
                 self.report.restored.append(restored)
+            if self.switched_back:  # the new color served real traffic: journal the way back, then drain it
+                await self.record_switched_back()
+                drained, left = await self.proxy.drain(await self.proxy.shutting_down(), self.cfg.drain_timeout)
+                self.report.restored.append(
+                    f"nginx workers that served {target} drained in {drained:.1f}s"
+                    + (f" ({left} still busy at drain-timeout)" if left else "")
+                )
             if target and (self.target_touched or self.target_ids):
                 logs = await self.stacks.logs(target, LOG_TAIL)
                 self.report.logs = self.out.scrub(logs)
@@ -503,30 +594,6 @@ class Deployer:
         if self.remote is not None:
             self.lock.release()
             await self.remote.close()
-
-
-async def deploy_with_signals(deployer: Deployer) -> Report:
-    """Run a deploy; SIGINT or SIGTERM cancels it into the recovery path. GitHub's runner sends
-    SIGINT, then SIGTERM 7.5 s later: the first starts the recovery, and no later one interrupts it
-    (or the report after it)."""
-    task = asyncio.current_task()
-    assert task is not None
-    loop = asyncio.get_running_loop()
-
-    def interrupt(sig: signal.Signals) -> None:
-        if deployer.stopping:
-            deployer.warn(
-                f"{sig.name} came while the action was leaving the host consistent; it finished that first",
-                "Signal during recovery",
-            )
-        elif not task.cancelling():
-            task.cancel()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, interrupt, sig)
-    report = await deployer.run()
-    deployer.out.finish(report)
-    return report
 
 
 def _tail(text: str, lines: int) -> str:

@@ -153,15 +153,30 @@ async def wait_healthy(host: Tunnel, urls: Sequence[str], timeout: float, interv
             attempt += 1
 
 
-async def watch_public_url(url: str) -> str:
+async def watch_public_url(url: str, host: Tunnel | None = None) -> str:
     """After the switch: probe `url` every 100 ms until it answers 2xx (returns "") or fails for
     PUBLIC_URL_DECIDE seconds with no 2xx between (returns what it last answered). A probe that
-    hangs counts as a failure after its own deadline, so this ends within a few seconds."""
+    hangs counts as a failure after its own deadline, so this ends within a few seconds. With
+    `host`, the URL is as seen from that host (host-url): through an SSH port forward, or with curl
+    there if the host refuses forwarding, so no other host's answer can pass it."""
     failing_since: float | None = None
-    async with client() as http:
+    async with contextlib.AsyncExitStack() as stack:
+        http = await stack.enter_async_context(client())
+        local, header, on_host = url, None, False
+        if host is not None:
+            if await host.can_forward(*_target(url)):
+                port = await stack.enter_async_context(host.forward(*_target(url)))
+                parts = urlsplit(url)
+                local, header = f"{parts.scheme}://127.0.0.1:{port}{_path(url)}", parts.netloc
+            else:
+                on_host = True
         while True:
             began = time.monotonic()
-            ok, last = await probe(http, url, PROBE_SECONDS)
+            if on_host:
+                assert host is not None
+                ok, last = await _probe_on_host(host, url, PROBE_SECONDS)
+            else:
+                ok, last = await probe(http, local, PROBE_SECONDS, header)
             if ok:
                 return ""
             failing_since = failing_since or began

@@ -16,7 +16,8 @@ from .config import Color
 from .remote import Host
 
 STATE_DIR = ".bluegreen"
-SWITCHED = ("success", "switched")  # results after which the target color served
+SWITCHED_BACK = "switched-back"  # a fleet's rollback-all put this host back on the color it served before
+SWITCHED = ("success", "switched", SWITCHED_BACK)  # results after which the target color served
 
 Entry = dict[str, object]
 _DECODER = json.JSONDecoder()
@@ -59,10 +60,22 @@ ADOPTED = "adopted"  # a color the action found serving and took over: its conta
 
 def last_switch(entries: list[Entry], to: str | None = None, *, adopted: bool = False) -> Entry | None:
     """The newest entry after which its target color (`to`, if given) served; with `adopted`, an
-    adoption counts too."""
+    adoption counts too. A switch that a fleet undid (a later switched-back entry) does not count."""
     results = (*SWITCHED, ADOPTED) if adopted else SWITCHED
-    switched = [e for e in entries if e.get("result") in results and to in (None, e.get("to"))]
+    served: list[Entry] = []
+    for entry in entries:
+        if entry.get("result") == SWITCHED_BACK:  # the switch it undid never served for long: forget it
+            undid = (entry.get("run"), entry.get("undid"))
+            served = [e for e in served if e is not _last_of(served, undid)]
+        if entry.get("result") in results:
+            served.append(entry)
+    switched = [e for e in served if to in (None, e.get("to"))]
     return switched[-1] if switched else None
+
+
+def _last_of(entries: list[Entry], run_ref: tuple[object, object]) -> Entry | None:
+    matching = [e for e in entries if e.get("result") == "switched" and (e.get("run"), e.get("ref")) == run_ref]
+    return matching[-1] if matching else None
 
 
 def collapse(entries: list[Entry]) -> list[Entry]:

@@ -96,20 +96,20 @@ async def checked(host: Host, argv: Sequence[str], what: str, fix: str, timeout:
 
 def load_key(config: Config) -> asyncssh.SSHKey:
     """Parse the private key in memory; each kind of bad paste gets its own message."""
-    text = config.key.strip()
+    text, name = config.key.strip(), config.key_input
     if "PRIVATE KEY" not in text:
         if text.startswith(("ssh-", "ecdsa-", "sk-")) or "PUBLIC KEY" in text:
             raise RemoteError(
-                "input 'key' holds a public key",
+                f"input '{name}' holds a public key",
                 "paste the private key (the file without .pub), including its BEGIN and END lines",
             )
         raise RemoteError(
-            "input 'key' is not a private key",
+            f"input '{name}' is not a private key",
             "paste the whole private key, from -----BEGIN ... PRIVATE KEY----- to its END line",
         )
     if "-----END" not in text:
         raise RemoteError(
-            "input 'key' is truncated: its END line is missing",
+            f"input '{name}' is truncated: its END line is missing",
             "paste the whole private key, including the -----END ... PRIVATE KEY----- line",
         )
     try:
@@ -119,18 +119,20 @@ def load_key(config: Config) -> asyncssh.SSHKey:
             raise RemoteError(
                 "input 'passphrase' does not decrypt the key", "set passphrase to the key's passphrase"
             ) from None
-        raise _encrypted_without_passphrase() from None
+        raise _encrypted_without_passphrase(name) from None
     except asyncssh.KeyImportError as err:
         if not config.passphrase and "Passphrase must be specified" in str(err):
-            raise _encrypted_without_passphrase() from None
+            raise _encrypted_without_passphrase(name) from None
         raise RemoteError(
-            f"input 'key' could not be parsed ({err})",
+            f"input '{name}' could not be parsed ({err})",
             "paste the private key unchanged: every line, no extra indentation, OpenSSH, PEM or PKCS#8",
         ) from None
 
 
-def _encrypted_without_passphrase() -> RemoteError:
-    return RemoteError("input 'key' is encrypted and no passphrase was given", "set the passphrase input from a secret")
+def _encrypted_without_passphrase(name: str) -> RemoteError:
+    return RemoteError(
+        f"input '{name}' is encrypted and no passphrase was given", "set the passphrase input from a secret"
+    )
 
 
 class _PinningClient(asyncssh.SSHClient):
@@ -196,74 +198,98 @@ def host_key_mismatch(config: Config, presented: Sequence[str]) -> RemoteError:
     )
 
 
+async def dial(config: Config, tunnel: asyncssh.SSHClientConnection | None = None) -> asyncssh.SSHClientConnection:
+    """One pinned connection to config's host (through `tunnel`, a bastion's connection, if given)."""
+    key = load_key(config)
+    client = _PinningClient(config.fingerprints)
+    plans = host_key_plans(config)
+    delay = 1.0
+    attempts = config.connect_retries + 1
+    for attempt in range(1, attempts + 1):
+        presented: list[str] = []
+        reached = False  # some attempt spoke SSH with the server: a later reset is a kind it lacks
+        failure: BaseException | None = None
+        try:
+            for known_hosts, algs in plans:
+                client.presented = ""
+                try:
+                    conn = await asyncio.wait_for(
+                        asyncssh.connect(
+                            config.host,
+                            config.port,
+                            username=config.username,
+                            client_keys=[key],
+                            known_hosts=known_hosts,
+                            client_factory=lambda: client,
+                            server_host_key_algs=algs,
+                            agent_path=None,
+                            config=None,
+                            keepalive_interval=10,
+                            keepalive_count_max=3,
+                            tunnel=tunnel,
+                        ),
+                        config.connect_timeout,
+                    )
+                    return conn
+                except asyncssh.HostKeyNotVerifiable:
+                    presented.append(client.presented)
+                    reached = True
+                except asyncssh.KeyExchangeFailed:
+                    reached = True  # the server has no host key of this kind: try the next
+                except (asyncssh.PermissionDenied, TimeoutError):
+                    raise  # a silent host stays silent whatever kind is asked for
+                except asyncssh.ChannelOpenError:
+                    raise  # the bastion could not open the connection: no kind changes that
+                except (OSError, asyncssh.DisconnectError) as err:
+                    failure = err  # a server without this kind may just hang up: try the next
+            if not reached and failure is not None:
+                raise failure
+            raise host_key_mismatch(config, presented)
+        except asyncssh.PermissionDenied:
+            raise RemoteError(
+                f"authentication refused for {config.username}@{config.host}:{config.port}",
+                f"add the key's public half to ~{config.username}/.ssh/authorized_keys on the host, and check username",
+            ) from None
+        except (TimeoutError, OSError, asyncssh.DisconnectError, asyncssh.ChannelOpenError) as err:
+            reason = connect_reason(err)
+            if attempt == attempts or "resolve" in reason:
+                via = (
+                    f" through proxy-jump {(tunnel.get_extra_info('peername') or ('',))[0]}"
+                    if tunnel is not None
+                    else ""
+                )
+                raise RemoteError(
+                    f"cannot reach {config.host}:{config.port}{via} ({reason})",
+                    "check host and port, that sshd runs there, and that the firewall lets "
+                    + ("the bastion" if tunnel is not None else "the runner")
+                    + " in",
+                ) from None
+            await asyncio.sleep(delay)
+            delay *= 2
+    raise AssertionError("unreachable")
+
+
 class Remote:
-    def __init__(self, conn: asyncssh.SSHClientConnection, host: str) -> None:
+    def __init__(
+        self, conn: asyncssh.SSHClientConnection, host: str, bastion: asyncssh.SSHClientConnection | None = None
+    ) -> None:
         self.conn = conn
         self.host = host
+        self.bastion = bastion  # proxy-jump's connection, which carries `conn`
         self.holder: int | None = None  # the deploy lock's holder on the host: commands end with it
 
     @classmethod
     async def connect(cls, config: Config) -> Remote:
         """Connect, with the host key pinned (see `host_key_plans`), retrying a network failure
-        `connect-retries` times with backoff."""
-        key = load_key(config)
-        client = _PinningClient(config.fingerprints)
-        plans = host_key_plans(config)
-        delay = 1.0
-        attempts = config.connect_retries + 1
-        for attempt in range(1, attempts + 1):
-            presented: list[str] = []
-            reached = False  # some attempt spoke SSH with the server: a later reset is a kind it lacks
-            failure: BaseException | None = None
-            try:
-                for known_hosts, algs in plans:
-                    client.presented = ""
-                    try:
-                        conn = await asyncio.wait_for(
-                            asyncssh.connect(
-                                config.host,
-                                config.port,
-                                username=config.username,
-                                client_keys=[key],
-                                known_hosts=known_hosts,
-                                client_factory=lambda: client,
-                                server_host_key_algs=algs,
-                                agent_path=None,
-                                config=None,
-                                keepalive_interval=10,
-                                keepalive_count_max=3,
-                            ),
-                            config.connect_timeout,
-                        )
-                        return cls(conn, config.host)
-                    except asyncssh.HostKeyNotVerifiable:
-                        presented.append(client.presented)
-                        reached = True
-                    except asyncssh.KeyExchangeFailed:
-                        reached = True  # the server has no host key of this kind: try the next
-                    except (asyncssh.PermissionDenied, TimeoutError):
-                        raise  # a silent host stays silent whatever kind is asked for
-                    except (OSError, asyncssh.DisconnectError) as err:
-                        failure = err  # a server without this kind may just hang up: try the next
-                if not reached and failure is not None:
-                    raise failure
-                raise host_key_mismatch(config, presented)
-            except asyncssh.PermissionDenied:
-                raise RemoteError(
-                    f"authentication refused for {config.username}@{config.host}:{config.port}",
-                    f"add the key's public half to ~{config.username}/.ssh/authorized_keys on the host, and check "
-                    "username",
-                ) from None
-            except (TimeoutError, OSError, asyncssh.DisconnectError) as err:
-                reason = connect_reason(err)
-                if attempt == attempts or "resolve" in reason:
-                    raise RemoteError(
-                        f"cannot reach {config.host}:{config.port} ({reason})",
-                        "check host and port, that sshd runs there, and that the firewall lets the runner in",
-                    ) from None
-                await asyncio.sleep(delay)
-                delay *= 2
-        raise AssertionError("unreachable")
+        `connect-retries` times with backoff; with proxy-jump, through the bastion (pinned the same way)."""
+        if config.proxy_jump is None:
+            return cls(await dial(config), config.host)
+        bastion = await dial(config.bastion())
+        try:
+            return cls(await dial(config, bastion), config.host, bastion)
+        except BaseException:
+            bastion.close()
+            raise
 
     async def run(
         self,
@@ -337,9 +363,11 @@ class Remote:
             listener.close()
 
     async def close(self) -> None:
-        self.conn.close()
-        with contextlib.suppress(Exception):
-            await self.conn.wait_closed()
+        for conn in (self.conn, self.bastion):
+            if conn is not None:
+                conn.close()
+                with contextlib.suppress(Exception):
+                    await conn.wait_closed()
 
 
 def last_line(text: str) -> str:
@@ -361,6 +389,8 @@ def connect_reason(err: BaseException) -> str:
         return "timed out"
     if isinstance(err, ConnectionRefusedError):
         return "connection refused"
+    if isinstance(err, asyncssh.ChannelOpenError):
+        return f"the bastion could not connect: {err.reason or err.code}"
     text = str(err) or type(err).__name__
     if (
         "Name or service not known" in text

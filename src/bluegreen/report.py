@@ -5,6 +5,7 @@ step outputs and the job summary."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import threading
@@ -174,6 +175,96 @@ class Report:
         return "\n".join(lines)
 
 
+@dataclass
+class FleetReport:
+    """Every host's report, and the fleet's verdict: one headline, one row per host, then each host's
+    own summary. A fleet of one host reports as that host does (plus hosts-json)."""
+
+    hosts: list[tuple[str, Report]]  # (host, its report), in the input's order
+    error: str = ""  # the fleet's own failure: public-url once every host switched
+    on_host_failure: str = "rollback-all"
+    failed_host: str = ""  # the host whose failure ended the fleet ("public-url" for the fleet's own)
+
+    @property
+    def ok(self) -> bool:
+        return not self.error and all(report.ok for _, report in self.hosts)
+
+    def host_rows(self) -> list[dict[str, object]]:
+        return [
+            {
+                "host": host,
+                "active-color": report.active_color or "",
+                "deployed-ref": report.sha if report.ok else "",
+                "switched": report.switched and not report.rolled_back,
+                "rolled-back": report.rolled_back,
+            }
+            for host, report in self.hosts
+        ]
+
+    def outputs(self) -> dict[str, str]:
+        """active-color, deployed-ref and switched describe the fleet: a color every host serves (else
+        empty), the ref if the whole fleet deployed it, whether every host switched."""
+        hosts_json = json.dumps(self.host_rows())
+        if len(self.hosts) == 1 and not self.error:
+            return {**self.hosts[0][1].outputs(), "hosts-json": hosts_json}
+        reports = [report for _, report in self.hosts]
+        active = {r.active_color for r in reports}
+        previous = {r.live for r in reports}
+        return {
+            "active-color": (active.pop() or "") if len(active) == 1 else "",
+            "previous-color": (previous.pop() or "") if len(previous) == 1 else "",
+            "deployed-ref": reports[0].sha if self.ok else "",
+            "switched": str(all(r.switched and not r.rolled_back for r in reports)).lower(),
+            "rolled-back": str(any(r.rolled_back for r in reports)).lower(),
+            "hosts-json": hosts_json,
+        }
+
+    def headline(self) -> str:
+        if len(self.hosts) == 1 and not self.error:
+            return self.hosts[0][1].headline()
+        reports = [report for _, report in self.hosts]
+        first = reports[0]
+        short = next((r.sha for r in reports if r.sha), "")[:12] or first.ref
+        what = "Rollback" if first.command == "rollback" else "Deploy"
+        count = f"{len(self.hosts)} hosts"
+        if self.ok:
+            arrows = {f"{r.live or 'none'} → {r.active_color or '?'}" for r in reports}
+            done = "Rolled back" if first.command == "rollback" else "Deployed"
+            return f"### ✅ {done} `{short}` on {count}: {', '.join(sorted(arrows))}"
+        serving = {r.active_color for r in reports}
+        if len(serving) == 1 and not any(r.switched and not r.rolled_back for r in reports):
+            after = f"every host serves what it served before ({serving.pop() or 'nothing'})"
+        else:
+            after = "the fleet is split: " + ", ".join(
+                f"{h} serves {r.active_color or 'nothing'}" for h, r in self.hosts
+            )
+        return f"### ❌ {what} of `{short}` on {count} failed ({self.failed_host or 'a host'}): {after}"
+
+    def summary_markdown(self) -> str:
+        if len(self.hosts) == 1 and not self.error:
+            return self.hosts[0][1].summary_markdown()
+        lines = [self.headline(), ""]
+        if self.error:
+            lines += [f"**Cause:** {self.error}", ""]
+        lines += [
+            f"on-host-failure: {self.on_host_failure}",
+            "",
+            "| host | serves | before | ref | switched | result |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        for host, report in self.hosts:
+            result = "✅ ok" if report.ok else f"❌ {report.failed_step or 'failed'}"
+            switched = "switched back" if report.rolled_back else ("yes" if report.switched else "no")
+            lines.append(
+                f"| {host} | {report.active_color or '—'} | {report.live or '—'} | `{report.sha[:12] or report.ref}` "
+                f"| {switched} | {result} |"
+            )
+        lines.append("")
+        for host, report in self.hosts:
+            lines += [f"#### {host}", "", report.summary_markdown().replace("### ", "##### ", 1), ""]
+        return "\n".join(lines)
+
+
 class Reporter:
     """Where a deploy reports to. Every text it prints takes one way out, `emit`: scrubbed of secrets,
     then guarded (`workflow.guarded`), so that nothing from the repository or the host (a service name,
@@ -218,8 +309,38 @@ class Reporter:
     def error(self, message: str, title: str) -> None:
         self.emit(f"error: {title}: {message}")
 
-    def finish(self, report: Report) -> None:
+    def finish(self, report: FleetReport) -> None:
         self.emit(report.summary_markdown())
+
+
+class HostReporter(Reporter):
+    """One host's reports in a fleet: every line and annotation names the host, through the fleet's
+    reporter. Hosts deploy at once, so their steps are not log groups (groups cannot interleave)."""
+
+    def __init__(self, parent: Reporter, host: str) -> None:
+        super().__init__([])
+        self.parent = parent
+        self.host = host
+        self.secrets = parent.secrets
+
+    def write(self, line: str) -> None:
+        self.parent.write(line)
+
+    def info(self, message: str) -> None:
+        self.parent.info(f"[{self.host}] {message}")
+
+    def step_done(self, step: StepRecord) -> None:
+        detail = f" ({step.detail})" if step.detail else ""
+        self.parent.info(f"[{self.host}] {step.title}: {step.status} in {step.seconds:.1f}s{detail}")
+
+    def host_output(self, label: str, text: str) -> None:
+        self.parent.host_output(f"[{self.host}] {label}", text)
+
+    def warning(self, message: str, title: str) -> None:
+        self.parent.warning(message, f"{title} ({self.host})")
+
+    def error(self, message: str, title: str) -> None:
+        self.parent.error(message, f"{title} ({self.host})")
 
 
 class GitHubReporter(Reporter):
@@ -244,7 +365,7 @@ class GitHubReporter(Reporter):
     def error(self, message: str, title: str) -> None:
         self.write(workflow.error(self.scrub(message), self.scrub(title)))
 
-    def finish(self, report: Report) -> None:
+    def finish(self, report: FleetReport) -> None:
         if os.environ.get("GITHUB_OUTPUT"):
             for name, value in report.outputs().items():
                 gha.set_output(name, value)
@@ -316,12 +437,16 @@ class ConsoleReporter(Reporter):
         detail = f" \033[2m({step.detail})\033[0m" if step.detail else ""
         self.emit(f"{mark} {step.title}{detail} \033[2m{step.seconds:.1f}s\033[0m")
 
-    def finish(self, report: Report) -> None:
+    def finish(self, report: FleetReport) -> None:
         self.emit("")
         self.emit(report.headline().lstrip("# "))
-        if not report.ok:
-            self.emit(f"cause: {report.error}" + (f"\nfix:   {report.fix}" if report.fix else ""))
-            for item in report.restored:
-                self.emit(f"restored: {item}")
+        if report.error:
+            self.emit(f"cause: {report.error}")
+        for host, one in report.hosts:
+            where = f"{host}: " if len(report.hosts) > 1 else ""
+            if not one.ok:
+                self.emit(f"{where}cause: {one.error}" + (f"\n{where}fix:   {one.fix}" if one.fix else ""))
+            for item in one.restored:
+                self.emit(f"{where}restored: {item}")
         for name, value in report.outputs().items():
             self.emit(f"{name}={value}")

@@ -120,6 +120,12 @@ HOSTILE: dict[str, str] = {
     "lock-timeout": f"`{PWN}`",
     "env": f"APP_MODE=1\n$({PWN})=1",
     "prune": f"false;{PWN}",
+    "batch-size": f"1;{PWN}",
+    "on-host-failure": f"stop;{PWN}",
+    "host-url": f"http://127.0.0.1:1/$({PWN})\n",
+    "proxy-jump": f"deploy@127.0.0.1;{PWN}",
+    "proxy-key": f"-----BEGIN OPENSSH PRIVATE KEY-----\n$({PWN})\n-----END OPENSSH PRIVATE KEY-----",
+    "proxy-known-hosts": f"[127.0.0.1]:22 ssh-ed25519 $({PWN})",
 }
 # A passphrase is secret data: any text is a valid passphrase, and it never reaches the host.
 NOT_VALIDATED = {"passphrase"}

@@ -134,6 +134,20 @@ def test_several_fingerprints_newline_or_comma_separated() -> None:
         ("public-url", "javascript:alert(1)", "not an http(s) URL"),
         ("drain-timeout", "1e3", "not a whole number"),
         ("lock-timeout", "`id`", "not a whole number"),
+        ("host", "a.example.com, a.example.com:22", "listed twice"),
+        ("host", "a.example.com:0", "out of range"),
+        ("host", "[::1]x", "text after ']'"),
+        ("host", "a.example.com;b", "not a host name"),
+        ("host", " , ", "is required"),
+        ("batch-size", "0", "out of range"),
+        ("batch-size", "150%", "out of range"),
+        ("batch-size", "half", "not a whole number"),
+        ("on-host-failure", "continue", "rollback-all"),
+        ("host-url", "http://127.0.0.1:8080/`id`", "characters a URL cannot hold"),
+        ("proxy-jump", "bastion.example.com", "not user@bastion[:port]"),
+        ("proxy-jump", "root;id@bastion", "not user@bastion[:port]"),
+        ("proxy-jump", "ops@-oProxyCommand=x", "not a host name"),
+        ("proxy-known-hosts", "bastion ssh-ed25519 $(id)", "line 1 is not a known_hosts entry"),
     ],
 )
 def test_bad_values_name_the_input_and_the_fix(name: str, value: str, words: str) -> None:
@@ -142,6 +156,50 @@ def test_bad_values_name_the_input_and_the_fix(name: str, value: str, words: str
     assert words in err.problem
     assert err.fix
     assert str(err).startswith(f"input '{name}': ")
+
+
+def test_several_hosts_each_with_its_own_port_are_one_fleet() -> None:
+    cfg = load_config(raw(host="web-1.example.com, web-2.example.com:2222\n[2001:db8::7]:23\n2001:db8::8", port="2200"))
+    assert cfg.hosts == (
+        ("web-1.example.com", 2200),
+        ("web-2.example.com", 2222),
+        ("2001:db8::7", 23),
+        ("2001:db8::8", 2200),
+    )
+    assert (cfg.host, cfg.port) == ("web-1.example.com", 2200)
+    second = cfg.for_host(1)
+    assert (second.host, second.port, second.hosts) == ("web-2.example.com", 2222, (("web-2.example.com", 2222),))
+
+
+@pytest.mark.parametrize(
+    ("size", "hosts", "count"), [("1", 3, 1), ("2", 3, 2), ("9", 3, 3), ("50%", 3, 2), ("100%", 4, 4), ("10%", 3, 1)]
+)
+def test_batch_size_is_a_count_or_a_percentage_rounded_up(size: str, hosts: int, count: int) -> None:
+    names = ",".join(f"web-{i}.example.com" for i in range(hosts))
+    assert load_config(raw(host=names, batch_size=size)).batch_count() == count
+
+
+def test_public_url_belongs_to_the_fleet_and_host_url_to_each_host() -> None:
+    cfg = load_config(
+        raw(host="a.example.com,b.example.com", public_url="https://example.com/", host_url="http://127.0.0.1:8080/")
+    )
+    assert cfg.public_url == "https://example.com/" and cfg.for_host(0).public_url == ""
+    assert cfg.for_host(1).host_url == "http://127.0.0.1:8080/"
+    alone = load_config(raw(public_url="https://example.com/"))
+    assert alone.for_host(0).public_url == "https://example.com/"
+
+
+def test_the_bastion_takes_proxy_key_and_proxy_known_hosts_else_the_hosts_own() -> None:
+    cfg = load_config(raw(proxy_jump="ops@bastion.example.com:2222"))
+    bastion = cfg.bastion()
+    assert (bastion.username, bastion.host, bastion.port, bastion.key) == ("ops", "bastion.example.com", 2222, KEY)
+    assert bastion.fingerprints == cfg.fingerprints and bastion.proxy_jump is None
+    line = "bastion.example.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEEtIhgE4l/mD3lJv1ZfG8Kk7n0wR6m6r7Eo1C2eQYgL"
+    other = "-----BEGIN OPENSSH PRIVATE KEY-----\nCCCCproxy\n-----END OPENSSH PRIVATE KEY-----\n"
+    pinned = load_config(raw(proxy_jump="ops@[2001:db8::1]", proxy_key=other, proxy_known_hosts=line)).bastion()
+    assert (pinned.host, pinned.port, pinned.key) == ("2001:db8::1", 22, other.strip())
+    assert pinned.known_hosts == line and pinned.fingerprints == ()
+    assert "CCCCproxy" in secret_values(raw(proxy_key=other))
 
 
 def test_health_interval_longer_than_timeout() -> None:

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import pytest
 
 from bluegreen.config import load_config
-from bluegreen.deploy import Deployer, deploy_with_signals
+from bluegreen.deploy import Deployer
+from bluegreen.fleet import Fleet, deploy_with_signals
 from bluegreen.lock import RunInfo
 from bluegreen.remote import Remote, Result
 from bluegreen.report import Reporter
@@ -54,14 +55,14 @@ class App:
     nginx: FakeNginx
     out: Collect
 
-    def deployer(self, **inputs: str) -> Deployer:
+    def fleet(self, **inputs: str) -> Fleet:
         values = {"project-name": "app", "nginx-container": "web", "health-interval": "1", **inputs}
-        return Deployer(load_config(raw(**values)), self.out, RunInfo("org/app", "9", "1", "https://run/9"))
+        return Fleet(load_config(raw(**values)), self.out, RunInfo("org/app", "9", "1", "https://run/9"))
 
     def run(self, **inputs: str) -> Deployer:
-        deployer = self.deployer(**inputs)
-        asyncio.run(deploy_with_signals(deployer))
-        return deployer
+        fleet = self.fleet(**inputs)
+        asyncio.run(deploy_with_signals(fleet))
+        return fleet.members[0].deployer
 
     def ids(self, service: str) -> list[str]:
         return [c.id for c in self.docker.containers if c.service == service]
@@ -77,8 +78,7 @@ class App:
         ]
 
 
-@pytest.fixture
-def app(monkeypatch: pytest.MonkeyPatch) -> Iterator[App]:
+def make_app(out: Collect | None = None) -> App:
     """green serves v1 (the seed's layout); origin has v1 and v2 on main (the clone's local main
     still says v1, as a clone's does once the action's detached checkouts take over)."""
     host = FakeRemote()
@@ -91,12 +91,18 @@ def app(monkeypatch: pytest.MonkeyPatch) -> Iterator[App]:
     for cid, service, image in (("db", "db", "b" * 64), ("ngx", "nginx", "b" * 64), ("g1", "backend_green", "1" * 64)):
         docker.add(Container(cid, f"app-{service}-1", True, "app", service, APP), f"sha256:{image}")
     host.on(["curl"], lambda argv, _: Result(0, "200", ""))
+    return App(host, repo, docker, nginx, out or Collect())
+
+
+@pytest.fixture
+def app(monkeypatch: pytest.MonkeyPatch) -> Iterator[App]:
+    made = make_app()
 
     async def connect(config: object) -> FakeRemote:
-        return host
+        return made.host
 
     monkeypatch.setattr(Remote, "connect", staticmethod(connect))
-    yield App(host, repo, docker, nginx, Collect())
+    yield made
 
 
 def errors(app: App) -> list[str]:
@@ -191,7 +197,8 @@ def test_the_runners_second_signal_does_not_cut_the_recovery_short(app: App) -> 
     that (stopping blue takes 9 s); it finishes, and the report says what it restored."""
     app.host.on(["curl"], lambda argv, _: Result(0, "503", ""))  # blue never gets healthy
     app.host.slow(["docker", "stop"], 9)
-    deployer = app.deployer(ref=V2, health_timeout="600")
+    fleet = app.fleet(ref=V2, health_timeout="600")
+    deployer = fleet.members[0].deployer
     sent: dict[str, float] = {}
 
     def runner() -> None:
@@ -204,7 +211,7 @@ def test_the_runners_second_signal_does_not_cut_the_recovery_short(app: App) -> 
 
     thread = threading.Thread(target=runner)
     thread.start()
-    report = asyncio.run(deploy_with_signals(deployer))
+    ((_, report),) = asyncio.run(deploy_with_signals(fleet)).hosts
     done = time.monotonic()
     thread.join()
     assert done - sent["SIGINT"] > 9 and sent["SIGTERM"] < done  # the SIGTERM came mid-recovery

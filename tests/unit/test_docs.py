@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from bluegreen.config import INPUTS
-from bluegreen.report import Report
+from bluegreen.report import FleetReport, Report
 
 ROOT = Path(__file__).resolve().parents[2]
 ACTION = yaml.safe_load((ROOT / "action.yml").read_text())
@@ -51,7 +51,7 @@ def test_readme_documents_every_output() -> None:
     assert list(rows) == list(ACTION["outputs"])
     for name, entry in ACTION["outputs"].items():
         assert rows[name] == [entry["description"]]
-    assert set(Report(ref="x").outputs()) == set(ACTION["outputs"])
+    assert set(FleetReport([("h", Report(ref="x"))]).outputs()) == set(ACTION["outputs"])
 
 
 def test_action_runs_as_a_docker_container_action() -> None:

@@ -7,7 +7,7 @@ import sys
 import pytest
 from lab.runner_log import runner_commands
 
-from bluegreen.report import ConsoleReporter, GitHubReporter, Report, Reporter, StepRecord
+from bluegreen.report import ConsoleReporter, FleetReport, GitHubReporter, HostReporter, Report, Reporter, StepRecord
 
 
 def test_success_outputs_and_headline() -> None:
@@ -75,7 +75,7 @@ def test_console_reporter_on_a_terminal_shows_a_step_list() -> None:
     with out.group("Build and start blue"):
         out.info("building s3cret")
     out.step_done(StepRecord("build", "Build and start blue", "ok", 1.25, "2 services"))
-    out.finish(Report(ref="main", sha="a" * 40, live="green", target="blue", switched=True))
+    out.finish(FleetReport([("h", Report(ref="main", sha="a" * 40, live="green", target="blue", switched=True))]))
     text = stream.getvalue()
     assert "✓" in text and "Build and start blue" in text and "1.2s" in text and "(2 services)" in text
     assert "s3cret" not in text and "building ***" in text
@@ -124,19 +124,21 @@ HOSTILE = [
 def test_no_text_from_outside_reaches_the_log_as_a_command(capsys: pytest.CaptureFixture[str]) -> None:
     """Every printer, fed a newline (or CR, or the legacy form) plus a command: the runner acts only on
     what the action itself formats, and on the stop-commands guards around the hostile text."""
-    out = GitHubReporter([])
-    for text in HOSTILE:
-        out.info(f"service {text}")
-        out.host_output(f"output of {text}", text)
-        out.step_done(StepRecord("x", f"Run in {text}", "ok", 1.0, text))
-        with out.group(f"Build {text}"):
-            out.warning(text, f"title {text}")
-            out.error(text, text)
+    github = GitHubReporter([])
+    for out in (github, HostReporter(github, "web-1")):
+        for text in HOSTILE:
+            out.info(f"service {text}")
+            out.host_output(f"output of {text}", text)
+            out.step_done(StepRecord("x", f"Run in {text}", "ok", 1.0, text))
+            with out.group(f"Build {text}"):
+                out.warning(text, f"title {text}")
+                out.error(text, text)
     report = Report(ref="main", error=HOSTILE[0], fix=HOSTILE[1], live="green", target="blue")
     report.warnings.extend(HOSTILE)
     report.restored.append(HOSTILE[4])
-    out.finish(report)  # no GITHUB_STEP_SUMMARY: the summary goes to the log
-    ConsoleReporter([], sys.stdout).finish(report)
+    for fleet in (FleetReport([("web-1", report)]), FleetReport([("web-1", report), ("web-2", report)])):
+        github.finish(fleet)  # no GITHUB_STEP_SUMMARY: the summary goes to the log
+        ConsoleReporter([], sys.stdout).finish(fleet)
     for text in HOSTILE:
         ConsoleReporter([], sys.stdout).info(text)
     log = capsys.readouterr().out

@@ -1,0 +1,254 @@
+"""The fleet: every host of `host`, deployed as one, all or nothing.
+
+    every host at once:  connect → preflight → lock → live color → sync → base → build → health
+    then, batch by batch (batch-size):  pre-switch → switch → host-url   (the earlier batches' host-url again)
+    once every host has switched:  public-url → on every host: drain → retire old → record
+
+Each host runs the one-host deploy (`deploy.Deployer`) on its own connection, lock and journal; the
+fleet only decides when each may switch (`turn`) and whether a switched host stays (`switched`). A
+failure anywhere before the whole fleet has switched ends the fleet: with on-host-failure
+rollback-all, every host that switched goes back to the color it still runs (the old color is only
+retired once every host has switched, so going back is a reload, no build); with stop, switched
+hosts stay and the rest are left as they were. A fleet of one host is today's deploy: its one batch
+switches as soon as it is healthy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .config import Config
+from .deploy import Deployer
+from .errors import DeployError
+from .health import watch_public_url
+from .lock import RunInfo
+from .report import FleetReport, HostReporter, Reporter
+
+
+class FleetStopped(DeployError):
+    """This host may not switch, or must switch back: another host failed first."""
+
+
+@dataclass(eq=False)
+class Member:
+    label: str
+    deployer: Deployer
+    go: asyncio.Future[None] = field(init=False)  # made in Fleet.run, on its loop
+    hold: asyncio.Future[None] = field(init=False)
+    waiting: bool = False  # healthy, waiting for its batch
+    holding: bool = False  # switched, waiting for the rest of the fleet
+    done: bool = False
+    task: asyncio.Task[object] | None = None
+
+
+def label(host: str, port: int) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    return shown if port == 22 else f"{shown}:{port}"
+
+
+class Fleet:
+    def __init__(self, config: Config, out: Reporter, run: RunInfo) -> None:
+        self.cfg = config
+        self.out = out
+        many = len(config.hosts) > 1
+        self.members: list[Member] = []
+        for index, (host, port) in enumerate(config.hosts):
+            name = label(host, port)
+            reporter = HostReporter(out, name) if many else out
+            self.members.append(Member(name, Deployer(config.for_host(index), reporter, run, self)))
+        size = config.batch_count()
+        self.batches = [self.members[i : i + size] for i in range(0, len(self.members), size)]
+        self.changed = asyncio.Event()
+        self.failure: tuple[str, str] | None = None  # (host, what failed): the first failure ends the fleet
+        self.error = ""  # a failure of the fleet itself (public-url once every host switched)
+        self.driver: asyncio.Task[None] | None = None
+
+    def member(self, deployer: Deployer) -> Member:
+        return next(m for m in self.members if m.deployer is deployer)
+
+    @property
+    def size(self) -> int:
+        return len(self.members)
+
+    @property
+    def stopping(self) -> bool:
+        return all(m.deployer.stopping for m in self.members)
+
+    # -- what each host's deploy calls ------------------------------------------------------------
+
+    async def turn(self, deployer: Deployer) -> None:
+        """Wait until this host's batch may switch; FleetStopped if the fleet failed first."""
+        me = self.member(deployer)
+        self.stop_if_failed(me)
+        me.waiting = True
+        self.notify()
+        try:
+            await me.go
+        finally:
+            me.waiting = False
+
+    async def switched(self, deployer: Deployer) -> None:
+        """This host switched: wait until the fleet has, or FleetStopped to switch back."""
+        me = self.member(deployer)
+        me.holding = True
+        self.notify()
+        try:
+            await me.hold
+        finally:
+            me.holding = False
+
+    def failed(self, deployer: Deployer, error: BaseException) -> None:
+        """A host failed (or was cancelled): the first failure ends the fleet."""
+        if not isinstance(error, FleetStopped) and self.failure is None:
+            me = self.member(deployer)
+            step = deployer.report.failed_step
+            self.failure = (me.label, f"{me.label} failed at {step or 'start'}: {error}")
+        self.notify()
+
+    def stop_if_failed(self, me: Member) -> None:
+        if self.failure is not None and len(self.members) > 1:
+            raise self.stopped(me, switched=False)
+
+    def stopped(self, me: Member, *, switched: bool) -> FleetStopped:
+        assert self.failure is not None
+        cause = self.failure[1]
+        if switched:
+            return FleetStopped(
+                f"{cause}; on-host-failure is rollback-all, so {me.label} switched back",
+                f"fix what failed on {self.failure[0]} and rerun: every host is back on the version it served",
+            )
+        return FleetStopped(
+            f"{cause}; {me.label} did not switch",
+            f"fix what failed on {self.failure[0]} and rerun the job",
+        )
+
+    # -- the driver -------------------------------------------------------------------------------
+
+    def notify(self) -> None:
+        self.changed.set()
+
+    async def until(self, ready: Callable[[], bool]) -> None:
+        while not ready():
+            self.changed.clear()
+            await self.changed.wait()
+
+    async def drive(self) -> None:
+        try:
+            await self.until(lambda: self.failure is not None or all(m.waiting or m.done for m in self.members))
+            for number, batch in enumerate(self.batches):
+                if self.failure is not None:
+                    break
+                for m in batch:
+                    if m.waiting and not m.go.done():
+                        m.go.set_result(None)
+                await self.until(lambda: all(m.holding or m.done for m in batch))  # noqa: B023
+                if self.failure is None and number + 1 < len(self.batches):
+                    await self.recheck([m for b in self.batches[: number + 1] for m in b if m.holding])
+            fleet_url = self.cfg.public_url if self.failure is None and len(self.members) > 1 else ""
+            if fleet_url and (last := await watch_public_url(fleet_url)):
+                self.error = f"public-url {fleet_url} did not answer 2xx once every host switched (last: {last})"
+                self.failure = ("public-url", self.error)
+        except asyncio.CancelledError:
+            if self.failure is None:
+                self.failure = ("the run", "the run was cancelled (SIGINT/SIGTERM)")
+        finally:
+            self.settle()
+
+    async def recheck(self, switched: list[Member]) -> None:
+        """Between batches: every host switched so far must still answer host-url."""
+        url = self.cfg.host_url
+        if not url:
+            return
+        answers = await asyncio.gather(*(m.deployer.watch_host_url() for m in switched))
+        for m, last in zip(switched, answers, strict=True):
+            if last and self.failure is None:
+                self.failure = (m.label, f"{m.label}: host-url {url} stopped answering 2xx (last: {last})")
+
+    def settle(self) -> None:
+        """The fleet is decided: release every waiting host, to switch or to stop."""
+        back = self.failure is not None and self.cfg.on_host_failure == "rollback-all" and len(self.members) > 1
+        for m in self.members:
+            if not m.hold.done():
+                if back:
+                    m.hold.set_exception(self.stopped(m, switched=True))
+                else:
+                    m.hold.set_result(None)
+            if not m.go.done():
+                if self.failure is not None:
+                    m.go.set_exception(self.stopped(m, switched=False))
+                else:
+                    m.go.set_result(None)
+        for m in self.members:  # a future nobody awaits must not warn
+            for future in (m.go, m.hold):
+                if future.done() and not future.cancelled():
+                    future.exception()
+
+    # -- the run ----------------------------------------------------------------------------------
+
+    async def run(self) -> FleetReport:
+        async def one(m: Member) -> None:
+            try:
+                await m.deployer.run()
+            finally:
+                m.done = True
+                self.notify()
+
+        loop = asyncio.get_running_loop()
+        for m in self.members:
+            m.go, m.hold = loop.create_future(), loop.create_future()
+        for m in self.members:
+            m.task = asyncio.create_task(one(m))
+        self.driver = asyncio.create_task(self.drive())
+        tasks = [m.task for m in self.members if m.task is not None]
+        while True:
+            try:
+                await asyncio.gather(*tasks)
+                break
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if current is not None:
+                    current.uncancel()
+                self.interrupt()
+        if not self.driver.done():
+            self.driver.cancel()
+        return self.report()
+
+    def interrupt(self, sig: signal.Signals | None = None) -> None:
+        """SIGINT/SIGTERM: every host still deploying goes to its recovery; a host that switched waits
+        for the fleet's decision (rollback-all switches it back). A signal during recovery is noted."""
+        name = sig.name if sig is not None else "a cancel"
+        for m in self.members:
+            if m.done:
+                continue
+            if m.deployer.stopping:
+                m.deployer.warn(
+                    f"{name} came while the action was leaving the host consistent; it finished that first",
+                    "Signal during recovery",
+                )
+            elif not m.holding and m.task is not None and not m.task.cancelling():
+                m.task.cancel()
+        if self.driver is not None and not self.driver.done():
+            self.driver.cancel()
+
+    def report(self) -> FleetReport:
+        return FleetReport(
+            [(m.label, m.deployer.report) for m in self.members],
+            error=self.error,
+            on_host_failure=self.cfg.on_host_failure,
+            failed_host=self.failure[0] if self.failure else "",
+        )
+
+
+async def deploy_with_signals(fleet: Fleet) -> FleetReport:
+    """Run a deploy; SIGINT or SIGTERM cancels it into the recovery path. GitHub's runner sends
+    SIGINT, then SIGTERM 7.5 s later: the first starts the recovery, and no later one interrupts it
+    (or the report after it)."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, fleet.interrupt, sig)
+    report = await fleet.run()
+    fleet.out.finish(report)
+    return report

@@ -1,0 +1,204 @@
+"""The fleet on fake hosts (each its own clone, dockerd and nginx): every host is built and healthy
+before any switches, batches switch in order, and a failure anywhere before the whole fleet has
+switched leaves every host on the color it served (rollback-all) or the documented split (stop)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator, Sequence
+
+import pytest
+
+from bluegreen import commands
+from bluegreen.config import Config, load_config
+from bluegreen.fleet import Fleet, deploy_with_signals
+from bluegreen.journal import last_switch, parse
+from bluegreen.lock import RunInfo
+from bluegreen.remote import Remote, Result
+from bluegreen.report import FleetReport
+
+from .fakes import FakeRemote
+from .test_config import raw
+from .test_deployer import APP, SEED, TARGET, V1, V2, App, Collect, make_app
+
+HOSTS = ("web-1", "web-2", "web-3")
+HOST_URL = "http://127.0.0.1:8080/api/v1/"
+
+
+class Fleet3:
+    def __init__(self) -> None:
+        self.out = Collect()
+        self.apps = {name: make_app(self.out) for name in HOSTS}
+        self.events: list[tuple[str, str]] = []  # (host, what), across the fleet, in order
+        for name, app in self.apps.items():
+            self.watch(name, app.host)
+
+    def watch(self, name: str, host: FakeRemote) -> None:
+        ran = host.run
+
+        async def run(argv: Sequence[str], **kwargs: object) -> Result:
+            if argv[:2] == ["docker", "compose"] and "up" in argv:
+                self.events.append((name, "build"))
+            elif commands.TEST_AND_RELOAD_SCRIPT in argv:
+                self.events.append((name, "reload"))
+            elif argv[:2] == ["docker", "stop"]:
+                self.events.append((name, "stop"))
+            elif argv[:1] == ["curl"] and HOST_URL in argv:
+                self.events.append((name, "host-url"))
+            return await ran(argv, **kwargs)  # type: ignore[arg-type]
+
+        host.run = run  # type: ignore[method-assign]
+
+    def run(self, **inputs: str) -> FleetReport:
+        values = {
+            "project-name": "app",
+            "nginx-container": "web",
+            "health-interval": "1",
+            "host": ",".join(HOSTS),
+            "ref": V2,
+            **inputs,
+        }
+        fleet = Fleet(load(values), self.out, RunInfo("org/app", "9", "1", "https://run/9"))
+        return asyncio.run(deploy_with_signals(fleet))
+
+    def serves(self) -> dict[str, str]:
+        return {name: "blue" if "blue" in app.host.files[TARGET] else "green" for name, app in self.apps.items()}
+
+    def journal(self, name: str) -> list[dict[str, object]]:
+        return parse(self.apps[name].host.files.get(f"{APP}/.bluegreen/journal.jsonl", ""))
+
+    def first(self, what: str, host: str | None = None) -> int:
+        return next(i for i, (h, w) in enumerate(self.events) if w == what and host in (None, h))
+
+    def last(self, what: str, host: str | None = None) -> int:
+        return max(i for i, (h, w) in enumerate(self.events) if w == what and host in (None, h))
+
+    def fail_host_url(self, name: str) -> None:
+        host = self.apps[name].host
+        host.on(["curl"], lambda argv, _: Result(0, "502" if HOST_URL in argv else "200", ""))
+
+
+def load(values: dict[str, str]) -> Config:
+    return load_config(raw(**values))
+
+
+@pytest.fixture
+def fleet(monkeypatch: pytest.MonkeyPatch) -> Iterator[Fleet3]:
+    made = Fleet3()
+
+    async def connect(config: object) -> FakeRemote:
+        return made.apps[config.host].host  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(Remote, "connect", staticmethod(connect))
+    yield made
+
+
+def blue_runs(app: App) -> bool:
+    return any(c.running for c in app.docker.containers if c.service.endswith("_blue"))
+
+
+def test_rolling_three_hosts_builds_all_first_switches_one_at_a_time_and_retires_only_at_the_end(
+    fleet: Fleet3,
+) -> None:
+    report = fleet.run(host_url=HOST_URL)
+    assert report.ok, fleet.out.lines
+    assert fleet.serves() == dict.fromkeys(HOSTS, "blue")
+    assert max(fleet.first("build", h) for h in HOSTS) < fleet.first("reload")  # every host built first
+    reloads = [h for h, w in fleet.events if w == "reload"]
+    assert reloads == list(HOSTS)  # one batch at a time, in the input's order
+    # web-1's host-url is asked again before web-3 switches (between batches); no old color stops
+    # until every host has switched
+    assert any(
+        i > fleet.first("reload", "web-2") for i, (h, w) in enumerate(fleet.events) if (h, w) == ("web-1", "host-url")
+    )
+    assert fleet.first("stop") > fleet.last("reload")
+    outputs = report.outputs()
+    assert outputs["active-color"] == "blue" and outputs["switched"] == "true" and outputs["deployed-ref"] == V2
+    assert json.loads(outputs["hosts-json"]) == [
+        {"host": h, "active-color": "blue", "deployed-ref": V2, "switched": True, "rolled-back": False} for h in HOSTS
+    ]
+    summary = report.summary_markdown()
+    assert summary.startswith(f"### ✅ Deployed `{V2[:12]}` on 3 hosts: green → blue")
+    assert all(f"| {h} | blue | green | `{V2[:12]}` | yes | ✅ ok |" in summary for h in HOSTS)
+
+
+def test_batch_size_all_switches_every_host_before_the_first_check_of_the_next(fleet: Fleet3) -> None:
+    report = fleet.run(batch_size="100%")
+    assert report.ok, fleet.out.lines
+    assert fleet.serves() == dict.fromkeys(HOSTS, "blue")
+    assert fleet.first("stop") > fleet.last("reload")
+
+
+def test_a_health_failure_on_the_last_host_switches_nothing_anywhere(fleet: Fleet3) -> None:
+    fleet.apps["web-3"].host.on(["curl"], lambda argv, _: Result(0, "503", ""))
+    report = fleet.run(health_timeout="2")
+    assert not report.ok
+    assert "reload" not in [w for _, w in fleet.events]
+    assert fleet.serves() == dict.fromkeys(HOSTS, "green")
+    assert not any(blue_runs(app) for app in fleet.apps.values())  # every target torn down
+    outputs = report.outputs()
+    assert outputs["switched"] == "false" and outputs["active-color"] == "green" and outputs["deployed-ref"] == ""
+    assert report.failed_host == "web-3"
+    web1 = dict(report.hosts)["web-1"]
+    assert "web-3 failed at Health-check blue" in web1.error and "web-1 did not switch" in web1.error
+    assert "every host serves what it served before (green)" in report.headline()
+
+
+def test_a_failure_after_the_first_host_switched_puts_it_back_with_rollback_all(fleet: Fleet3) -> None:
+    fleet.fail_host_url("web-2")
+    report = fleet.run(host_url=HOST_URL)
+    assert not report.ok
+    assert fleet.serves() == dict.fromkeys(HOSTS, "green")
+    assert [h for h, w in fleet.events if w == "reload"] == ["web-1", "web-2", "web-2", "web-1"]
+    assert not any(blue_runs(app) for app in fleet.apps.values())
+    assert all(c.running for c in fleet.apps["web-1"].docker.containers if c.service == "backend_green")
+    web1 = dict(report.hosts)["web-1"]
+    assert web1.rolled_back and "on-host-failure is rollback-all, so web-1 switched back" in web1.error
+    # the journal says green serves again, and the undone switch does not count
+    journal = fleet.journal("web-1")
+    assert [e["result"] for e in journal] == ["adopted", "switched", "switched-back", "failed"]
+    assert (last_switch(journal) or {}).get("to") == "green"
+    assert last_switch(journal, "blue") is None
+    assert fleet.apps["web-1"].repo.head == V1  # the checkout is back at what green runs
+    assert fleet.apps["web-1"].host.files[f"{APP}/.active_env"] == "green\n"
+    outputs = report.outputs()
+    assert outputs["active-color"] == "green" and outputs["rolled-back"] == "true" and outputs["switched"] == "false"
+    # a rerun, now healthy, deploys again: nothing the failed run left counts as done
+    fleet.apps["web-2"].host.on(["curl"], lambda argv, _: Result(0, "200", ""))
+    assert fleet.run(host_url=HOST_URL).ok, fleet.out.lines
+    assert fleet.serves() == dict.fromkeys(HOSTS, "blue")
+
+
+def test_stop_leaves_switched_hosts_switched_and_the_rest_untouched(fleet: Fleet3) -> None:
+    fleet.fail_host_url("web-2")
+    report = fleet.run(host_url=HOST_URL, on_host_failure="stop")
+    assert not report.ok
+    assert fleet.serves() == {"web-1": "blue", "web-2": "green", "web-3": "green"}
+    assert not blue_runs(fleet.apps["web-2"]) and not blue_runs(fleet.apps["web-3"])
+    assert "the fleet is split: web-1 serves blue, web-2 serves green, web-3 serves green" in report.headline()
+    assert json.loads(report.outputs()["hosts-json"])[0]["switched"] is True
+    assert report.outputs()["active-color"] == ""
+
+
+def test_a_fleet_rollback_goes_back_on_every_host(fleet: Fleet3) -> None:
+    assert fleet.run().ok, fleet.out.lines
+    report = fleet.run(command="rollback")
+    assert report.ok, fleet.out.lines
+    assert fleet.serves() == dict.fromkeys(HOSTS, "green")
+    assert report.headline().startswith("### ✅ Rolled back")
+
+
+def test_one_host_is_todays_deploy(fleet: Fleet3) -> None:
+    report = fleet.run(host="web-1")
+    assert report.ok and fleet.serves()["web-1"] == "blue"
+    assert set(report.outputs()) == {
+        "active-color",
+        "previous-color",
+        "deployed-ref",
+        "switched",
+        "rolled-back",
+        "hosts-json",
+    }
+    assert "Wait for the fleet" not in report.summary_markdown()
+    assert SEED  # the seed layout on every host
