@@ -597,16 +597,23 @@ class HostNginx:
             HOST_NGINX_CONF.write_text(self.saved)
 
 
+PORT_NAMES = ("PUBLIC_PORT", "DB_PORT", "BLUE_BACKEND", "BLUE_FRONTEND", "GREEN_BACKEND", "GREEN_FRONTEND")
+
+
 def make_app(
-    name: str | None = None, exit_on_sigterm: bool = False, variant: str = "host", layout: str = "seed"
+    name: str | None = None,
+    exit_on_sigterm: bool = False,
+    variant: str = "host",
+    layout: str = "seed",
+    ports: dict[str, int] | None = None,
+    clone: bool = True,
 ) -> LabApp:
-    """A new sample app at v1: origin, work clone, and the deploy user's app-dir clone."""
+    """A new sample app at v1: origin, work clone, and (with `clone`) the deploy user's app-dir clone
+    on this machine. Its ports are free ones here, unless given (a separate host has its own)."""
     ensure_deploy_user()
     name = name or f"bg{secrets.token_hex(3)}"
-    names = ["PUBLIC_PORT", "DB_PORT", "BLUE_BACKEND", "BLUE_FRONTEND", "GREEN_BACKEND", "GREEN_FRONTEND"]
-    ports: dict[str, int] = {}
-    while len(set(ports.values())) < len(names):
-        ports = {n: free_port() for n in names}
+    while ports is None or len(set(ports.values())) < len(PORT_NAMES):
+        ports = {n: free_port() for n in PORT_NAMES}
     app = LabApp(name, LAB_ROOT / f"app-{name}", ports, exit_on_sigterm, variant, layout)
     app.root.mkdir(parents=True)
     shutil.copytree(TEMPLATE, app.work)
@@ -628,9 +635,10 @@ def make_app(
     as_deploy("git", "init", "--quiet", "--initial-branch=main", app.work)
     as_deploy("git", "-C", app.work, "remote", "add", "origin", app.origin)
     app.commit("v1", {})
-    app.app_dir.parent.mkdir(parents=True, exist_ok=True)
-    sh("chown", f"{DEPLOY_USER}:{DEPLOY_USER}", app.app_dir.parent)
-    as_deploy("git", "clone", "--quiet", app.origin, app.app_dir)
+    if clone:
+        app.app_dir.parent.mkdir(parents=True, exist_ok=True)
+        sh("chown", f"{DEPLOY_USER}:{DEPLOY_USER}", app.app_dir.parent)
+        as_deploy("git", "clone", "--quiet", app.origin, app.app_dir)
     return app
 
 

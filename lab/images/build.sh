@@ -28,3 +28,24 @@ if ! docker image inspect python:3.12-slim >/dev/null 2>&1 \
   docker build --quiet --network host -t python:3.12-slim "$ctx" >/dev/null
   rm -rf "$ctx"
 fi
+
+# The separate-host lab (lab/hosts.py): a machine image with its own dockerd, sshd, git and both
+# Composes' needs (Debian's v1; v2 is the lab's plugin, mounted in), from Debian packages.
+init_sum=$(sha256sum "$here/host-init.sh" | cut -c1-16)
+if [ "$(docker image inspect -f '{{index .Config.Labels "bluegreen-lab.init"}}' bluegreen-lab/host:bookworm 2>/dev/null)" \
+     != "$init_sum" ]; then
+  echo "images: debootstrap the lab host (docker.io, openssh-server, git; about two minutes)"
+  rootfs="$cache/host-rootfs"
+  if [ ! -f "$rootfs/.complete" ]; then
+    rm -rf "$rootfs"
+    debootstrap --variant=minbase \
+      --include=docker.io,docker-compose,iptables,openssh-server,git,curl,procps,ca-certificates,python3 \
+      bookworm "$rootfs" http://deb.debian.org/debian >"$cache/host-debootstrap.log" 2>&1 \
+      || { tail -20 "$cache/host-debootstrap.log" >&2; exit 1; }
+    touch "$rootfs/.complete"
+  fi
+  install -m 0755 "$here/host-init.sh" "$rootfs/usr/local/sbin/lab-host-init"
+  tar -C "$rootfs" --exclude=./.complete -c . \
+    | docker import --change 'CMD ["/usr/local/sbin/lab-host-init"]' --change "LABEL bluegreen-lab.init=$init_sum" \
+      - bluegreen-lab/host:bookworm >/dev/null
+fi

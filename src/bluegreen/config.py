@@ -289,7 +289,9 @@ class Config:
         proxy-known-hosts (else the hosts' own pins)."""
         assert self.proxy_jump is not None
         user, host, port = self.proxy_jump
-        pins = {"known_hosts": self.proxy_known_hosts, "fingerprints": ()} if self.proxy_known_hosts else {}
+        pins: dict[str, object] = {}
+        if self.proxy_known_hosts:  # pinned on its own: checked whatever insecure-skip-host-key-check says
+            pins = {"known_hosts": self.proxy_known_hosts, "fingerprints": (), "insecure_skip_host_key_check": False}
         return replace(
             self,
             host=host,
@@ -387,6 +389,7 @@ PROBE_SECONDS = 5.0  # one health or public-url probe, whole (connect, status li
 RELOAD_CONFIRM_SECONDS = 15.0  # nginx shows a new worker generation with the new upstream
 STOP_GRACE_MIN_SECONDS = 10  # the least stop grace a color gets (its requests in flight)
 TEARDOWN_STOP_SECONDS = 2  # a target that never served: stopped fast, inside the runner's cancel window
+CANCEL_DRAIN_SECONDS = 3  # a fleet host switched back on a cancel: the drain it gets inside that window
 # A recovery that lost its connection takes the lock again: its own dead session's holder may still
 # hold it until the silence ends, so it waits that long and a beat more.
 RECONNECT_LOCK_SECONDS = LOCK_SILENCE_SECONDS + 2 * LOCK_BEAT_SECONDS

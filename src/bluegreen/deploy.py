@@ -23,7 +23,15 @@ from contextlib import asynccontextmanager
 from typing import Protocol
 
 from . import commands, rollback
-from .config import RECONNECT_LOCK_SECONDS, STOP_GRACE_MIN_SECONDS, TEARDOWN_STOP_SECONDS, Color, Config, other_color
+from .config import (
+    CANCEL_DRAIN_SECONDS,
+    RECONNECT_LOCK_SECONDS,
+    STOP_GRACE_MIN_SECONDS,
+    TEARDOWN_STOP_SECONDS,
+    Color,
+    Config,
+    other_color,
+)
 from .errors import DeployError
 from .health import wait_healthy, watch_public_url
 from .journal import STATE_DIR, SWITCHED, SWITCHED_BACK, Entry, Journal, collapse, last_switch, now
@@ -54,11 +62,14 @@ class Gate(Protocol):
 
     def failed(self, deployer: Deployer, error: BaseException) -> None: ...
 
+    def still_on(self, deployer: Deployer) -> None: ...
+
 
 class Deployer:
     def __init__(self, config: Config, out: Reporter, run: RunInfo, fleet: Gate | None = None) -> None:
         self.fleet = fleet
-        self.switched_back = False  # the fleet failed after this host switched: it went back (rollback-all)
+        self.switched_back = False  # the fleet failed after this host switched: it goes back (rollback-all)
+        self.cancelled = False  # a signal ended the steps: recovery keeps to the runner's cancel window
         self.cfg = config
         self.out = out
         self.run_info = run
@@ -127,6 +138,7 @@ class Deployer:
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()
+            self.cancelled = True
             if self.fleet is not None:
                 self.fleet.failed(self, err)
             self.fail(
@@ -212,6 +224,7 @@ class Deployer:
     async def switch_and_retire(self, target: Color) -> None:
         """Switch, drain, then treat the color that served before as keep-previous says, and record."""
         cfg = self.cfg
+        self.still_on()
         async with self.step("switch", f"Switch nginx to {target}") as s:
             old_workers = await self.switch_to(target, s)
         await self.hold_for_fleet()
@@ -267,37 +280,41 @@ class Deployer:
         return self.fleet is not None and self.fleet.size > 1
 
     async def wait_turn(self) -> None:
-        """Healthy: wait for this host's batch (every host is built and healthy before any switches)."""
-        if self.fleet is None:
-            return
+        """Healthy: wait for this host's batch (every host is built and healthy before any switches).
+        A host alone has no one to wait for."""
         if not self.in_fleet:
-            await self.fleet.turn(self)
             return
+        assert self.fleet is not None
         async with self.step("turn", "Wait for the fleet: every host healthy, then this host's batch") as s:
             started = time.monotonic()
             await self.fleet.turn(self)
             s.detail = f"waited {time.monotonic() - started:.1f}s"
 
-    async def hold_for_fleet(self) -> None:
+    async def hold_for_fleet(self, *, switched: bool = True) -> None:
         """Switched: the old color keeps running until every host has switched, so going back (if
-        another host fails) is a reload; FleetStopped makes this host switch back in `recover`."""
-        if self.fleet is None:
-            return
+        another host fails) is a reload; FleetStopped makes this host switch back in `recover`.
+        `switched=False`: a host that made no switch (already live) only waits for the decision."""
         if not self.in_fleet:
-            await self.fleet.switched(self)
             return
+        assert self.fleet is not None
         try:
             async with self.step("hold", "Wait for the rest of the fleet to switch") as s:
                 started = time.monotonic()
                 await self.fleet.switched(self)
                 s.detail = f"waited {time.monotonic() - started:.1f}s"
-        except DeployError:
-            self.switched_back = True
-            self.committed = False  # recovery undoes the switch: the old color still runs
-            self.report.switched = False
-            if self.cfg.command == "deploy":
-                self.checkout_back = self.head
+        except (DeployError, asyncio.CancelledError):
+            if switched:
+                self.switched_back = True
+                self.committed = False  # recovery undoes the switch: the old color still runs
+                if self.cfg.command == "deploy":
+                    self.checkout_back = self.head
             raise
+
+    def still_on(self) -> None:
+        """Just before the switch: a host of a fleet that failed meanwhile does not switch."""
+        if self.in_fleet:
+            assert self.fleet is not None
+            self.fleet.still_on(self)
 
     async def watch_host_url(self) -> str:
         """host-url, as seen on this host: "" once it answers 2xx, else what it last answered."""
@@ -309,7 +326,7 @@ class Deployer:
         known = last_switch(self.journal_tail or [], live, adopted=True) or {}
         entry = {
             **self.journal_entry(SWITCHED_BACK),
-            "ref": str(known.get("ref", "")) or self.head,
+            "ref": str(known.get("ref", "")),  # unknown rather than a guess: a rerun never takes it for live
             "from": self.report.target,
             "to": live,
             "undid": self.report.sha,
@@ -352,6 +369,8 @@ class Deployer:
         switched = last_switch(self.journal_tail or [])
         if not live or not switched or switched.get("to") != live or switched.get("ref") != self.report.sha:
             return False
+        if switched.get("result") not in ("success", "switched"):
+            return False  # a switch back names the commit it went back to: redeploy to be sure
         async with self.step("already-live", f"Check {live}, which already runs {self.report.sha[:12]}") as s:
             health = await wait_healthy(self.host, self.cfg.health_urls[live], min(self.cfg.health_timeout, 10), 1)
             s.detail = "healthy" if health.healthy else "not healthy: redeploying"
@@ -360,6 +379,8 @@ class Deployer:
         self.report.already_live = True
         self.report.target = live
         self.out.info(f"{self.report.sha[:12]} is already live on {live} and healthy; not redeploying")
+        await self.wait_turn()  # in a fleet: the old color stays until the fleet has switched
+        await self.hold_for_fleet(switched=False)
         await self.finish_earlier_switch(live)
         return True
 
@@ -368,12 +389,24 @@ class Deployer:
         cfg = self.cfg
         other = other_color(live)
         self.target_ids = [c.id for c in await self.stacks.of(live)]
-        if await self.stacks.left_to_retire(other, cfg.keep_previous):
+        retire = await self.stacks.left_to_retire(other, cfg.keep_previous)
+        if retire:
             title = f"Finish the earlier switch: {RETIRE_TITLE[cfg.keep_previous].lower()} {other}"
             async with self.step("stop", title) as s:
                 drained, _ = await self.proxy.drain(await self.proxy.shutting_down(), cfg.drain_timeout)
                 s.detail = f"drained in {drained:.1f}s; {await self.retire(other, cfg.drain_timeout - drained)}"
+        if retire or self.switch_unended():
             await self.record("success")
+
+    def switch_unended(self) -> bool:
+        """The journal's last switch was never followed by its run's end (killed after the old color
+        was already retired, say): this run records the end it did not."""
+        journal = self.journal_tail or []
+        switched = last_switch(journal)
+        if switched is None or switched.get("result") != "switched":
+            return False
+        later = journal[journal.index(switched) + 1 :]
+        return not any((e.get("run"), e.get("ref")) == (switched.get("run"), switched.get("ref")) for e in later)
 
     async def health_gate(self, target: Color, s: StepRecord) -> None:
         cfg = self.cfg
@@ -542,6 +575,8 @@ class Deployer:
                 await self.show_journal(self.switched_entry)
                 return
             switched_at = self.proxy.reloaded_at  # the reload that loaded the new upstream, if any
+            if self.switched_back:  # from here a dead run leaves the marker: the next run settles it
+                await self.switch.begin_back(self.report.target or "", self.run_info.url)
             if restored := await self.switch.undo(self.report.live or "its previous content", self.stacks.stop_nginx):
                 self.report.rolled_back = self.switch.reloaded and not self.switch.started_nginx
                 if self.report.rolled_back:
@@ -550,12 +585,15 @@ class Deployer:
                     restored += f"; the new upstream served for {self.report.exposed:.2f}s"
                 self.report.restored.append(restored)
             if self.switched_back:  # the new color served real traffic: journal the way back, then drain it
+                self.report.switched, self.report.rolled_back = False, True
                 await self.record_switched_back()
-                drained, left = await self.proxy.drain(await self.proxy.shutting_down(), self.cfg.drain_timeout)
-                self.report.restored.append(
-                    f"nginx workers that served {target} drained in {drained:.1f}s"
-                    + (f" ({left} still busy at drain-timeout)" if left else "")
-                )
+                if not self.switch.started_nginx:  # a first deploy's nginx is stopped: nothing to drain
+                    window = min(self.cfg.drain_timeout, CANCEL_DRAIN_SECONDS if self.cancelled else 3600)
+                    drained, left = await self.proxy.drain(await self.proxy.shutting_down(), window)
+                    self.report.restored.append(
+                        f"nginx workers that served {target} drained in {drained:.1f}s"
+                        + (f" ({left} still busy when the drain ended)" if left else "")
+                    )
             if target and (self.target_touched or self.target_ids):
                 logs = await self.stacks.logs(target, LOG_TAIL)
                 self.report.logs = self.out.scrub(logs)

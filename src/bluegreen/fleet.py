@@ -65,6 +65,7 @@ class Fleet:
         self.failure: tuple[str, str] | None = None  # (host, what failed): the first failure ends the fleet
         self.error = ""  # a failure of the fleet itself (public-url once every host switched)
         self.driver: asyncio.Task[None] | None = None
+        self.back: set[Member] = set()  # hosts that switch back whatever on-host-failure says
 
     def member(self, deployer: Deployer) -> Member:
         return next(m for m in self.members if m.deployer is deployer)
@@ -89,6 +90,11 @@ class Fleet:
             await me.go
         finally:
             me.waiting = False
+        self.stop_if_failed(me)  # a host of the same batch may have failed first
+
+    def still_on(self, deployer: Deployer) -> None:
+        """Just before this host switches: FleetStopped if the fleet failed meanwhile."""
+        self.stop_if_failed(self.member(deployer))
 
     async def switched(self, deployer: Deployer) -> None:
         """This host switched: wait until the fleet has, or FleetStopped to switch back."""
@@ -102,11 +108,16 @@ class Fleet:
 
     def failed(self, deployer: Deployer, error: BaseException) -> None:
         """A host failed (or was cancelled): the first failure ends the fleet."""
-        if not isinstance(error, FleetStopped) and self.failure is None:
+        if isinstance(error, asyncio.CancelledError):
+            self.fail("the run", "the run was cancelled (SIGINT/SIGTERM)")
+        elif not isinstance(error, FleetStopped):
             me = self.member(deployer)
-            step = deployer.report.failed_step
-            self.failure = (me.label, f"{me.label} failed at {step or 'start'}: {error}")
+            self.fail(me.label, f"{me.label} failed at {deployer.report.failed_step or 'start'}: {error}")
         self.notify()
+
+    def fail(self, who: str, what: str) -> None:
+        if self.failure is None:
+            self.failure = (who, what)
 
     def stop_if_failed(self, me: Member) -> None:
         if self.failure is not None and len(self.members) > 1:
@@ -152,8 +163,9 @@ class Fleet:
                 self.error = f"public-url {fleet_url} did not answer 2xx once every host switched (last: {last})"
                 self.failure = ("public-url", self.error)
         except asyncio.CancelledError:
-            if self.failure is None:
-                self.failure = ("the run", "the run was cancelled (SIGINT/SIGTERM)")
+            self.fail("the run", "the run was cancelled (SIGINT/SIGTERM)")
+        except Exception as err:  # a host's probe that broke (a lost connection): a failure like any
+            self.fail("the fleet", f"checking the switched hosts failed: {err}")
         finally:
             self.settle()
 
@@ -162,17 +174,18 @@ class Fleet:
         url = self.cfg.host_url
         if not url:
             return
-        answers = await asyncio.gather(*(m.deployer.watch_host_url() for m in switched))
+        answers = await asyncio.gather(*(m.deployer.watch_host_url() for m in switched), return_exceptions=True)
         for m, last in zip(switched, answers, strict=True):
-            if last and self.failure is None:
-                self.failure = (m.label, f"{m.label}: host-url {url} stopped answering 2xx (last: {last})")
+            if last:
+                self.back.add(m)  # whatever on-host-failure says: host-url failing switches a host back
+                self.fail(m.label, f"{m.label}: host-url {url} stopped answering 2xx (last: {last})")
 
     def settle(self) -> None:
         """The fleet is decided: release every waiting host, to switch or to stop."""
-        back = self.failure is not None and self.cfg.on_host_failure == "rollback-all" and len(self.members) > 1
+        every = self.failure is not None and self.cfg.on_host_failure == "rollback-all" and len(self.members) > 1
         for m in self.members:
             if not m.hold.done():
-                if back:
+                if every or m in self.back:
                     m.hold.set_exception(self.stopped(m, switched=True))
                 else:
                     m.hold.set_result(None)
@@ -192,34 +205,48 @@ class Fleet:
         async def one(m: Member) -> None:
             try:
                 await m.deployer.run()
-            finally:
-                m.done = True
-                self.notify()
+            except Exception as err:  # a bug, not a host's failure: still a failure of the fleet
+                m.deployer.report.error = m.deployer.report.error or f"unexpected error: {err!r}"
+                self.failed(m.deployer, err)
+                raise
+
+        def finished(m: Member) -> None:
+            m.done = True
+            if m.task is not None and m.task.cancelled():  # cancelled before it started
+                m.deployer.report.error = m.deployer.report.error or "the run was cancelled (SIGINT/SIGTERM)"
+                self.fail("the run", "the run was cancelled (SIGINT/SIGTERM)")
+            self.notify()
 
         loop = asyncio.get_running_loop()
         for m in self.members:
             m.go, m.hold = loop.create_future(), loop.create_future()
         for m in self.members:
             m.task = asyncio.create_task(one(m))
+            m.task.add_done_callback(lambda _, m=m: finished(m))  # type: ignore[misc]
         self.driver = asyncio.create_task(self.drive())
-        tasks = [m.task for m in self.members if m.task is not None]
+        tasks: list[asyncio.Task[object]] = [m.task for m in self.members if m.task is not None]
         while True:
             try:
-                await asyncio.gather(*tasks)
+                await asyncio.wait(tasks)
                 break
             except asyncio.CancelledError:
                 current = asyncio.current_task()
                 if current is not None:
                     current.uncancel()
                 self.interrupt()
-        if not self.driver.done():
-            self.driver.cancel()
+        self.notify()
+        await asyncio.wait([self.driver])
+        for task in tasks:
+            if not task.cancelled() and (err := task.exception()) is not None:
+                self.out.error(f"unexpected error: {err!r}", "Deploy failed")
         return self.report()
 
     def interrupt(self, sig: signal.Signals | None = None) -> None:
         """SIGINT/SIGTERM: every host still deploying goes to its recovery; a host that switched waits
         for the fleet's decision (rollback-all switches it back). A signal during recovery is noted."""
         name = sig.name if sig is not None else "a cancel"
+        if not self.stopping:
+            self.fail("the run", "the run was cancelled (SIGINT/SIGTERM)")
         for m in self.members:
             if m.done:
                 continue

@@ -213,7 +213,7 @@ class FleetReport:
         return {
             "active-color": (active.pop() or "") if len(active) == 1 else "",
             "previous-color": (previous.pop() or "") if len(previous) == 1 else "",
-            "deployed-ref": reports[0].sha if self.ok else "",
+            "deployed-ref": reports[0].sha if self.ok and len({r.sha for r in reports}) == 1 else "",
             "switched": str(all(r.switched and not r.rolled_back for r in reports)).lower(),
             "rolled-back": str(any(r.rolled_back for r in reports)).lower(),
             "hosts-json": hosts_json,

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from .config import Color, other_color
 from .errors import DeployError
-from .journal import ADOPTED, SWITCHED, Entry, last_switch
+from .journal import ADOPTED, Entry, last_switch
 from .stacks import Container, Stacks
 
 FIX = "deploy the commit you want instead (command: deploy)"
@@ -30,6 +30,8 @@ def rerun_of_a_rollback(journal: list[Entry], run_url: str, live: Color | None) 
     switched = last_switch(journal)
     if not (run_url and switched and switched.get("command") == "rollback" and switched.get("run") == run_url):
         return None
+    if switched.get("result") not in ("success", "switched"):
+        return None  # a fleet switched it back: that rollback did not stand
     return switched if live is not None and switched.get("to") == live else None
 
 
@@ -64,7 +66,9 @@ async def plan(
     if not found:
         later = journal[journal.index(entry) + 1 :]
         removed = [
-            e for e in later if e.get("result") in SWITCHED and e.get("from") == target and e.get("keep") == "none"
+            e
+            for e in later
+            if e.get("result") in ("success", "switched") and e.get("from") == target and e.get("keep") == "none"
         ]
         why = (
             f"the deploy of {str(removed[-1].get('ref', ''))[:12]} removed them (keep-previous: none)"

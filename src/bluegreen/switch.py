@@ -82,6 +82,13 @@ class Switch:
         await self.host.run(commands.write_state(self.marker), input=json.dumps(record))
         self.previous = previous
 
+    async def begin_back(self, serving: str, run_url: str) -> None:
+        """Before a committed switch is undone (a fleet's rollback-all): the marker holds the upstream
+        now serving, so a run that dies halfway leaves nginx and the journal agreeing on `serving`."""
+        current = await self.proxy.read_target()
+        record = {"previous": current, "to": serving, "run": run_url, "back": True}
+        await self.host.run(commands.write_state(self.marker), input=json.dumps(record))
+
     async def reload(self, content: str) -> tuple[set[int], float]:
         """Write the target, nginx -t, reload, confirm; returns the old workers and the reload time."""
         await self.proxy.write_target(content)

@@ -274,3 +274,21 @@ def test_a_color_the_action_adopted_can_be_rolled_back_to_from_the_first_deploy(
     assert back.report.outputs()["active-color"] == "green" and back.report.outputs()["deployed-ref"] == V1
     assert "the commit the checkout had when the action adopted green; not verified" in back.report.headline()
     assert [c.running for c in app.docker.containers if c.id == "g1"] == [True] and app.repo.head == V1
+
+
+def test_a_rerun_after_a_kill_once_the_old_color_stopped_records_the_end_the_killed_run_did_not(app: App) -> None:
+    """Killed in "Stop green" after docker had already stopped it: blue serves v2, green is kept
+    stopped, the journal's last word is `switched`. The rerun has nothing to retire, and records
+    the deploy's success, once."""
+    assert app.run(ref=V2).report.ok, app.out.lines
+    path = f"{APP}/.bluegreen/journal.jsonl"
+    lines = app.host.files[path].splitlines()
+    assert json.loads(lines[-1])["result"] == "success"
+    app.host.files[path] = "\n".join(lines[:-1]) + "\n"  # as the killed run left it
+    rerun = app.run(ref=V2)
+    assert rerun.report.ok and rerun.report.already_live, app.out.lines
+    results = [json.loads(line)["result"] for line in app.host.files[path].splitlines()]
+    assert results[-2:] == ["switched", "success"]
+    again = app.run(ref=V2)
+    assert again.report.already_live
+    assert [json.loads(line)["result"] for line in app.host.files[path].splitlines()] == results

@@ -202,3 +202,23 @@ def test_one_host_is_todays_deploy(fleet: Fleet3) -> None:
     }
     assert "Wait for the fleet" not in report.summary_markdown()
     assert SEED  # the seed layout on every host
+
+
+def test_a_host_whose_host_url_fails_between_batches_switches_back_even_with_stop(fleet: Fleet3) -> None:
+    """web-1 passes its own check after its switch, then fails the check before web-2's batch: with
+    stop, the hosts that switched stay, but not one whose host-url fails: web-1 goes back."""
+    asked = []
+
+    def first_then_broken(argv: list[str], _: str | None) -> Result:
+        if HOST_URL in argv:
+            asked.append(argv)
+            return Result(0, "200" if len(asked) == 1 else "502", "")
+        return Result(0, "200", "")
+
+    fleet.apps["web-1"].host.on(["curl"], first_then_broken)
+    report = fleet.run(host_url=HOST_URL, on_host_failure="stop")
+    assert not report.ok
+    assert fleet.serves() == dict.fromkeys(HOSTS, "green")
+    assert [h for h, w in fleet.events if w == "reload"] == ["web-1", "web-1"]
+    assert report.failed_host == "web-1"
+    assert dict(report.hosts)["web-1"].rolled_back

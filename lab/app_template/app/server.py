@@ -6,7 +6,9 @@ On SIGTERM it stops accepting and finishes requests in flight, unless EXIT_ON_SI
 The bridge variant sets BIND (the listen address), DB_URL (the backend's /api/v1/ fetches it and
 answers 503 if the db is unreachable) and STATIC_DIR (the backend writes version.txt there at start,
 as collectstatic would). Once /tmp/migrated exists in the container (a pre-switch-command makes it),
-answers say "migrated": true."""
+answers say "migrated": true. A host can make its own copy fail (the separate-host lab does, through
+an untracked .env in app-dir): STATUS_OVERRIDE replaces STATUS, and PROXIED_STATUS is the answer to
+requests that came through nginx (Host: backend or frontend, as proxy_pass sends it)."""
 
 import json
 import os
@@ -23,7 +25,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROLE, PORT = sys.argv[1], int(sys.argv[2])
 COLOR = os.environ.get("COLOR", "?")
 VERSION = Path(HERE, "VERSION").read_text().strip()
-STATUS = int(Path(HERE, "STATUS").read_text().strip())
+STATUS = int(os.environ.get("STATUS_OVERRIDE") or Path(HERE, "STATUS").read_text().strip())
+PROXIED_STATUS = os.environ.get("PROXIED_STATUS", "")
 DB_URL = os.environ.get("DB_URL", "")
 
 
@@ -45,6 +48,8 @@ class Handler(BaseHTTPRequestHandler):
         if url.path == "/slow":
             time.sleep(float(parse_qs(url.query).get("s", ["3"])[0]))
         status, db = db_status() if url.path.startswith("/api/") else (STATUS, {})
+        if PROXIED_STATUS and self.headers.get("Host") in ("backend", "frontend"):
+            status = int(PROXIED_STATUS)
         migrated = {"migrated": True} if os.path.exists("/tmp/migrated") else {}
         body = json.dumps({"role": ROLE, "color": COLOR, "version": VERSION, **db, **migrated}).encode()
         self.send_response(status)
