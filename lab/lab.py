@@ -8,6 +8,7 @@ lab/images/build.sh. All traffic stays on 127.0.0.1.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pwd
 import re
@@ -853,6 +854,18 @@ def run_action(
     timeout: float = 600,
 ) -> ActionRun:
     return RunningAction(inputs, extra_env, image).wait(timeout)
+
+
+def with_hosts_json(ssh: SshHost, outputs: dict[str, str]) -> dict[str, str]:
+    """A one-host run's outputs, with the hosts-json they imply: one row, this lab host's."""
+    row = {
+        "host": f"127.0.0.1:{ssh.port}",
+        "active-color": outputs["active-color"],
+        "deployed-ref": outputs["deployed-ref"],
+        "switched": outputs["switched"] == "true",
+        "rolled-back": outputs["rolled-back"] == "true",
+    }
+    return {**outputs, "hosts-json": json.dumps([row])}
 
 
 def lab_inputs(ssh: SshHost, app: LabApp, sha: str, /, **overrides: str) -> dict[str, str]:

@@ -81,13 +81,16 @@ def test_green_v1_live_deploys_v2_to_blue_then_back_to_green(
     }
     assert {c.name: started_at(c) for c in app.containers("base")} == base_before
     assert (app.app_dir / ".active_env").read_text().strip() == "blue"
-    assert run.outputs == {
-        "active-color": "blue",
-        "previous-color": "green",
-        "deployed-ref": sha,
-        "switched": "true",
-        "rolled-back": "false",
-    }
+    assert run.outputs == lab.with_hosts_json(
+        ssh_host,
+        {
+            "active-color": "blue",
+            "previous-color": "green",
+            "deployed-ref": sha,
+            "switched": "true",
+            "rolled-back": "false",
+        },
+    )
     assert "green → blue" in run.summary and sha[:12] in run.summary
     assert load.failures == [] and len(load.statuses) > 10
 
@@ -129,13 +132,16 @@ def test_unhealthy_version_fails_and_green_keeps_serving(
     assert served(app)["color"] == "green"
     assert app.containers("blue") == []
     assert (app.app_dir / ".active_env").read_text().strip() == "green"
-    assert run.outputs == {
-        "active-color": "green",
-        "previous-color": "green",
-        "deployed-ref": "",
-        "switched": "false",
-        "rolled-back": "false",
-    }
+    assert run.outputs == lab.with_hosts_json(
+        ssh_host,
+        {
+            "active-color": "green",
+            "previous-color": "green",
+            "deployed-ref": "",
+            "switched": "false",
+            "rolled-back": "false",
+        },
+    )
     assert "failed at Health-check blue" in run.summary
     assert "blue containers removed; green keeps serving" in run.summary
 
@@ -172,13 +178,16 @@ def test_first_deploy_on_an_empty_host(action_image: str, ssh_host: lab.SshHost,
         "nginx",
     }
     assert (app.app_dir / ".active_env").read_text().strip() == "blue"
-    assert run.outputs == {
-        "active-color": "blue",
-        "previous-color": "",
-        "deployed-ref": run.outputs["deployed-ref"],
-        "switched": "true",
-        "rolled-back": "false",
-    }
+    assert run.outputs == lab.with_hosts_json(
+        ssh_host,
+        {
+            "active-color": "blue",
+            "previous-color": "",
+            "deployed-ref": run.outputs["deployed-ref"],
+            "switched": "true",
+            "rolled-back": "false",
+        },
+    )
 
     with Load(app.public_url("/api/v1/")) as load:
         run = lab.run_action(lab.lab_inputs(ssh_host, app, app.version("v2")))

@@ -75,13 +75,16 @@ def test_deploy_then_rollback_and_forward_again(
     assert run.status == 0, run.log
     assert served(app) == {"role": "backend", "color": "blue", "version": "v2"}
     assert {c.id for c in app.containers("blue")} == blue_ids  # the kept containers, not a rebuild
-    assert run.outputs == {
-        "active-color": "blue",
-        "previous-color": "green",
-        "deployed-ref": sha2,
-        "switched": "true",
-        "rolled-back": "false",
-    }
+    assert run.outputs == lab.with_hosts_json(
+        ssh_host,
+        {
+            "active-color": "blue",
+            "previous-color": "green",
+            "deployed-ref": sha2,
+            "switched": "true",
+            "rolled-back": "false",
+        },
+    )
     assert f"Rolled back to `{sha2[:12]}`: green → blue" in run.summary
     assert ("started 2 kept containers" if keep == "stopped" else "already running") in run.summary
     assert "Build" not in run.summary
