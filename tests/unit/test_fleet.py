@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 from collections.abc import Iterator, Sequence
 
 import pytest
@@ -222,3 +224,25 @@ def test_a_host_whose_host_url_fails_between_batches_switches_back_even_with_sto
     assert [h for h, w in fleet.events if w == "reload"] == ["web-1", "web-1"]
     assert report.failed_host == "web-1"
     assert dict(report.hosts)["web-1"].rolled_back
+
+
+def test_a_cancel_while_one_host_waits_at_the_gate_switches_nothing_and_names_the_cancel(fleet: Fleet3) -> None:
+    """SIGINT while web-1 and web-2 wait for web-3's slow health check: every host recovers, none
+    switched, and the fleet's failure is the cancel, not a host."""
+    fleet.apps["web-3"].host.on(["curl"], lambda argv, _: Result(0, "503", ""))
+    values = {"project-name": "app", "nginx-container": "web", "health-interval": "1", "host": ",".join(HOSTS)}
+    made = Fleet(load({**values, "ref": V2, "health_timeout": "600"}), fleet.out, RunInfo("org/app", "9", "1", ""))
+
+    async def go() -> FleetReport:
+        task = asyncio.create_task(deploy_with_signals(made))
+        while not all(m.waiting for m in made.members[:2]):
+            await asyncio.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGINT)
+        return await task
+
+    report = asyncio.run(go())
+    assert not report.ok and report.failed_host == "the run"
+    assert "reload" not in [w for _, w in fleet.events]
+    assert fleet.serves() == dict.fromkeys(HOSTS, "green")
+    assert not any(blue_runs(app) for app in fleet.apps.values())
+    assert all("cancelled" in r.error for _, r in report.hosts), [r.error for _, r in report.hosts]
