@@ -13,7 +13,7 @@ from lab import hosts, lab
 from .conftest import Load
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def lab_hosts(action_image: str) -> Iterator[tuple[list[hosts.Host], str, str]]:
     """Three hosts (web-1..3) and a bastion; the deploy key, and the bastion's own key."""
     root = lab.LAB_ROOT / "hosts"
