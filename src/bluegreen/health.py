@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 from urllib.parse import urlsplit
@@ -104,6 +104,32 @@ async def _probe_on_host(host: Tunnel, url: str, seconds: float) -> tuple[bool, 
     return code.startswith("2"), f"HTTP {code}"
 
 
+Check = Callable[[str, float], Awaitable[tuple[bool, str]]]
+
+
+async def _prober(
+    stack: contextlib.AsyncExitStack, host: Tunnel | None, urls: Sequence[str], forwarding: bool
+) -> Check:
+    """One check for `urls` as seen from `host`: through an SSH port forward per host:port when
+    `forwarding`, with curl on the host when not; from here when there is no host. The forwards
+    live as long as `stack`."""
+    http = await stack.enter_async_context(client())
+    ports: dict[tuple[str, int], int] = {}
+    if host is not None and forwarding:
+        for target in {_target(u) for u in urls}:
+            ports[target] = await stack.enter_async_context(host.forward(*target))
+
+    async def check(url: str, seconds: float) -> tuple[bool, str]:
+        if host is None:
+            return await probe(http, url, seconds)
+        if not forwarding:
+            return await _probe_on_host(host, url, seconds)
+        parts = urlsplit(url)
+        return await probe(http, f"{parts.scheme}://127.0.0.1:{ports[_target(url)]}{_path(url)}", seconds, parts.netloc)
+
+    return check
+
+
 def probe_pause(attempt: int, interval: float) -> float:
     """Seconds before the next round of probes: 0.25, 0.5, 1 ... up to `interval`. A stack that
     has just started usually answers within a second, so the first rounds come quickly."""
@@ -124,21 +150,12 @@ async def wait_healthy(host: Tunnel, urls: Sequence[str], timeout: float, interv
             "the host refuses TCP forwarding (AllowTcpForwarding), so health was probed from the host with curl"
         )
     async with contextlib.AsyncExitStack() as stack:
-        http = await stack.enter_async_context(client())
-        ports = {}
-        if forwarding:
-            for target in {_target(u) for u in urls}:
-                ports[target] = await stack.enter_async_context(host.forward(*target))
+        check = await _prober(stack, host, urls, forwarding)
 
         async def once(item: UrlHealth) -> None:
             seconds = min(PROBE_SECONDS, deadline - time.monotonic())
             item.attempts += 1
-            if forwarding:
-                parts = urlsplit(item.url)
-                local = f"{parts.scheme}://127.0.0.1:{ports[_target(item.url)]}{_path(item.url)}"
-                ok, item.last = await probe(http, local, seconds, parts.netloc)
-            else:
-                ok, item.last = await _probe_on_host(host, item.url, seconds)
+            ok, item.last = await check(item.url, seconds)
             if ok:
                 item.healthy = True
                 item.seconds = time.monotonic() - start
@@ -160,23 +177,12 @@ async def watch_public_url(url: str, host: Tunnel | None = None) -> str:
     `host`, the URL is as seen from that host (host-url): through an SSH port forward, or with curl
     there if the host refuses forwarding, so no other host's answer can pass it."""
     failing_since: float | None = None
+    forwarding = host is not None and await host.can_forward(*_target(url))
     async with contextlib.AsyncExitStack() as stack:
-        http = await stack.enter_async_context(client())
-        local, header, on_host = url, None, False
-        if host is not None:
-            if await host.can_forward(*_target(url)):
-                port = await stack.enter_async_context(host.forward(*_target(url)))
-                parts = urlsplit(url)
-                local, header = f"{parts.scheme}://127.0.0.1:{port}{_path(url)}", parts.netloc
-            else:
-                on_host = True
+        check = await _prober(stack, host, [url], forwarding)
         while True:
             began = time.monotonic()
-            if on_host:
-                assert host is not None
-                ok, last = await _probe_on_host(host, url, PROBE_SECONDS)
-            else:
-                ok, last = await probe(http, local, PROBE_SECONDS, header)
+            ok, last = await check(url, PROBE_SECONDS)
             if ok:
                 return ""
             failing_since = failing_since or began

@@ -63,14 +63,19 @@ class Report:
     def active_color(self) -> Color | None:
         if self.already_live:
             return self.live
-        return self.target if self.switched and not self.rolled_back else self.live
+        return self.target if self.serves_new else self.live
+
+    @property
+    def serves_new(self) -> bool:
+        """The switch this run made stands: nginx serves the new color."""
+        return self.switched and not self.rolled_back
 
     def outputs(self) -> dict[str, str]:
         return {
             "active-color": self.active_color or "",
             "previous-color": self.live or "",
             "deployed-ref": self.sha if self.ok else "",
-            "switched": str(self.switched and not self.rolled_back).lower(),
+            "switched": str(self.serves_new).lower(),
             "rolled-back": str(self.rolled_back).lower(),
         }
 
@@ -190,16 +195,20 @@ class FleetReport:
         return not self.error and all(report.ok for _, report in self.hosts)
 
     def host_rows(self) -> list[dict[str, object]]:
-        return [
-            {
-                "host": host,
-                "active-color": report.active_color or "",
-                "deployed-ref": report.sha if report.ok else "",
-                "switched": report.switched and not report.rolled_back,
-                "rolled-back": report.rolled_back,
-            }
-            for host, report in self.hosts
-        ]
+        """hosts-json: each host's outputs, its booleans as JSON ones."""
+        rows: list[dict[str, object]] = []
+        for host, report in self.hosts:
+            one = report.outputs()
+            rows.append(
+                {
+                    "host": host,
+                    "active-color": one["active-color"],
+                    "deployed-ref": one["deployed-ref"],
+                    "switched": report.serves_new,
+                    "rolled-back": report.rolled_back,
+                }
+            )
+        return rows
 
     def outputs(self) -> dict[str, str]:
         """active-color, deployed-ref and switched describe the fleet: a color every host serves (else
@@ -214,7 +223,7 @@ class FleetReport:
             "active-color": (active.pop() or "") if len(active) == 1 else "",
             "previous-color": (previous.pop() or "") if len(previous) == 1 else "",
             "deployed-ref": reports[0].sha if self.ok and len({r.sha for r in reports}) == 1 else "",
-            "switched": str(all(r.switched and not r.rolled_back for r in reports)).lower(),
+            "switched": str(all(r.serves_new for r in reports)).lower(),
             "rolled-back": str(any(r.rolled_back for r in reports)).lower(),
             "hosts-json": hosts_json,
         }
@@ -232,7 +241,7 @@ class FleetReport:
             done = "Rolled back" if first.command == "rollback" else "Deployed"
             return f"### ✅ {done} `{short}` on {count}: {', '.join(sorted(arrows))}"
         serving = {r.active_color for r in reports}
-        if len(serving) == 1 and not any(r.switched and not r.rolled_back for r in reports):
+        if len(serving) == 1 and not any(r.serves_new for r in reports):
             after = f"every host serves what it served before ({serving.pop() or 'nothing'})"
         else:
             after = "the fleet is split: " + ", ".join(
