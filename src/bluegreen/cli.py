@@ -18,8 +18,8 @@ from pathlib import Path
 from . import commands
 from .config import INPUTS, Config, ConfigError, load_config, secret_values
 from .fleet import Fleet, deploy_with_signals, label
-from .journal import Journal
-from .lock import RunInfo
+from .journal import STATE_DIR, Journal
+from .lock import RunInfo, lock_status
 from .nginx import Nginx, NginxError, live_color
 from .remote import Remote, RemoteError
 from .report import ConsoleReporter
@@ -82,12 +82,13 @@ async def host_status(config: Config) -> dict[str, object]:
         stacks = Stacks(remote, config, lambda _: None)
         names = {stack: config.stack_file(stack) for stack in STACKS}
         paths = (config.upstream_path("blue"), config.upstream_path("green"), config.app_path(".active_env"))
-        dump, (blue, green, active_env), texts, containers, recent = await asyncio.gather(
+        dump, (blue, green, active_env), texts, containers, recent, lock = await asyncio.gather(
             proxy.dump(),
             asyncio.gather(*(remote.run(commands.read_file(path), check=False) for path in paths)),
             Checkout(remote, config).read_disk(list(names.values())),
             stacks.containers(),
             Journal(remote, config.app_dir).tail(5),
+            lock_status(remote, config.app_path(STATE_DIR)),
         )
     finally:
         await remote.close()
@@ -102,6 +103,7 @@ async def host_status(config: Config) -> dict[str, object]:
             for stack in STACKS
             if names[stack]
         },
+        "lock": lock,
         "recent-deploys": list(reversed(recent)),
     }
 

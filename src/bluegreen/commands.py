@@ -6,6 +6,7 @@ remote shell unquoted, and wraps it in `timeout` so the host itself enforces the
 
 from __future__ import annotations
 
+import posixpath
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,25 +28,66 @@ NGINX_PROCESSES_SCRIPT = (
 
 # Runs "$@" but kills it when the SSH session goes away: the session's stdin (kept on fd 3, since a
 # background job's stdin is /dev/null) reaches EOF only when the channel closes. Without this, a
-# command whose runner was killed would go on running on the host. With a pid as "$1" (the deploy
-# lock's holder), it is also killed once that process is gone: the holder lets go when the run's
-# beats stop, and then nothing the run started may go on beside the next deploy, even while sshd
-# still keeps the dead run's session. The watchers hold no output pipe, so they never keep the
-# channel open. A constant: the pid (or "") and the command come as "$@".
+# command whose runner was killed would go on running on the host. The watcher holds no output
+# pipe, so it never keeps the channel open. A constant: the command comes as "$@".
 TIED_TO_SESSION_SCRIPT = (
-    'h=$1; shift; exec 3<&0; "$@" & c=$!; (cat <&3; kill -TERM "$c") >/dev/null 2>&1 & w=$!; l=; '
-    'if [ -n "$h" ]; then (while kill -0 "$h"; do sleep 2; done; kill -TERM "$c") >/dev/null 2>&1 & l=$!; fi; '
-    'wait "$c"; s=$?; kill "$w" $l 2>/dev/null; exit "$s"'
+    'exec 3<&0; "$@" & c=$!; (cat <&3; kill -TERM "$c") >/dev/null 2>&1 & w=$!; '
+    'wait "$c"; s=$?; kill "$w" 2>/dev/null; exit "$s"'
+)
+
+# The start time of process "$1" (field 22 of /proc/PID/stat, after the command name in parentheses,
+# which may hold spaces), in clock ticks since boot: with the pid, it names one process for good (a
+# pid can be reused, a pid and its start time cannot). Empty if there is no such process.
+START_TIME_FUNCTION = (
+    'st() { s=$(cat "/proc/$1/stat" 2>/dev/null) || return 0; s=${s##*) }; set -- $s; echo "${20}"; }; '
+)
+
+# The deploy lock's holder (see HOLD_LOCK_SCRIPT) and the commands of the run that holds it.
+#
+# A command of the run is `flock -o -s <busy> sh -c GUARD_SCRIPT sh <holder file> <token> CMD...`:
+# with a shared flock on the busy file held for as long as CMD runs, it checks, in the same shell and
+# before CMD does anything, that the holder file still names this run's holder (its pid and start
+# time: the token) and that this very process still lives. Otherwise it exits LOCK_LOST_STATUS with
+# LOCK_LOST_MARK, and CMD never starts. A constant: the file, the token and CMD come as "$@".
+LOCK_LOST_STATUS = 97
+LOCK_LOST_MARK = "bluegreen: this run no longer holds the deploy lock"
+GUARD_SCRIPT = (
+    START_TIME_FUNCTION
+    + "f=$1; t=$2; shift 2; p=${t%% *}; "
+    + 'if [ "$(cat -- "$f" 2>/dev/null)" != "$t" ] || [ "$p $(st "$p")" != "$t" ]; then '
+    + f'echo "{LOCK_LOST_MARK}" >&2; exit {LOCK_LOST_STATUS}; fi; exec "$@"'
 )
 
 
-def shell_line(argv: Sequence[str], timeout: int | None = None, tied: bool = False, holder: int | None = None) -> str:
-    """The quoted command line for an SSH exec request: with a host-side timeout, and, if `tied`
-    (only for commands that take no stdin), killed when the session ends or `holder` is gone."""
+@dataclass(frozen=True)
+class Holder:
+    """The deploy lock's holder on the host, as HOLD_LOCK_SCRIPT names it: the run's commands are
+    guarded by it (GUARD_SCRIPT)."""
+
+    state_dir: str
+    token: str  # "<pid> <start time>"
+
+    @property
+    def file(self) -> str:
+        return posixpath.join(self.state_dir, "holder")
+
+    @property
+    def busy(self) -> str:
+        return posixpath.join(self.state_dir, "busy")
+
+
+def shell_line(
+    argv: Sequence[str], timeout: int | None = None, tied: bool = False, holder: Holder | None = None
+) -> str:
+    """The quoted command line for an SSH exec request: with a host-side timeout; if `tied` (only
+    for commands that take no stdin), killed when the session ends; with `holder`, run only while
+    that holder holds the deploy lock, which waits for it before it lets go (GUARD_SCRIPT)."""
     if timeout is not None:
         argv = ["timeout", "--kill-after=5", str(timeout), *argv]
     if tied:
-        argv = ["sh", "-c", TIED_TO_SESSION_SCRIPT, "sh", str(holder or ""), *argv]
+        argv = ["sh", "-c", TIED_TO_SESSION_SCRIPT, "sh", *argv]
+    if holder is not None:
+        argv = ["flock", "-o", "-s", holder.busy, "sh", "-c", GUARD_SCRIPT, "sh", holder.file, holder.token, *argv]
     return shlex.join(argv)
 
 
@@ -375,28 +417,51 @@ def make_dirs(path: str) -> Argv:
     return ["mkdir", "-p", "--", path]
 
 
-# Holds an flock while the action's beats keep coming: a line on stdin at least every "$1" seconds
-# (config.LOCK_SILENCE_SECONDS). It lets go (exits, and the kernel drops the lock) at EOF, when the action
-# releases it or its SSH session ends, and when the beats stop: a runner that vanished without
-# closing its connection. No clock ends it while the action lives. A constant: "$1" is the silence.
-HOLD_LOCK_SCRIPT = 'echo "locked $$"; while timeout "$1" sh -c "read -r _"; do :; done'
+# Holds the deploy lock (an flock on "$1/lock", taken by hold_lock) while the action's beats keep
+# coming: a line on stdin at least every "$2" seconds (config.LOCK_SILENCE_SECONDS). It names itself
+# in "$1/holder" ("<pid> <start time>", the token the run's commands check, GUARD_SCRIPT) and prints
+# `locked <token>`. It lets go at EOF (the action released it, or its SSH session ended) and when the
+# beats stop (a runner that vanished or was paused): first it removes its name, so no further command
+# of the run starts, then it waits until every command of the run that did start has ended (their
+# shared flocks on "$1/busy"), and only then exits, and the kernel drops the lock. So no command of a
+# run ever runs beside the next holder's. No clock ends it while the action lives. A constant.
+HOLD_LOCK_SCRIPT = (
+    START_TIME_FUNCTION
+    + 'd=$1; me="$$ $(st $$)"; printf "%s\\n" "$me" > "$d/holder.$$" && mv -fT -- "$d/holder.$$" "$d/holder" '
+    + '|| exit 1; echo "locked $me"; while timeout "$2" sh -c "read -r _"; do :; done; '
+    + '[ "$(cat -- "$d/holder" 2>/dev/null)" = "$me" ] && rm -f -- "$d/holder"; exec flock "$d/busy" true'
+)
 
 
-def hold_lock(lock_file: str, silence: int) -> Argv:
-    """Take an exclusive flock on the host and hold it while the action lives (HOLD_LOCK_SCRIPT).
-    Prints `locked <pid of the holder>` once held; exits 1 at once if another deploy holds it."""
+def hold_lock(state_dir: str, silence: int) -> Argv:
+    """Take an exclusive flock on <state_dir>/lock and hold it while the action lives (HOLD_LOCK_SCRIPT).
+    Prints `locked <pid> <start time>` once held; exits 1 at once if another deploy holds it."""
     return [
         "flock",
         "--nonblock",
         "--conflict-exit-code",
         "1",
-        lock_file,
+        posixpath.join(state_dir, "lock"),
         "sh",
         "-c",
         HOLD_LOCK_SCRIPT,
         "sh",
+        state_dir,
         str(silence),
     ]
+
+
+# Whether the deploy lock is held, from its holder's name (HOLD_LOCK_SCRIPT): "held <pid> <start
+# time>" if that process still lives, else "free". Reads only (no lock is taken, no file made).
+LOCK_STATE_SCRIPT = (
+    START_TIME_FUNCTION
+    + 't=$(cat -- "$1/holder" 2>/dev/null); p=${t%% *}; '
+    + 'if [ -n "$p" ] && [ "$p $(st "$p")" = "$t" ]; then echo "held $t"; else echo free; fi'
+)
+
+
+def lock_state(state_dir: str) -> Argv:
+    return ["sh", "-c", LOCK_STATE_SCRIPT, "sh", state_dir]
 
 
 # Every container compose made, with what tells whose it is (stacks.Layout): its project and service

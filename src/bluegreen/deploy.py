@@ -32,7 +32,7 @@ from .config import (
     Config,
     other_color,
 )
-from .errors import DeployError
+from .errors import DeployError, LockLost
 from .health import wait_healthy, watch_public_url
 from .journal import STATE_DIR, SWITCHED, SWITCHED_BACK, Entry, Journal, collapse, last_switch, now
 from .lock import DeployLock, RunInfo
@@ -86,6 +86,8 @@ class Deployer:
         self.started_ids: list[str] = []  # a rollback: kept containers it started, stopped again on failure
         self.checkout_back = ""  # a rollback: the commit to check out again if it fails before the switch
         self.report.command = config.command
+        self.task: asyncio.Task[object] | None = None  # the run's own task: a lost lock stops it at once
+        self.lost_reason = ""  # why the lock's watcher stopped the steps: the run no longer holds the lock
 
     def attach(self, remote: Remote) -> None:
         """Make the step modules, on this connection."""
@@ -93,7 +95,7 @@ class Deployer:
         self.remote = remote
         self.proxy = Nginx(remote, cfg.nginx_container, cfg.upstream_target_path, cfg.nginx_sudo)
         self.switch = Switch(remote, self.proxy, cfg.app_dir, cfg.upstream_target)
-        self.lock = DeployLock(remote, cfg.app_path(STATE_DIR), self.run_info, self.out.info)
+        self.lock = DeployLock(remote, cfg.app_path(STATE_DIR), self.run_info, self.out.info, self.lost_lock)
         self.journal = Journal(remote, cfg.app_dir)
         self.stacks = Stacks(remote, cfg, self.out.info)
         self.git = Checkout(remote, cfg)
@@ -129,23 +131,29 @@ class Deployer:
     # -- the deploy -------------------------------------------------------------------------------
 
     async def run(self) -> Report:
+        self.task = asyncio.current_task()
         try:
             try:
                 await self.steps()
             finally:
                 self.stopping = True  # from here, recovery and the report run to the end, whatever signal comes
+        except LockLost as err:
+            self.lock_gone(err)
         except asyncio.CancelledError as err:
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()
-            self.cancelled = True
-            if self.fleet is not None:
-                self.fleet.failed(self, err)
-            self.fail(
-                "the run was cancelled (SIGINT/SIGTERM)",
-                "rerun the job: a rerun deploys the same commit and resumes from any state",
-            )
-            await self.recover()
+            if self.lost_reason:  # the lock's watcher stopped the steps
+                self.lock_gone(LockLost(self.cfg.app_dir, self.lost_reason))
+            else:
+                self.cancelled = True
+                if self.fleet is not None:
+                    self.fleet.failed(self, err)
+                self.fail(
+                    "the run was cancelled (SIGINT/SIGTERM)",
+                    "rerun the job: a rerun deploys the same commit and resumes from any state",
+                )
+                await self.recover()
         except (DeployError, RemoteError, NginxError, CommandFailed) as err:
             if isinstance(err, DeployError) and err.output:
                 self.out.host_output(f"output of {err.what}", err.output)
@@ -156,6 +164,24 @@ class Deployer:
         finally:
             await self.close()
         return self.report
+
+    def lost_lock(self, reason: str) -> None:
+        """The lock's watcher: the lock is gone, or may be. The steps stop at once (nothing more is
+        sent to the host: remote.Remote.check_lock); recovery, which would change the host, never runs."""
+        self.lost_reason = self.lost_reason or reason
+        if not self.stopping and self.task is not None and not self.task.done():
+            self.task.cancel()
+
+    def lock_gone(self, err: LockLost) -> None:
+        """A lost lock ends the run where it is: another deploy may own the host, so this run neither
+        recovers nor records; it says what it left."""
+        if self.fleet is not None:
+            self.fleet.failed(self, err)
+        self.fail(str(err), err.fix)
+        self.report.restored.append(
+            "nothing: this run no longer holds the deploy lock, so it left the host as it was"
+            + (f" (it had reached '{self.report.failed_step}')" if self.report.failed_step else "")
+        )
 
     async def steps(self) -> None:
         cfg = self.cfg
@@ -626,7 +652,7 @@ class Deployer:
         self.remote = await Remote.connect(self.cfg)
         for part in self.parts():
             part.host = self.remote
-        await self.lock.take(RECONNECT_LOCK_SECONDS, now)
+        await self.lock.take(RECONNECT_LOCK_SECONDS, now, again=True)
 
     async def close(self) -> None:
         if self.remote is not None:

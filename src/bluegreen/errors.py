@@ -9,3 +9,15 @@ class DeployError(RuntimeError):
         self.output = output  # what the failing host command printed, shown between stop-commands markers
         self.what = what
         super().__init__(message)
+
+
+class LockLost(DeployError):
+    """This run no longer holds the deploy lock (or may not): it changes nothing more on the host."""
+
+    def __init__(self, app_dir: str, reason: str) -> None:
+        super().__init__(
+            f"lost the deploy lock on {app_dir}: {reason}; another deploy may own the host; nothing more was changed",
+            "rerun the job: a rerun deploys the same commit and resumes from any state; keep the runner from "
+            "pausing mid-deploy (a suspended VM or laptop), and check the network between runner and host",
+        )
+        self.reason = reason

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+import posixpath
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NoReturn, Protocol
 
 import asyncssh
 from asyncssh.public_key import get_default_public_key_algs
 
-from .commands import shell_line
+from .commands import LOCK_LOST_MARK, LOCK_LOST_STATUS, Holder, shell_line
 from .config import CANCEL_GRACE_SECONDS, CLIENT_SLACK_SECONDS, COMMAND_SECONDS, Config
-from .errors import DeployError
+from .errors import DeployError, LockLost
 
 
 class RemoteError(RuntimeError):
@@ -59,6 +60,10 @@ class Held:
         if not self.process.stdin.is_closing():
             self.process.stdin.write("\n")
 
+    def exited(self) -> bool:
+        """The command ended on the host and said so (not merely a connection that dropped)."""
+        return self.process.exit_status is not None
+
     def release(self) -> None:
         self.process.stdin.write_eof()
         self.process.close()
@@ -68,6 +73,8 @@ class Holding(Protocol):
     async def first_line(self) -> str: ...
 
     def beat(self) -> None: ...
+
+    def exited(self) -> bool: ...
 
     def release(self) -> None: ...
 
@@ -81,7 +88,7 @@ class Host(Protocol):
 
     async def start(self, argv: Sequence[str]) -> Holding: ...
 
-    def tie_to(self, holder: int | None) -> None: ...
+    def tie_to(self, holder: Holder | None, lapse: Callable[[], str] | None = None) -> None: ...
 
 
 async def checked(host: Host, argv: Sequence[str], what: str, fix: str, timeout: int = COMMAND_SECONDS) -> str:
@@ -276,7 +283,9 @@ class Remote:
         self.conn = conn
         self.host = host
         self.bastion = bastion  # proxy-jump's connection, which carries `conn`
-        self.holder: int | None = None  # the deploy lock's holder on the host: commands end with it
+        self.holder: Holder | None = None  # the deploy lock's holder on the host: every command checks it
+        self.lapse: Callable[[], str] | None = None  # why the lock may have lapsed ("" while it holds)
+        self.lost_lock = ""  # why this run no longer holds the lock: it sends no command from then on
 
     @classmethod
     async def connect(cls, config: Config) -> Remote:
@@ -299,10 +308,13 @@ class Remote:
         timeout: int = COMMAND_SECONDS,
         check: bool = True,
     ) -> Result:
-        """Run argv on the host (host-side `timeout`; without input, tied to this session and to the
-        deploy lock's holder). Output is taken as bytes and decoded leniently: one byte that is not
-        UTF-8 never costs the connection. A cancelled call closes its channel, so the command is
-        stopped on the host (its watcher sees the end of its input) before the caller goes on."""
+        """Run argv on the host (host-side `timeout`; without input, tied to this session; once the
+        deploy lock is held, only while this run's holder holds it: see commands.GUARD_SCRIPT).
+        Output is taken as bytes and decoded leniently: one byte that is not UTF-8 never costs the
+        connection. A cancelled call closes its channel, so the command is stopped on the host (its
+        watcher sees the end of its input) before the caller goes on. Once the lock is lost (or may
+        have lapsed), nothing is sent: LockLost."""
+        self.check_lock()
         line = shell_line(argv, timeout, tied=input is None, holder=self.holder)
         try:
             process = await self.conn.create_process(line, encoding=None)
@@ -327,6 +339,8 @@ class Remote:
         out, err_out = process.collect_output()
         status = process.exit_status if process.exit_status is not None else 255
         result = Result(status, _text(out), _text(err_out), out if isinstance(out, bytes) else b"")
+        if self.holder is not None and status == LOCK_LOST_STATUS and LOCK_LOST_MARK in result.stderr:
+            self.lose("the host refused this run's command: its holder of the lock is gone")
         if check and not result.ok:
             raise CommandFailed(argv, result.status, result.stdout, result.stderr)
         return result
@@ -336,9 +350,20 @@ class Remote:
             f"lost the connection to {self.host} ({err})", "check the host's network and sshd; then rerun the job"
         )
 
-    def tie_to(self, holder: int | None) -> None:
-        """From now on, commands stop when the lock's holder (this pid on the host) is gone."""
-        self.holder = holder
+    def tie_to(self, holder: Holder | None, lapse: Callable[[], str] | None = None) -> None:
+        """From now on, every command runs only while `holder` holds the deploy lock, and none is sent
+        once `lapse` names a reason the lock may have gone."""
+        self.holder, self.lapse = holder, lapse
+
+    def check_lock(self) -> None:
+        if not self.lost_lock and self.lapse is not None and (reason := self.lapse()):
+            self.lost_lock = reason
+        if self.lost_lock:
+            self.lose(self.lost_lock)
+
+    def lose(self, reason: str) -> NoReturn:
+        self.lost_lock = reason
+        raise LockLost(posixpath.dirname(self.holder.state_dir) if self.holder else self.host, reason)
 
     async def start(self, argv: Sequence[str]) -> Held:
         """Start a command that runs until released or until the session ends; no clock stops it."""

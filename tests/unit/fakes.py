@@ -21,12 +21,16 @@ class FakeHeld:
     released: bool = False
 
     beats: int = 0
+    ended: bool = False  # the holder let go on the host (its beats stopped reaching it)
 
     async def first_line(self) -> str:
         return self.line
 
     def beat(self) -> None:
         self.beats += 1
+
+    def exited(self) -> bool:
+        return self.ended
 
     def release(self) -> None:
         self.released = True
@@ -41,10 +45,11 @@ class FakeHost:
     lock_lines: list[str] = field(default_factory=list)  # what each `start` of the lock prints first
     delays: list[tuple[list[str], float]] = field(default_factory=list)  # commands that take this long
 
-    holder: int | None = None
+    holder: commands.Holder | None = None
+    lapse: Callable[[], str] | None = None
 
-    def tie_to(self, holder: int | None) -> None:
-        self.holder = holder
+    def tie_to(self, holder: commands.Holder | None, lapse: Callable[[], str] | None = None) -> None:
+        self.holder, self.lapse = holder, lapse
 
     def slow(self, prefix: list[str], seconds: float) -> None:
         self.delays.append((prefix, seconds))
@@ -70,7 +75,7 @@ class FakeHost:
 
     async def start(self, argv: Sequence[str]) -> FakeHeld:
         self.calls.append(list(argv))
-        held = FakeHeld(self.lock_lines.pop(0) if self.lock_lines else "locked")
+        held = FakeHeld(self.lock_lines.pop(0) if self.lock_lines else "locked 4242 1000")
         self.held.append(held)
         return held
 

@@ -27,9 +27,16 @@ def test_shell_line_adds_a_host_side_timeout() -> None:
 def test_tied_commands_keep_their_argv_intact() -> None:
     line = shlex.split(commands.shell_line(["echo", "$(id)", "a b"], 5, tied=True))
     assert line[:3] == ["sh", "-c", commands.TIED_TO_SESSION_SCRIPT]
-    assert line[3:] == ["sh", "", "timeout", "--kill-after=5", "5", "echo", "$(id)", "a b"]
-    held = shlex.split(commands.shell_line(["sleep", "9"], 5, tied=True, holder=4242))
-    assert held[3:6] == ["sh", "4242", "timeout"]
+    assert line[3:] == ["sh", "timeout", "--kill-after=5", "5", "echo", "$(id)", "a b"]
+
+
+def test_once_the_lock_is_held_every_command_is_guarded_by_its_holder_stdin_fed_ones_too() -> None:
+    holder = commands.Holder("/srv/app/.bluegreen", "4242 1000")
+    for tied in (True, False):
+        line = shlex.split(commands.shell_line(["tee", "x; rm -rf /"], 5, tied=tied, holder=holder))
+        assert line[:8] == ["flock", "-o", "-s", "/srv/app/.bluegreen/busy", "sh", "-c", commands.GUARD_SCRIPT, "sh"]
+        assert line[8:10] == ["/srv/app/.bluegreen/holder", "4242 1000"]
+        assert line[-2:] == ["tee", "x; rm -rf /"]
 
 
 def test_compose_v1_and_v2_argv() -> None:
@@ -105,9 +112,9 @@ def test_a_fetch_prunes_branches_origin_deleted_and_moves_tags_origin_moved() ->
 
 
 def test_the_lock_is_held_by_flock_with_a_constant_script_and_no_clock() -> None:
-    argv = commands.hold_lock("/srv/app/.bluegreen/lock", 60)
+    argv = commands.hold_lock("/srv/app/.bluegreen", 60)
     assert argv[:5] == ["flock", "--nonblock", "--conflict-exit-code", "1", "/srv/app/.bluegreen/lock"]
-    assert argv[5:] == ["sh", "-c", commands.HOLD_LOCK_SCRIPT, "sh", "60"]
+    assert argv[5:] == ["sh", "-c", commands.HOLD_LOCK_SCRIPT, "sh", "/srv/app/.bluegreen", "60"]
     assert "timeout" not in argv[:5] and commands.shell_line(argv).startswith("flock ")
 
 

@@ -17,6 +17,7 @@ import pytest
 
 from bluegreen.config import load_config
 from bluegreen.deploy import Deployer
+from bluegreen.errors import LockLost
 from bluegreen.fleet import Fleet, deploy_with_signals
 from bluegreen.lock import RunInfo
 from bluegreen.remote import Remote, Result
@@ -292,3 +293,28 @@ def test_a_rerun_after_a_kill_once_the_old_color_stopped_records_the_end_the_kil
     again = app.run(ref=V2)
     assert again.report.already_live
     assert [json.loads(line)["result"] for line in app.host.files[path].splitlines()] == results
+
+
+def test_a_lost_lock_ends_the_run_where_it_is_and_recovery_changes_nothing(app: App) -> None:
+    """The host refused a command (its holder of the lock is gone): another deploy may own the host
+    now, so the run neither tears its color down, nor restores, nor journals."""
+
+    def refuse(argv: list[str], _: str | None) -> Result:
+        raise LockLost(APP, "the host refused this run's command: its holder of the lock is gone")
+
+    app.host.on(["docker", "compose", "--project-name", "app", "--project-directory", APP], refuse)
+    before = len(app.host.calls)
+    journal = app.host.files.get(f"{APP}/.bluegreen/journal.jsonl", "")
+    deployer = app.run(ref=V2)
+    report = deployer.report
+    assert report.error.startswith(f"lost the deploy lock on {APP}: the host refused this run's command")
+    assert "nothing more was changed" in report.error and "rerun" in report.fix
+    assert report.restored == [
+        "nothing: this run no longer holds the deploy lock, so it left the host as it was"
+        " (it had reached 'Build and start blue')"
+    ]
+    after = app.host.calls[before:]
+    first_refused = next(i for i, argv in enumerate(after) if argv[:2] == ["docker", "compose"] and "build" in argv)
+    assert not [a for a in after[first_refused + 1 :] if a[:2] in (["docker", "rm"], ["docker", "stop"])]
+    assert app.host.files.get(f"{APP}/.bluegreen/journal.jsonl", "") == journal
+    assert app.host.files[TARGET] == SEED["nginx/upstream.green.conf"]

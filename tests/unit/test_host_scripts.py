@@ -70,50 +70,107 @@ def test_what_is_in_a_checkouts_way(tmp_path: Path) -> None:
     assert run(commands.paths_in_the_way(str(tmp_path)), "").stdout == ""
 
 
+def take(state: Path, silence: int) -> tuple[subprocess.Popen[str], commands.Holder]:
+    holder = subprocess.Popen(
+        commands.hold_lock(str(state), silence), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout is not None
+    word, _, token = holder.stdout.readline().strip().partition(" ")
+    assert word == "locked", token
+    return holder, commands.Holder(str(state), token)
+
+
+def guarded(argv: list[str], holder: commands.Holder, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """A command of the run, as Remote.run sends it (tied to the session unless it takes stdin)."""
+    line = commands.shell_line(argv, 30, tied=stdin is None, holder=holder)
+    return subprocess.run(["sh", "-c", line], input=stdin, capture_output=True, text=True, timeout=30)
+
+
+def free(state: Path) -> bool:
+    """Whether another deploy could take the lock now (it lets go of it at once if so)."""
+    return run(commands.hold_lock(str(state), 1), "").stdout.startswith("locked ")
+
+
 def test_the_lock_holds_while_the_run_beats_and_lets_go_when_the_beats_stop(tmp_path: Path) -> None:
     silence = 1
-    lock = str(tmp_path / "lock")
-    holder = subprocess.Popen(
-        commands.hold_lock(lock, silence), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
-    assert holder.stdout is not None and holder.stdin is not None
-    word, pid = holder.stdout.readline().split()
-    assert word == "locked" and Path(f"/proc/{pid}").exists()  # the holder says its pid: commands tie to it
+    holder, named = take(tmp_path, silence)
+    assert holder.stdin is not None
+    pid = named.token.split()[0]
+    assert Path(f"/proc/{pid}").exists() and (tmp_path / "holder").read_text() == f"{named.token}\n"
     started = time.monotonic()
     while time.monotonic() - started < 3 * silence:  # beats for three silences: still held
         holder.stdin.write("\n")
         holder.stdin.flush()
         time.sleep(silence / 4)
         assert holder.poll() is None
-        assert run(commands.hold_lock(lock, silence), "").returncode == 1  # a second deploy cannot take it
+        assert not free(tmp_path)  # a second deploy cannot take it
+    assert "held " + named.token in run(commands.lock_state(str(tmp_path))).stdout
     holder.wait(timeout=silence + 5)  # the beats stop: the holder lets go within a silence
-    assert run(commands.hold_lock(lock, silence), "").stdout.startswith("locked ")
-    assert not Path(f"/proc/{pid}").exists()
+    assert run(commands.lock_state(str(tmp_path))).stdout.strip() == "free"
+    assert free(tmp_path)
+    assert not Path(f"/proc/{pid}").exists() and not (tmp_path / "holder").exists()
 
 
 def test_the_lock_lets_go_at_once_when_the_session_ends(tmp_path: Path) -> None:
-    lock = str(tmp_path / "lock")
-    holder = subprocess.Popen(commands.hold_lock(lock, 60), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    assert holder.stdout is not None and holder.stdin is not None
-    assert holder.stdout.readline().startswith("locked ")
+    holder, _ = take(tmp_path, 60)
+    assert holder.stdin is not None
     holder.stdin.close()  # EOF: released, or the SSH session ended
     assert holder.wait(timeout=5) == 0
-    assert os.path.exists(lock)
+    assert free(tmp_path)
 
 
-def test_a_tied_command_stops_when_the_session_ends_or_the_locks_holder_is_gone(tmp_path: Path) -> None:
-    """A run's commands never outlive it: not its session (EOF on their input), and not the lock's
-    holder, which lets go when the run's beats stop while sshd may still keep a dead run's session."""
-    holder = subprocess.Popen(["sleep", "60"])
-    line = commands.shell_line(["sleep", "60"], 120, tied=True, holder=holder.pid)
-    command = subprocess.Popen(["sh", "-c", line], stdin=subprocess.PIPE)
-    assert command.stdin is not None
-    time.sleep(0.5)
-    assert command.poll() is None  # the session is open and the holder lives: it runs
-    holder.kill()
-    holder.wait()
-    assert command.wait(timeout=10) != 0  # killed within the watcher's 2 s poll
+def test_a_command_of_the_run_runs_only_while_its_holder_holds_the_lock(tmp_path: Path) -> None:
+    """Every command, stdin-fed ones too, checks in its own shell, before it does anything, that the
+    holder that names itself in the state folder is this run's, by pid and start time."""
+    target = tmp_path / "upstream.conf"
+    holder, named = take(tmp_path, 60)
+    assert guarded(["sh", "-c", 'cat > "$0"', str(target)], named, "green\n").returncode == 0
+    assert target.read_text() == "green\n"
+    pid, start = named.token.split()
+    for forged in (f"{pid} {int(start) + 1}", f"{os.getpid()} {start}"):  # a reused pid; another process
+        refused = guarded(["sh", "-c", 'cat > "$0"', str(target)], commands.Holder(str(tmp_path), forged), "blue\n")
+        assert refused.returncode == commands.LOCK_LOST_STATUS and commands.LOCK_LOST_MARK in refused.stderr
+    assert holder.stdin is not None
+    holder.stdin.close()
+    holder.wait(timeout=5)
+    for argv, stdin in ((["sh", "-c", 'cat > "$0"', str(target)], "blue\n"), (["rm", "-f", str(target)], None)):
+        refused = guarded(argv, named, stdin)
+        assert refused.returncode == commands.LOCK_LOST_STATUS and commands.LOCK_LOST_MARK in refused.stderr
+    assert target.read_text() == "green\n"  # the lapsed run changed nothing
+
+
+def test_the_holder_lets_go_only_once_every_command_of_its_run_has_ended(tmp_path: Path) -> None:
+    """A lapse while commands run: the lock stays taken until the last of them ends, so none ever
+    runs beside the next deploy (however close to the lapse it began)."""
+    holder, named = take(tmp_path, 1)
+    line = commands.shell_line(
+        ["sh", "-c", ': > "$0.started"; sleep 2; date +%s.%N > "$0"', str(tmp_path / "done-{n}")],
+        30,
+        tied=True,
+        holder=named,
+    )
+    running = [subprocess.Popen(["sh", "-c", line.replace("{n}", str(n))], stdin=subprocess.PIPE) for n in range(20)]
+    assert holder.stdin is not None
+    while len(list(tmp_path.glob("*.started"))) < 20:  # the run beats until all 20 have begun
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        time.sleep(0.05)
+    holder.wait(timeout=10)  # then no beat: it lapses, but lets go only once all 20 ended
+    taken = time.time()
+    assert free(tmp_path)
+    for process in running:
+        assert process.wait(timeout=10) == 0
+    finished = [float((tmp_path / f"done-{n}").read_text()) for n in range(20)]
+    assert max(finished) <= taken
+    late = guarded(["touch", str(tmp_path / "late")], named)
+    assert late.returncode == commands.LOCK_LOST_STATUS and not (tmp_path / "late").exists()
+
+
+def test_a_tied_command_stops_when_the_session_ends(tmp_path: Path) -> None:
+    """A run's commands never outlive its session (EOF on their input)."""
     ended = subprocess.Popen(["sh", "-c", commands.shell_line(["sleep", "60"], 120, tied=True)], stdin=subprocess.PIPE)
     assert ended.stdin is not None
+    time.sleep(0.5)
+    assert ended.poll() is None
     ended.stdin.close()  # the session ends
     assert ended.wait(timeout=10) != 0

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bluegreen.commands import shell_line
+from bluegreen.commands import Holder, shell_line
 from bluegreen.config import load_config
 from bluegreen.errors import DeployError
 from bluegreen.remote import CommandFailed, Holding, Result
@@ -40,7 +40,7 @@ class LocalHost:
     async def start(self, argv: Sequence[str]) -> Holding:
         raise AssertionError("no lock here")
 
-    def tie_to(self, holder: int | None) -> None:
+    def tie_to(self, holder: Holder | None, lapse: object = None) -> None:
         pass
 
 
