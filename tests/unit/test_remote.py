@@ -14,6 +14,8 @@ from pathlib import Path
 import asyncssh
 import pytest
 
+from bluegreen import commands
+from bluegreen.errors import LockLost
 from bluegreen.remote import Remote
 
 # asyncssh's server side leaves a queue join unawaited when its redirect is torn down with the session
@@ -108,3 +110,37 @@ def test_a_cancelled_command_is_stopped_on_the_host_before_the_caller_goes_on(tm
             return False
 
     assert asyncio.run(go())
+
+
+def test_a_run_that_lost_its_lock_sends_nothing_more_and_a_refused_command_is_a_lost_lock(tmp_path: Path) -> None:
+    """Through a real SSH session and the real holder script: commands run while the holder holds;
+    once the host refuses one (the holder is gone), or the run's watcher says the lock may have
+    lapsed, every later call raises LockLost without reaching the host."""
+    marker = tmp_path / "ran"
+
+    async def go() -> list[str]:
+        seen = []
+        async with host() as remote:
+            holder = await remote.start(commands.hold_lock(str(tmp_path), 1))  # no beat: it lapses in 1 s
+            word, _, token = (await holder.first_line()).partition(" ")
+            assert word == "locked"
+            lapse = [""]
+            remote.tie_to(commands.Holder(str(tmp_path), token), lambda: lapse[0])
+            assert (await remote.run(["cat"], input="ok")).stdout == "ok"
+            lapse[0] = "the runner was silent for 61s"
+            with pytest.raises(LockLost, match="the runner was silent for 61s") as lost:
+                await remote.run(["touch", str(marker)])
+            seen.append(str(lost.value))
+            remote.lost_lock, lapse[0] = "", ""
+            while (tmp_path / "holder").exists():  # the holder removes its name as it lets go
+                await asyncio.sleep(0.05)
+            with pytest.raises(LockLost, match="its holder of the lock is gone") as refused:
+                await remote.run(["sh", "-c", 'cat > "$0"', str(marker)], input="x")
+            seen.append(str(refused.value))
+            with pytest.raises(LockLost):
+                await remote.run(["true"])  # not even sent: the run knows it lost the lock
+        return seen
+
+    seen = asyncio.run(go())
+    assert not marker.exists()
+    assert all(s.startswith(f"lost the deploy lock on {tmp_path.parent}: ") for s in seen), seen
