@@ -82,14 +82,14 @@ async def host_status(config: Config) -> dict[str, object]:
         stacks = Stacks(remote, config, lambda _: None)
         names = {stack: config.stack_file(stack) for stack in STACKS}
         paths = (config.upstream_path("blue"), config.upstream_path("green"), config.app_path(".active_env"))
-        dump, (blue, green, active_env), texts, containers, recent, lock = await asyncio.gather(
+        dump, (blue, green, active_env), texts, containers, recent = await asyncio.gather(
             proxy.dump(),
             asyncio.gather(*(remote.run(commands.read_file(path), check=False) for path in paths)),
             Checkout(remote, config).read_disk(list(names.values())),
             stacks.containers(),
             Journal(remote, config.app_dir).tail(5),
-            lock_status(remote, config.app_path(STATE_DIR)),
         )
+        lock = await lock_status(remote, config.app_path(STATE_DIR))  # after: sshd allows 10 sessions at once
     finally:
         await remote.close()
     stacks.use_files(read_files(by_stack(texts, names), names, strict=False))

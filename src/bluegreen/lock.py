@@ -179,10 +179,7 @@ class DeployLock:
 
 async def lock_status(host: Host, state_dir: str) -> dict[str, object]:
     """`status`: whether the deploy lock is held, and by which run (as it recorded itself)."""
-    state, owner = await asyncio.gather(
-        host.run(commands.lock_state(state_dir), check=False),
-        host.run(commands.read_file(posixpath.join(state_dir, "lock.json")), check=False),
-    )
-    held = state.stdout.startswith("held ")
-    record = parse_json(owner.stdout) if held else {}
+    held = (await host.run(commands.lock_state(state_dir), check=False)).stdout.startswith("held ")
+    owner = await host.run(commands.read_file(posixpath.join(state_dir, "lock.json")), check=False) if held else None
+    record = parse_json(owner.stdout) if owner is not None else {}
     return {"held": held, **{k: record[k] for k in ("url", "run_id", "attempt", "started") if k in record}}
