@@ -211,6 +211,23 @@ def git_checkout(app_dir: str, sha: str) -> Argv:
     return ["git", "-C", app_dir, "checkout", "--quiet", "--force", "--detach", sha]
 
 
+def git_changes(app_dir: str) -> Argv:
+    """Tracked files changed on the host, staged or not (untracked ones are another check's):
+    NUL-separated `XY PATH` entries, a rename or copy followed by its source path."""
+    return ["git", "-C", app_dir, "status", "--porcelain=v1", "-z", "--untracked-files=no", "--no-renames"]
+
+
+def git_stash(app_dir: str, message: str, paths: Sequence[str]) -> Argv:
+    """Stash the changes of `paths` (staged and not), under `message`; untracked files stay put."""
+    identity = ["-c", "user.name=bluegreen", "-c", "user.email=bluegreen@localhost"]
+    return ["git", "-C", app_dir, *identity, "stash", "push", "--quiet", "--message", message, "--", *paths]
+
+
+def git_stash_top(app_dir: str) -> Argv:
+    """The newest stash's commit, after git_stash."""
+    return ["git", "-C", app_dir, "rev-parse", "--verify", "--quiet", "refs/stash"]
+
+
 def git_read_blobs(app_dir: str) -> Argv:
     """`git cat-file --batch`: stdin names `<sha>:./<path>`, a line each; stdout has each blob (a
     symlink followed inside the repository), or why there is none (sync.parse_blobs reads it)."""

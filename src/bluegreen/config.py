@@ -25,6 +25,8 @@ Command = Literal["deploy", "rollback"]
 COMMANDS: tuple[Command, ...] = ("deploy", "rollback")
 KeepPrevious = Literal["stopped", "running", "none"]
 KEEP_PREVIOUS: tuple[KeepPrevious, ...] = ("stopped", "running", "none")
+HostChanges = Literal["refuse", "stash", "discard"]
+HOST_CHANGES: tuple[HostChanges, ...] = ("refuse", "stash", "discard")
 OnHostFailure = Literal["rollback-all", "stop"]
 ON_HOST_FAILURE: tuple[OnHostFailure, ...] = ("rollback-all", "stop")
 
@@ -98,6 +100,13 @@ INPUTS: tuple[InputSpec, ...] = (
         "deploy: build ref into the idle color and switch to it. rollback: switch back to the previous color, at the "
         "commit it last ran, with no build.",
         "deploy",
+    ),
+    InputSpec(
+        "host-changes",
+        "Tracked files changed by hand on the host (edited, deleted or staged) when a checkout would discard them: "
+        "refuse (the deploy stops before anything changes, naming them), stash (git stash them under a message "
+        "naming the run, shown in the summary and the journal) or discard.",
+        "refuse",
     ),
     InputSpec(
         "project-name",
@@ -270,6 +279,7 @@ class Config:
     proxy_jump: tuple[str, str, int] | None = None  # (user, host, port) of the bastion
     proxy_key: str = ""
     proxy_known_hosts: str = ""
+    host_changes: HostChanges = "refuse"
     key_input: str = "key"  # the input `key` came from, for messages ("proxy-key" on the way to the bastion)
 
     def for_host(self, index: int) -> Config:
@@ -851,6 +861,7 @@ def load_config(raw: Mapping[str, str], *, for_deploy: bool = True) -> Config:
         proxy_jump=proxy_jump,
         proxy_key=raw.get("proxy-key", "").strip(),
         proxy_known_hosts=proxy_known_hosts,
+        host_changes=_choice("host-changes", get("host-changes"), HOST_CHANGES),
     )
 
 

@@ -384,9 +384,17 @@ class Deployer:
         aside meanwhile, so git never sees it."""
         set_aside = relative_to(self.cfg.app_dir, self.proxy.target)
         await self.git.check_host_files(sha, set_aside)
+        if kept := await self.git.keep_changes(sha, self.own_files(), self.run_info.url):
+            self.report.host_changes.append(kept)
+            self.out.info(kept)
         self.checked_out = True
         async with self.switch.upstream_set_aside():
             await self.git.checkout(sha)
+
+    def own_files(self) -> set[str]:
+        """The tracked files the action itself writes, which a checkout may overwrite: the live
+        upstream file (set aside meanwhile) and .active_env."""
+        return {p for p in (relative_to(self.cfg.app_dir, self.proxy.target), ".active_env") if p}
 
     async def already_live(self) -> bool:
         """A rerun of a deploy that got as far as the switch: the live color already runs this commit.
@@ -563,6 +571,8 @@ class Deployer:
         }
         if result in SWITCHED:
             entry["containers"] = self.target_ids  # what a later rollback may start again
+        if self.report.host_changes:
+            entry["host-changes"] = self.report.host_changes
         return entry
 
     async def record(self, result: str) -> None:
@@ -628,11 +638,7 @@ class Deployer:
                 await self.stacks.stop_ids(self.started_ids)
                 self.report.restored.append(f"{target}'s kept containers stopped again")
             if self.checkout_back:
-                async with self.switch.upstream_set_aside():
-                    await self.git.checkout(self.checkout_back)
-                self.report.restored.append(
-                    f"checkout back at {self.checkout_back[:12]}, which {self.report.live} runs"
-                )
+                await self.check_out_back(self.checkout_back)
             if self.target_touched and target:
                 # The target never served: a short stop keeps recovery inside the runner's cancel window.
                 await self.stacks.remove(target, TEARDOWN_STOP_SECONDS, refresh=True)
@@ -644,6 +650,20 @@ class Deployer:
         except (RemoteError, CommandFailed, NginxError, DeployError) as err:
             self.report.restored.append(f"recovery did not finish: {err}")
             self.out.error(f"recovery did not finish: {err}", "Recovery incomplete")
+
+    async def check_out_back(self, sha: str) -> None:
+        """Recovery's checkout of the commit the live color runs, by host-changes' rule too: changes
+        made on the host meanwhile are never lost (refused: the checkout is left as it is)."""
+        try:
+            kept = await self.git.keep_changes(sha, self.own_files(), self.run_info.url)
+        except DeployError as err:
+            self.report.restored.append(f"checkout left at {(self.report.sha or '')[:12]}: {err}")
+            return
+        if kept:
+            self.report.host_changes.append(kept)
+        async with self.switch.upstream_set_aside():
+            await self.git.checkout(sha)
+        self.report.restored.append(f"checkout back at {sha[:12]}, which {self.report.live} runs")
 
     async def reconnect(self) -> None:
         """The SSH connection dropped mid-deploy (and with it the lock): connect and lock again."""

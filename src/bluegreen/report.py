@@ -48,6 +48,7 @@ class Report:
     fix: str = ""
     failed_step: str = ""
     restored: list[str] = field(default_factory=list)
+    host_changes: list[str] = field(default_factory=list)  # what host-changes did with hand edits
     warnings: list[str] = field(default_factory=list)
     logs: str = ""
     pre_switch: tuple[str, int, str] | None = None  # pre-switch-command: the command, its exit status, its last lines
@@ -118,6 +119,8 @@ class Report:
             ]
             if self.restored:
                 lines += ["**Restored:**", *[f"- {item}" for item in self.restored], ""]
+        if self.host_changes:
+            lines += ["**Changes made on the host (host-changes):**", *[f"- {i}" for i in self.host_changes], ""]
         lines += ["| step | status | duration |", "| --- | --- | --- |"]
         icons = {"ok": "✅", "failed": "❌", "skipped": "⏭️", "running": "⏹️"}
         for step in self.steps:

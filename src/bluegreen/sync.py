@@ -229,6 +229,45 @@ class Checkout:
             lost += inside or [path]
         return sorted(dict.fromkeys(lost))
 
+    async def changes(self, exempt: set[str]) -> list[str]:
+        """Tracked files changed on the host (edited, deleted, or staged, added ones too), but for the
+        action's own (`exempt`, and everything in its state folder)."""
+        out = await checked(
+            self.host, commands.git_changes(self.app), "listing the host's changes", f"check the clone in {self.app}"
+        )
+        paths = [entry[3:] for entry in out.split("\0") if len(entry) > 3]
+        return [p for p in dict.fromkeys(paths) if p not in exempt and not p.startswith(STATE_DIR + "/")]
+
+    async def keep_changes(self, sha: str, exempt: set[str], run: str) -> str:
+        """Before a checkout of `sha` discards them: the host's changes to tracked files, as
+        host-changes says: refused (DeployError, nothing changed), stashed, or discarded. Returns
+        what was done with them ("" if there were none)."""
+        changed = await self.changes(exempt)
+        if not changed:
+            return ""
+        shown = ", ".join(changed[:IN_THE_WAY_SHOWN]) + (
+            f" and {len(changed) - IN_THE_WAY_SHOWN} more" if len(changed) > IN_THE_WAY_SHOWN else ""
+        )
+        mode = self.cfg.host_changes
+        if mode == "refuse":
+            raise DeployError(
+                f"checking out {sha[:12]} would discard changes made on the host to tracked files in {self.app}: "
+                f"{shown}; nothing was changed",
+                "commit them to the repository, or stash them on the host (git stash), then deploy again; or set "
+                "host-changes: stash (kept in a stash) or discard",
+            )
+        if mode == "discard":
+            return f"discarded the host's changes to {shown}"
+        message = f"bluegreen: host changes before {sha[:12]}" + (f" ({run})" if run else "")
+        await checked(
+            self.host,
+            commands.git_stash(self.app, message, changed),
+            "stashing the host's changes",
+            f"commit or stash them by hand in {self.app}",
+        )
+        stash = (await self.host.run(commands.git_stash_top(self.app), check=False)).stdout.strip()
+        return f"stashed the host's changes to {shown} as {stash[:12]} ('{message}'; git stash list shows it)"
+
     async def checkout(self, sha: str) -> None:
         await checked(
             self.host,

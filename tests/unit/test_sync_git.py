@@ -190,3 +190,63 @@ def test_tracked_paths_may_change_type_but_nothing_git_does_not_track_is_overwri
         asyncio.run(git_.check_host_files(v4, ""))
     assert ": .env, static/host-upload.png; nothing was changed" in str(caught.value)
     assert (app / ".env").read_text() == "SECRET=production\n" and git(app, "rev-parse", "HEAD") != v4
+
+
+def hand_edited(work: Path, app: Path) -> str:
+    """A host with the hand edits people make: an edited tracked file, an edited file the next commit
+    drops, a file added to the index but never committed, and the action's own upstream file."""
+    commit(
+        work,
+        "v1 files",
+        {"settings.py": "DEBUG = False\n", "old.py": "x = 1\n", "nginx/conf.d/upstream.conf": "green\n"},
+    )
+    (work / "old.py").unlink()
+    v2 = commit(work, "v2 drops old.py", {"VERSION": "2\n"})
+    git(app, "pull", "-q", "origin", "main")
+    git(app, "checkout", "-q", "--detach", "HEAD~1")
+    (app / "settings.py").write_text("DEBUG = True  # hotfix\n")
+    (app / "old.py").write_text("x = 2  # hotfix\n")
+    (app / "new file.py").write_text("staged = True\n")
+    git(app, "add", "new file.py")
+    (app / "nginx/conf.d/upstream.conf").write_text("blue\n")  # the action's own: never counts
+    return v2
+
+
+def keep(git_: Checkout, sha: str) -> str:
+    return asyncio.run(git_.keep_changes(sha, {"nginx/conf.d/upstream.conf", ".active_env"}, "https://run/7"))
+
+
+def test_hand_edits_and_staged_files_are_refused_by_name_and_nothing_changes(repos: tuple[Path, Path, str]) -> None:
+    work, app, _ = repos
+    v2 = hand_edited(work, app)
+    before = git(app, "status", "--porcelain")
+    with pytest.raises(DeployError, match="would discard changes made on the host") as refused:
+        keep(checkout(app), v2)
+    assert "new file.py, old.py, settings.py" in str(refused.value) and "upstream.conf" not in str(refused.value)
+    assert "git stash" in refused.value.fix and "host-changes: stash" in refused.value.fix
+    assert git(app, "status", "--porcelain") == before and git(app, "stash", "list") == ""
+    assert (app / "new file.py").read_text() == "staged = True\n"
+
+
+def test_stashed_hand_edits_survive_the_checkout_and_untracked_files_stay(repos: tuple[Path, Path, str]) -> None:
+    work, app, _ = repos
+    v2 = hand_edited(work, app)
+    (app / ".env").write_text("SECRET=1\n")  # untracked: not the stash's
+    git_ = Checkout(LocalHost(), load_config(raw(**{"app-dir": str(app), "host-changes": "stash"})))
+    done = keep(git_, v2)
+    assert done.startswith("stashed the host's changes to new file.py, old.py, settings.py as ")
+    assert (app / "nginx/conf.d/upstream.conf").read_text() == "blue\n"  # the live upstream is not stashed
+    asyncio.run(git_.checkout(v2))
+    assert "bluegreen: host changes before" in git(app, "stash", "list")
+    assert (app / ".env").read_text() == "SECRET=1\n"
+    shown = git(app, "stash", "show", "--include-untracked", "--name-only", "stash@{0}")
+    assert set(shown.split("\n")) == {"new file.py", "old.py", "settings.py"}
+    assert "DEBUG = True  # hotfix" in git(app, "show", "stash@{0}:settings.py")
+
+
+def test_discard_is_todays_checkout_and_says_what_it_discarded(repos: tuple[Path, Path, str]) -> None:
+    work, app, _ = repos
+    v2 = hand_edited(work, app)
+    git_ = Checkout(LocalHost(), load_config(raw(**{"app-dir": str(app), "host-changes": "discard"})))
+    assert keep(git_, v2) == "discarded the host's changes to new file.py, old.py, settings.py"
+    assert git(app, "stash", "list") == ""
