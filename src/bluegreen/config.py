@@ -729,6 +729,22 @@ def _env(text: str) -> tuple[tuple[str, str], ...]:
     return tuple((name, value) for name, (_, value) in out.items())
 
 
+def _utf8(raw: Mapping[str, str]) -> None:
+    """Every input is UTF-8 text. Bytes that are not (a Latin-1 .env read by the CLI) reach Python as
+    lone surrogates, which no SSH channel or log can carry: refused by input and line, never shown."""
+    for name in _SPEC:
+        value = raw.get(name, "")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as err:
+            line = value.count("\n", 0, err.start) + 1
+            raise ConfigError(
+                name,
+                f"line {line} is not UTF-8 text" if "\n" in value.strip() else "is not UTF-8 text",
+                "save the value (or the file it comes from) as UTF-8",
+            ) from None
+
+
 def _project_from_dir(app_dir: str) -> str:
     """The project name compose itself gives files in app-dir (what the seed's script ran under)."""
     name = re.sub(r"[^a-z0-9_-]+", "", posixpath.basename(app_dir).lower()).lstrip("-_")
@@ -741,6 +757,8 @@ DEPLOY_ONLY = ("ref", "blue-health-urls", "green-health-urls")
 
 def load_config(raw: Mapping[str, str], *, for_deploy: bool = True) -> Config:
     """Validate raw input values (keyed by input name) into a Config. Unknown keys are ignored."""
+
+    _utf8(raw)
 
     def get(name: str) -> str:
         spec = _SPEC[name]

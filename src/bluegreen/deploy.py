@@ -32,7 +32,7 @@ from .config import (
     Config,
     other_color,
 )
-from .errors import DeployError, LockLost
+from .errors import DeployError, LockLost, describe
 from .health import wait_healthy, watch_public_url
 from .journal import STATE_DIR, SWITCHED, SWITCHED_BACK, Entry, Journal, collapse, last_switch, now
 from .lock import DeployLock, RunInfo
@@ -160,6 +160,14 @@ class Deployer:
             if self.fleet is not None:
                 self.fleet.failed(self, err)
             self.fail(str(err), getattr(err, "fix", ""))
+            await self.recover()
+        except Exception as err:  # a bug, or a failure no step expected: recovered from like any other
+            if self.fleet is not None:
+                self.fleet.failed(self, err)
+            self.fail(
+                f"unexpected error: {describe(err)}",
+                "rerun the job: a rerun deploys the same commit and resumes from any state; report this error",
+            )
             await self.recover()
         finally:
             await self.close()
@@ -647,9 +655,11 @@ class Deployer:
                 )
             if self.checked_out:  # a refusal before the checkout changed nothing, not even the journal
                 await self.record("failed")
-        except (RemoteError, CommandFailed, NginxError, DeployError) as err:
-            self.report.restored.append(f"recovery did not finish: {err}")
-            self.out.error(f"recovery did not finish: {err}", "Recovery incomplete")
+        except Exception as err:
+            known = isinstance(err, (RemoteError, CommandFailed, NginxError, DeployError))
+            cause = str(err) if known else f"unexpected error: {describe(err)}"
+            self.report.restored.append(f"recovery did not finish: {cause}")
+            self.out.error(f"recovery did not finish: {cause}", "Recovery incomplete")
 
     async def check_out_back(self, sha: str) -> None:
         """Recovery's checkout of the commit the live color runs, by host-changes' rule too: changes

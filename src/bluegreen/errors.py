@@ -21,3 +21,10 @@ class LockLost(DeployError):
             "pausing mid-deploy (a suspended VM or laptop), and check the network between runner and host",
         )
         self.reason = reason
+
+
+def describe(err: BaseException) -> str:
+    """An unexpected error as its type and message, never its repr: a repr can hold the whole object
+    it failed on (an env file, a key), escaped so that no mask matches it. Printing goes through the
+    reporter, which scrubs it and escapes what is not UTF-8 (report.printable)."""
+    return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__

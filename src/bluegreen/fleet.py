@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from .config import Config
 from .deploy import Deployer
-from .errors import DeployError
+from .errors import DeployError, describe
 from .health import watch_public_url
 from .lock import RunInfo
 from .report import FleetReport, HostReporter, Reporter
@@ -206,7 +206,7 @@ class Fleet:
             try:
                 await m.deployer.run()
             except Exception as err:  # a bug, not a host's failure: still a failure of the fleet
-                m.deployer.report.error = m.deployer.report.error or f"unexpected error: {err!r}"
+                m.deployer.report.error = m.deployer.report.error or f"unexpected error: {describe(err)}"
                 self.failed(m.deployer, err)
                 raise
 
@@ -238,7 +238,7 @@ class Fleet:
         await asyncio.wait([self.driver])
         for task in tasks:
             if not task.cancelled() and (err := task.exception()) is not None:
-                self.out.error(f"unexpected error: {err!r}", "Deploy failed")
+                self.out.error(f"unexpected error: {describe(err)}", "Deploy failed")
         return self.report()
 
     def interrupt(self, sig: signal.Signals | None = None) -> None:

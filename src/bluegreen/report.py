@@ -277,6 +277,12 @@ class FleetReport:
         return "\n".join(lines)
 
 
+def printable(text: str) -> str:
+    """Text any UTF-8 stream can take: what is not UTF-8 (bytes the environment or a file decoded as
+    lone surrogates) as backslash escapes, so that printing it never raises."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 class Reporter:
     """Where a deploy reports to. Every text it prints takes one way out, `emit`: scrubbed of secrets,
     then guarded (`workflow.guarded`), so that nothing from the repository or the host (a service name,
@@ -284,9 +290,10 @@ class Reporter:
     the action itself formats (`workflow`) are printed as commands."""
 
     def __init__(self, secret_values: Iterable[str]) -> None:
-        self.secrets = sorted({s for s in secret_values if s}, key=len, reverse=True)
+        self.secrets = sorted({printable(s) for s in secret_values if s}, key=len, reverse=True)
 
     def scrub(self, text: str) -> str:
+        text = printable(text)
         for value in self.secrets:
             text = text.replace(value, "***")
         return text

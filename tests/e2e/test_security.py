@@ -117,6 +117,7 @@ HOSTILE: dict[str, str] = {
     "pre-switch-timeout": f"600;{PWN}",
     "drain-timeout": f"1 && {PWN}",
     "keep-previous": f"none;{PWN}",
+    "host-changes": f"stash;{PWN}",
     "lock-timeout": f"`{PWN}`",
     "env": f"APP_MODE=1\n$({PWN})=1",
     "prune": f"false;{PWN}",

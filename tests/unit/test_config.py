@@ -344,6 +344,16 @@ def test_a_bad_env_line_is_named_by_its_number_never_its_value(text: str, proble
     assert "s3cret" not in str(err).lower()
 
 
+def test_a_value_that_is_not_utf8_is_refused_by_input_and_line_never_shown() -> None:
+    """A Latin-1 .env read by the CLI: Python holds its byte 0xe9 as the lone surrogate \\udce9."""
+    latin1 = b"A=1\nPASSWORD=caf\xe9s3cret\n".decode("utf-8", "surrogateescape")
+    err = error_for(env=latin1)
+    assert err.input == "env" and "line 2 is not UTF-8 text" in str(err) and "UTF-8" in err.fix
+    assert "s3cret" not in str(err) and "\udce9" not in str(err)
+    err = error_for(**{"app-dir": "/srv/caf\udce9"})
+    assert err.input == "app-dir" and "is not UTF-8 text" in str(err)
+
+
 def test_every_env_value_and_each_of_its_lines_is_masked_even_when_env_does_not_parse() -> None:
     masked = secret_values({"env": 'A=s3cret one\nB="line one\nline two"\n'})
     assert {"s3cret one", "line one\nline two", "line one", "line two"} <= set(masked)

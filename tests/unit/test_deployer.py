@@ -318,3 +318,26 @@ def test_a_lost_lock_ends_the_run_where_it_is_and_recovery_changes_nothing(app: 
     assert not [a for a in after[first_refused + 1 :] if a[:2] in (["docker", "rm"], ["docker", "stop"])]
     assert app.host.files.get(f"{APP}/.bluegreen/journal.jsonl", "") == journal
     assert app.host.files[TARGET] == SEED["nginx/upstream.green.conf"]
+
+
+def test_an_unexpected_error_is_recovered_from_and_shown_as_its_type_never_its_repr(app: App) -> None:
+    """A failure no step expects (here the UnicodeEncodeError an env value that is not UTF-8 once
+    caused, whose repr holds the whole env file): the run still recovers and journals, and the error
+    shows as type and message only."""
+    env_file = "DB_PASSWORD=hunter2-s3cret\nKEY=caf\udce9\n"
+
+    def explode(argv: list[str], _: str | None) -> Result:
+        if "up" in argv or "build" in argv:
+            raise UnicodeEncodeError("utf-8", env_file, 36, 37, "surrogates not allowed")
+        return Result(0, "", "")
+
+    app.host.on(["docker", "compose", "--project-name", "app", "--project-directory", APP], explode)
+    deployer = app.run(ref=V2)
+    report = deployer.report
+    assert not report.ok
+    assert report.error.startswith("unexpected error: UnicodeEncodeError: 'utf-8' codec can't encode")
+    assert "hunter2" not in "\n".join(app.out.lines) and "hunter2" not in report.error
+    assert any("blue containers removed; green keeps serving" in r for r in report.restored), report.restored
+    assert app.host.files[TARGET] == SEED["nginx/upstream.green.conf"]
+    journal = app.host.files[f"{APP}/.bluegreen/journal.jsonl"].splitlines()
+    assert json.loads(journal[-1])["result"] == "failed"

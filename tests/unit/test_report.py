@@ -56,6 +56,15 @@ def test_scrub_masks_secrets() -> None:
     assert reporter.scrub("x s3cret y KEYLINE") == "x *** y ***"
 
 
+def test_text_that_is_not_utf8_prints_escaped_and_its_secret_stays_masked(capsys: pytest.CaptureFixture[str]) -> None:
+    secret = "caf\udce9s3cret"
+    reporter = GitHubReporter([secret])
+    reporter.error(f"it failed on {secret} and \udcff", "Deploy failed")
+    out = capsys.readouterr().out
+    assert "s3cret" not in out.replace("::add-mask::caf\\udce9s3cret", "")
+    assert "it failed on *** and \\udcff" in out
+
+
 def test_rerun_of_a_live_commit() -> None:
     report = Report(ref="main", sha="c" * 40, live="blue", target="blue", already_live=True)
     assert report.headline().endswith("is already live on blue: nothing to redeploy")
