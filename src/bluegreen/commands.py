@@ -503,6 +503,8 @@ def compose_containers() -> Argv:
         "--no-trunc",
         "--filter",
         "label=com.docker.compose.project",
+        "--filter",  # `compose run`'s one-off containers are no part of a stack: never stopped, removed or recorded
+        "label=com.docker.compose.oneoff=False",
         "--format",
         CONTAINER_FORMAT,
     ]

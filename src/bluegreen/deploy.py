@@ -378,6 +378,7 @@ class Deployer:
         current, earlier = await self.git.stack_files(sha, target, self.earlier_commits(sha))
         check_files(current, earlier, self.cfg, target, sha, pre_switch=self.cfg.command == "deploy")
         self.stacks.use_files(current, earlier)
+        await self.stacks.check_project_is_ours()
         if self.stacks.nginx_service:  # a first deploy: nginx is the base service that makes it, at this commit
             self.stacks.nginx_service = self.preflight.nginx_service_in(current["base"])
 

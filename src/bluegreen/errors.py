@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+SHOWN = 10  # items an error names before "and N more"
+
 
 class DeployError(RuntimeError):
     def __init__(self, message: str, fix: str = "", output: str = "", what: str = "") -> None:
@@ -28,3 +32,9 @@ def describe(err: BaseException) -> str:
     it failed on (an env file, a key), escaped so that no mask matches it. Printing goes through the
     reporter, which scrubs it and escapes what is not UTF-8 (report.printable)."""
     return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+
+
+def first_few(items: Sequence[str]) -> str:
+    """What an error names: the first SHOWN items, and how many more there are."""
+    more = len(items) - SHOWN
+    return ", ".join(items[:SHOWN]) + (f" and {more} more" if more > 0 else "")

@@ -29,7 +29,7 @@ import yaml
 from . import commands, envfile
 from .commands import Compose, ComposeVariant
 from .config import COLORS, COMMAND_SECONDS, COMPOSE_SECONDS, STOP_GRACE_MIN_SECONDS, Color, Config, KeepPrevious
-from .errors import DeployError
+from .errors import DeployError, first_few
 from .journal import STATE_DIR
 from .remote import Host, Result, checked, last_line
 
@@ -186,9 +186,17 @@ class Layout:
     split: bool  # both colors define a service name: each runs as <project>-<color>
     owner: Mapping[Pair, Stack]
 
+    def inside(self, container: Container) -> bool:
+        return any(container.working_dir == d or container.working_dir.startswith(d + "/") for d in self.app_dirs)
+
     def stack_of(self, container: Container) -> Stack | None:
-        inside = any(container.working_dir == d or container.working_dir.startswith(d + "/") for d in self.app_dirs)
-        return self.owner.get((container.project, container.service)) if inside else None
+        return self.owner.get((container.project, container.service)) if self.inside(container) else None
+
+    def foreign(self, containers: Iterable[Container]) -> list[Container]:
+        """Another app's containers in a project this app's compose runs: compose's `up` picks its
+        containers by project and service labels alone, so it would recreate or adopt them."""
+        projects = {self.project_of(stack) for stack in STACKS}
+        return [c for c in containers if c.project in projects and c.working_dir and not self.inside(c)]
 
     def members(self, containers: Iterable[Container], stack: Stack) -> list[Container]:
         return [c for c in containers if self.stack_of(c) == stack]
@@ -307,6 +315,28 @@ class Stacks:
             )
             self._containers = parse_containers(listing)
         return self._containers
+
+    async def check_project_is_ours(self) -> None:
+        """Refuse, before anything changes, to run compose in a project that holds another app's
+        containers (one whose compose working directory is outside app-dir): two apps in folders of
+        the same name get the same default project, and `up` would take the other's containers."""
+        if foreign := self.layout.foreign(await self.containers(refresh=True)):
+            dirs = sorted({c.working_dir for c in foreign})
+            projects = sorted({c.project for c in foreign})
+            raise DeployError(
+                f"compose project {', '.join(projects)} also holds containers of another app (working directory "
+                f"{', '.join(dirs)}): {first_few(sorted(c.name for c in foreign))}; compose would recreate or adopt "
+                "them, so nothing was changed",
+                f"give this app a project of its own with project-name (e.g. project-name: {self.suggested_project()}), "
+                "or move the other app to another project; if they are this app's own, left in a folder it moved "
+                "out of, stop and remove them",
+            )
+
+    def suggested_project(self) -> str:
+        """A project name from app-dir's last two folders: /srv/staging/app gives staging-app."""
+        parent, name = posixpath.split(self.cfg.app_dir.rstrip("/"))
+        both = re.sub(r"[^a-z0-9_-]+", "", f"{posixpath.basename(parent)}-{name}".lower()).strip("-_")
+        return both[:63] or "app-2"
 
     async def of(self, stack: Stack, refresh: bool = False) -> list[Container]:
         """The stack's containers, under any of its projects."""

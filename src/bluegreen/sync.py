@@ -19,14 +19,13 @@ from dataclasses import dataclass
 
 from . import commands
 from .config import Color, Config
-from .errors import DeployError
+from .errors import DeployError, first_few
 from .journal import STATE_DIR
 from .remote import Host, checked
 from .stacks import STACKS, ComposeFile, Stack, by_stack, read_files
 
 FULL_SHA = re.compile(r"^[0-9a-f]{40}$")
 SHORT_SHA = re.compile(r"^[0-9a-f]{7,39}$")
-IN_THE_WAY_SHOWN = 10
 
 
 @dataclass(frozen=True)
@@ -195,11 +194,9 @@ class Checkout:
         result = await self.host.run(commands.paths_in_the_way(app), input="\0".join(items))
         flagged = [item for item in result.stdout.split("\0") if item]
         if in_the_way := await self.lost_by_checkout(flagged):
-            shown = ", ".join(in_the_way[:IN_THE_WAY_SHOWN])
-            more = len(in_the_way) - IN_THE_WAY_SHOWN
             raise DeployError(
                 f"checking out {sha[:12]} would overwrite what the host has and git does not track, in {app}: "
-                f"{shown}{f' and {more} more' if more > 0 else ''}; nothing was changed",
+                f"{first_few(in_the_way)}; nothing was changed",
                 "if the host's copy must stay (a .env with production values), remove the path from the repository "
                 "(git rm --cached PATH, add it to .gitignore) and deploy again; if the commit's copy should win, move "
                 "the host's copy out of app-dir first",
@@ -245,9 +242,7 @@ class Checkout:
         changed = await self.changes(exempt)
         if not changed:
             return ""
-        shown = ", ".join(changed[:IN_THE_WAY_SHOWN]) + (
-            f" and {len(changed) - IN_THE_WAY_SHOWN} more" if len(changed) > IN_THE_WAY_SHOWN else ""
-        )
+        shown = first_few(changed)
         mode = self.cfg.host_changes
         if mode == "refuse":
             raise DeployError(

@@ -84,3 +84,53 @@ def test_hand_edits_on_the_host_survive_a_deploy(action_image: str, ssh_host: la
     shown = lab.as_deploy("git", "stash", "show", "--name-only", "stash@{0}", cwd=app.app_dir).split()
     assert sorted(shown) == ["nginx/nginx.conf", "notes.txt"]
     assert load.failures == []
+
+
+def containers_state(app: lab.LabApp) -> list[tuple[str, str, str]]:
+    """Each of the app's containers: id, status and start time (a recreate or restart changes them)."""
+    return sorted((c.id, c.status, c.attrs["State"]["StartedAt"]) for c in app.all_containers())
+
+
+def test_another_app_with_the_same_project_name_is_refused_and_never_touched(
+    action_image: str, ssh_host: lab.SshHost, app: lab.LabApp
+) -> None:
+    """Prod serves green; staging lives in another folder but runs under prod's project name (as
+    /srv/staging/app and /srv/prod/app both get `app`). Staging's deploy is refused before anything
+    changes, naming prod's containers and the fix; prod is never recreated, and never answers 502."""
+    app.bootstrap("green")
+    staging = lab.make_app()
+    try:
+        sha = staging.version("v2")
+        before = containers_state(app)
+        with Load(app.public_url("/api/v1/")) as load:
+            refused = lab.run_action(lab.lab_inputs(ssh_host, staging, sha, project_name=app.name))
+        assert refused.status != 0
+        (error,) = refused.commands("error")
+        assert f"compose project {app.name} also holds containers of another app" in error, error
+        assert str(app.app_dir) in error and f"{app.name}-nginx" in error and "project-name" in error
+        assert containers_state(app) == before
+        assert staging.all_containers() == [] and not (staging.app_dir / ".bluegreen/journal.jsonl").exists()
+        assert load.failures == []
+        assert served(app)["color"] == "green"
+    finally:
+        staging.teardown()
+
+
+def test_a_one_off_container_on_the_idle_color_is_left_running_and_never_recorded(
+    action_image: str, ssh_host: lab.SshHost, app: lab.LabApp
+) -> None:
+    """`compose run -d backend_blue …` (a backfill) on the idle color: the deploy to blue builds and
+    starts blue's services beside it, never stops or removes it, and never journals it as blue's."""
+    app.bootstrap("green")
+    app.compose("blue", "build")
+    app.compose("blue", "run", "-d", "--no-deps", "backend_blue", "python3", "-c", "import time; time.sleep(600)")
+    (one_off,) = [c for c in app.all_containers() if c.labels.get("com.docker.compose.oneoff") == "True"]
+    run = lab.run_action(lab.lab_inputs(ssh_host, app, app.version("v2")))
+    assert run.status == 0, run.log
+    one_off.reload()
+    assert one_off.status == "running"
+    journal = [json.loads(line) for line in (app.app_dir / ".bluegreen/journal.jsonl").read_text().splitlines()]
+    assert journal[-1]["result"] == "success" and journal[-1]["to"] == "blue"
+    assert one_off.id not in journal[-1]["containers"] and len(journal[-1]["containers"]) == 2
+    one_off.remove(force=True)
+    assert_serves_alone(app, "blue", "v2")

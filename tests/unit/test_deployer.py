@@ -157,6 +157,20 @@ def test_a_checkout_that_would_overwrite_an_untracked_host_file_is_refused_befor
     assert app.mutating() == [] and app.repo.head == V1
 
 
+def test_another_app_in_the_same_compose_project_is_refused_by_name_before_anything_changes(app: App) -> None:
+    """Staging at /srv/staging/app shares prod's default project name: compose's `up` would recreate
+    prod's containers, and `up db` would adopt prod's database."""
+    for cid, service in (("pdb", "db"), ("pb", "backend_blue")):
+        app.docker.add(Container(cid, f"app-{service}-1", True, "app", service, "/srv/prod/app"), "sha256:" + "c" * 64)
+    deployer = app.run(ref=V2)
+    error = deployer.report.error
+    assert "compose project app also holds containers of another app (working directory /srv/prod/app)" in error
+    assert "app-backend_blue-1, app-db-1" in error and "nothing was changed" in error
+    assert "project-name: srv-app" in deployer.report.fix
+    assert app.mutating() == [] and app.repo.head == V1
+    assert f"{APP}/.bluegreen/journal.jsonl" not in app.host.files
+
+
 def test_a_commit_that_tracks_the_actions_state_folder_is_refused(app: App) -> None:
     app.repo.commits[V2][".bluegreen/journal.jsonl"] = "{}\n"
     deployer = app.run(ref=V2)
