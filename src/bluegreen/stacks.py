@@ -328,8 +328,8 @@ class Stacks:
                 f"{', '.join(dirs)}): {first_few(sorted(c.name for c in foreign))}; compose would recreate or adopt "
                 "them, so nothing was changed",
                 f"give this app a project of its own with project-name (e.g. project-name: "
-                f"{self.suggested_project()}), or move the other app to another project; if they are this app's own, left in a folder it moved "
-                "out of, stop and remove them",
+                f"{self.suggested_project()}), or move the other app to another project; if they are this app's "
+                "own, left in a folder it moved out of, stop and remove them",
             )
 
     def suggested_project(self) -> str:
