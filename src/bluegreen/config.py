@@ -456,9 +456,9 @@ def _hosts(value: str, default_port: int) -> tuple[tuple[str, int], ...]:
     hosts = tuple(_address("host", item, default_port) for item in items)
     seen: set[tuple[str, int]] = set()
     for host, port in hosts:
-        if (host, port) in seen:
+        if (host.lower(), port) in seen:  # host names know no case: web-1 and WEB-1 are one machine
             raise ConfigError("host", f"{host}:{port} is listed twice", "list each host once")
-        seen.add((host, port))
+        seen.add((host.lower(), port))
     return hosts
 
 

@@ -135,6 +135,7 @@ def test_several_fingerprints_newline_or_comma_separated() -> None:
         ("drain-timeout", "1e3", "not a whole number"),
         ("lock-timeout", "`id`", "not a whole number"),
         ("host", "a.example.com, a.example.com:22", "listed twice"),
+        ("host", "web-1, WEB-1", "WEB-1:22 is listed twice"),
         ("host", "a.example.com:0", "out of range"),
         ("host", "[::1]x", "text after ']'"),
         ("host", "a.example.com;b", "not a host name"),
