@@ -32,7 +32,7 @@ from .config import (
     Config,
     other_color,
 )
-from .errors import DeployError, LockLost, describe
+from .errors import DeployError, FleetStopped, LockLost, describe
 from .health import wait_healthy, watch_public_url
 from .journal import STATE_DIR, SWITCHED, SWITCHED_BACK, Entry, Journal, collapse, last_switch, now
 from .lock import DeployLock, RunInfo
@@ -88,6 +88,8 @@ class Deployer:
         self.report.command = config.command
         self.task: asyncio.Task[object] | None = None  # the run's own task: a lost lock stops it at once
         self.lost_reason = ""  # why the lock's watcher stopped the steps: the run no longer holds the lock
+        self.halted: FleetStopped | None = None  # another host failed while this one was before its gate
+        self.recovery_error = ""  # why the recovery did not finish, if it did not
 
     def attach(self, remote: Remote) -> None:
         """Make the step modules, on this connection."""
@@ -145,6 +147,9 @@ class Deployer:
                 task.uncancel()
             if self.lost_reason:  # the lock's watcher stopped the steps
                 self.lock_gone(LockLost(self.cfg.app_dir, self.lost_reason))
+            elif self.halted is not None:  # the fleet failed elsewhere: this host stops where it is
+                self.fail(str(self.halted), self.halted.fix)
+                await self.recover()
             else:
                 self.cancelled = True
                 if self.fleet is not None:
@@ -159,8 +164,12 @@ class Deployer:
                 self.out.host_output(f"output of {err.what}", err.output)
             if self.fleet is not None:
                 self.fleet.failed(self, err)
-            self.fail(str(err), getattr(err, "fix", ""))
-            await self.recover()
+            if isinstance(err, FleetStopped) and err.switched:  # said once the recovery shows what happened
+                await self.recover()
+                self.fail(*self.after_switch_back(err))
+            else:
+                self.fail(str(err), getattr(err, "fix", ""))
+                await self.recover()
         except Exception as err:  # a bug, or a failure no step expected: recovered from like any other
             if self.fleet is not None:
                 self.fleet.failed(self, err)
@@ -601,11 +610,31 @@ class Deployer:
         self.report.warnings.append(message)
         self.out.warning(message, title)
 
-    def fail(self, message: str, fix: str) -> None:
+    def fail(self, message: str, fix: str, title: str = "") -> None:
         self.report.error = message
         self.report.fix = fix
-        title = f"{self.cfg.command.capitalize()} failed at {self.report.failed_step or 'start'}"
+        title = title or f"{self.cfg.command.capitalize()} failed at {self.report.failed_step or 'start'}"
         self.out.error(f"{message}" + (f" Fix: {fix}" if fix else ""), title)
+
+    def after_switch_back(self, err: FleetStopped) -> tuple[str, str, str]:
+        """What a host the fleet told to switch back did, as (message, fix, title): it switched back
+        and confirmed it; it could not; or it made no switch, since it served this commit before."""
+        live, new, host = self.report.live or "nothing", self.report.target or "the new color", err.host
+        if self.report.already_live:
+            return f"{err.cause}; {host} kept serving {live}, which it served before this run", err.fix, ""
+        if not self.report.switched:  # recover confirmed the old upstream and took the switch back
+            return (
+                f"{err.cause}; on-host-failure is rollback-all, so {host} switched back to {live}",
+                f"{err.fix}: {host} serves {live} again, as before this run",
+                "",
+            )
+        return (
+            f"{err.cause}; {host} could not switch back ({self.recovery_error or 'the recovery did not run'}): it "
+            f"still serves {new}",
+            f"{err.fix}, or switch {host} back by hand (nginx -s reload after putting {live}'s upstream file in "
+            "place); until then it serves the new version",
+            "Switch back failed",
+        )
 
     async def recover(self) -> None:
         """Leave the host consistent: before the switch was committed, put back the upstream and
@@ -658,7 +687,7 @@ class Deployer:
                 await self.record("failed")
         except Exception as err:
             known = isinstance(err, (RemoteError, CommandFailed, NginxError, DeployError))
-            cause = str(err) if known else f"unexpected error: {describe(err)}"
+            cause = self.recovery_error = str(err) if known else f"unexpected error: {describe(err)}"
             self.report.restored.append(f"recovery did not finish: {cause}")
             self.out.error(f"recovery did not finish: {cause}", "Recovery incomplete")
 

@@ -27,6 +27,17 @@ class LockLost(DeployError):
         self.reason = reason
 
 
+class FleetStopped(DeployError):
+    """This host may not switch (`switched=False`), or must switch back: another host (`failed`)
+    failed first (`cause`). The message of a host that switches back is written after its recovery,
+    from what happened (deploy.Deployer.after_switch_back)."""
+
+    def __init__(self, cause: str, failed: str, host: str, *, switched: bool) -> None:
+        self.cause, self.failed, self.host, self.switched = cause, failed, host, switched
+        what = f"on-host-failure is rollback-all, so {host} switches back" if switched else f"{host} did not switch"
+        super().__init__(f"{cause}; {what}", f"fix what failed on {failed} and rerun the job")
+
+
 def describe(err: BaseException) -> str:
     """An unexpected error as its type and message, never its repr: a repr can hold the whole object
     it failed on (an env file, a key), escaped so that no mask matches it. Printing goes through the

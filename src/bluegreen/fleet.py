@@ -22,14 +22,10 @@ from dataclasses import dataclass, field
 
 from .config import Config
 from .deploy import Deployer
-from .errors import DeployError, describe
+from .errors import FleetStopped, describe
 from .health import watch_public_url
 from .lock import RunInfo
 from .report import FleetReport, HostReporter, Reporter
-
-
-class FleetStopped(DeployError):
-    """This host may not switch, or must switch back: another host failed first."""
 
 
 @dataclass(eq=False)
@@ -113,6 +109,7 @@ class Fleet:
         elif not isinstance(error, FleetStopped):
             me = self.member(deployer)
             self.fail(me.label, f"{me.label} failed at {deployer.report.failed_step or 'start'}: {error}")
+        self.halt_before_gate()
         self.notify()
 
     def fail(self, who: str, what: str) -> None:
@@ -125,16 +122,21 @@ class Fleet:
 
     def stopped(self, me: Member, *, switched: bool) -> FleetStopped:
         assert self.failure is not None
-        cause = self.failure[1]
-        if switched:
-            return FleetStopped(
-                f"{cause}; on-host-failure is rollback-all, so {me.label} switched back",
-                f"fix what failed on {self.failure[0]} and rerun: every host is back on the version it served",
-            )
-        return FleetStopped(
-            f"{cause}; {me.label} did not switch",
-            f"fix what failed on {self.failure[0]} and rerun the job",
-        )
+        return FleetStopped(self.failure[1], self.failure[0], me.label, switched=switched)
+
+    def halt_before_gate(self) -> None:
+        """The fleet failed: every host still before its gate (connecting, syncing, building,
+        health-checking) stops at once, into its recovery, so no new color starts anywhere after the
+        failure. A host already released to switch goes on to `switched`, where settle decides."""
+        if self.failure is None or len(self.members) == 1:
+            return
+        for m in self.members:
+            task, deployer = m.task, m.deployer
+            if task is None or m.done or m.waiting or m.holding or m.go.done() or deployer.stopping:
+                continue
+            if deployer.halted is None and not task.cancelling():
+                deployer.halted = self.stopped(m, switched=False)
+                task.cancel()
 
     # -- the driver -------------------------------------------------------------------------------
 
@@ -213,8 +215,11 @@ class Fleet:
         def finished(m: Member) -> None:
             m.done = True
             if m.task is not None and m.task.cancelled():  # cancelled before it started
-                m.deployer.report.error = m.deployer.report.error or "the run was cancelled (SIGINT/SIGTERM)"
-                self.fail("the run", "the run was cancelled (SIGINT/SIGTERM)")
+                if m.deployer.halted is not None:  # another host failed first
+                    m.deployer.report.error = m.deployer.report.error or str(m.deployer.halted)
+                else:
+                    m.deployer.report.error = m.deployer.report.error or "the run was cancelled (SIGINT/SIGTERM)"
+                    self.fail("the run", "the run was cancelled (SIGINT/SIGTERM)")
             self.notify()
 
         loop = asyncio.get_running_loop()

@@ -17,7 +17,7 @@ from bluegreen.config import Config, load_config
 from bluegreen.fleet import Fleet, deploy_with_signals
 from bluegreen.journal import last_switch, parse
 from bluegreen.lock import RunInfo
-from bluegreen.remote import Remote, Result
+from bluegreen.remote import CommandFailed, Remote, Result
 from bluegreen.report import FleetReport
 
 from .fakes import FakeRemote
@@ -246,3 +246,77 @@ def test_a_cancel_while_one_host_waits_at_the_gate_switches_nothing_and_names_th
     assert fleet.serves() == dict.fromkeys(HOSTS, "green")
     assert not any(blue_runs(app) for app in fleet.apps.values())
     assert all("cancelled" in r.error for _, r in report.hosts), [r.error for _, r in report.hosts]
+
+
+def test_the_first_failure_stops_every_host_still_building_before_its_new_color_starts(fleet: Fleet3) -> None:
+    """web-1's build fails while web-2's and web-3's builds run (they would take minutes): both stop
+    at once into their recovery, never finish the build or health-check the new color, and say they
+    did not switch."""
+    started: list[str] = []
+    finished: list[str] = []
+    for name, app in fleet.apps.items():
+        ran = app.host.run
+
+        async def build(argv: Sequence[str], ran: object = ran, name: str = name, **kwargs: object) -> Result:
+            if argv[:2] == ["docker", "compose"] and "up" in argv:
+                started.append(name)
+                if name == "web-1":  # fails once the others are mid-build
+                    while len(started) < 3:
+                        await asyncio.sleep(0.01)
+                    raise CommandFailed(list(argv), 1, "", "failed to solve: process did not complete successfully")
+                await asyncio.sleep(30)  # minutes, for a real build
+                finished.append(name)
+            return await ran(argv, **kwargs)  # type: ignore[operator, no-any-return]
+
+        app.host.run = build  # type: ignore[method-assign]
+    report = fleet.run()
+    assert not report.ok and report.failed_host == "web-1"
+    assert sorted(started) == list(HOSTS) and finished == []
+    for name in ("web-2", "web-3"):
+        app = fleet.apps[name]
+        assert not [argv for argv in app.host.calls if argv[:1] == ["curl"]]  # no health check
+        assert not blue_runs(app)
+        error = dict(report.hosts)[name].error
+        assert error.startswith("web-1 failed at Build and start blue") and error.endswith(f"; {name} did not switch")
+        assert any("blue containers removed; green keeps serving" in r for r in dict(report.hosts)[name].restored)
+    assert fleet.serves() == dict.fromkeys(HOSTS, "green")
+
+
+def test_a_host_that_cannot_switch_back_says_so_and_the_headline_says_split(fleet: Fleet3) -> None:
+    """web-1 switched; web-2's host-url fails, so rollback-all sends web-1 back, but web-1's nginx now
+    rejects every reload: its message says it could not switch back and still serves blue, under its
+    own annotation, and nothing claims every host is back."""
+    fleet.fail_host_url("web-2")
+    web1 = fleet.apps["web-1"]
+    reloads = 0
+    test_and_reload = web1.nginx.test_and_reload
+
+    def first_reload_only(argv: list[str], stdin: str | None) -> Result:
+        nonlocal reloads
+        reloads += 1
+        if reloads == 1:
+            return test_and_reload(argv, stdin)
+        return Result(3, web1.nginx.processes(argv, None).stdout, "nginx: [emerg] no space left on device")
+
+    web1.host.on(["docker", "exec", "web", "sh", "-c", commands.TEST_AND_RELOAD_SCRIPT], first_reload_only)
+    report = fleet.run(host_url=HOST_URL)
+    assert not report.ok
+    one = dict(report.hosts)["web-1"]
+    assert "web-1 could not switch back (" in one.error and one.error.endswith("it still serves blue"), one.error
+    assert "switched back" not in one.error and "every host is back" not in "\n".join(fleet.out.lines)
+    assert any(line.startswith("error: Switch back failed (web-1):") for line in fleet.out.lines), fleet.out.lines
+    assert "the fleet is split: web-1 serves blue, web-2 serves green" in report.headline()
+    two = dict(report.hosts)["web-2"]
+    assert two.error.startswith(f"host-url {HOST_URL} did not answer 2xx on web-2") and two.rolled_back
+
+
+def test_a_host_already_live_on_the_commit_says_it_kept_serving_not_that_it_switched_back(fleet: Fleet3) -> None:
+    assert fleet.run(host="web-1").ok, fleet.out.lines  # web-1 serves blue at V2 already
+    fleet.fail_host_url("web-3")
+    report = fleet.run(host_url=HOST_URL)
+    assert not report.ok
+    one = dict(report.hosts)["web-1"]
+    assert one.error.endswith("; web-1 kept serving blue, which it served before this run"), one.error
+    assert fleet.serves() == {"web-1": "blue", "web-2": "green", "web-3": "green"}
+    two = dict(report.hosts)["web-2"]
+    assert two.error.endswith("so web-2 switched back to green"), two.error
