@@ -790,10 +790,15 @@ class RunningAction:
 
     def wait_for_step(self, title: str, timeout: float = 120) -> None:
         """Until the action opens the log group of a step."""
-        pattern = re.compile(rf"^::group::{re.escape(title)}", re.MULTILINE)
+        self.wait_for_line(f"::group::{title}", timeout)
+
+    def wait_for_line(self, start: str, timeout: float = 120) -> None:
+        """Until a line of the action's log starts with `start` (a fleet's steps are no groups: its
+        hosts' lines read `[host] Switch nginx to blue: ok ...`)."""
+        pattern = re.compile(rf"^{re.escape(start)}", re.MULTILINE)
         wait_for(
             lambda: bool(pattern.search(self.output())) or self.process.poll() is not None,
-            f"step {title!r} in the action's log",
+            f"{start!r} in the action's log",
             timeout,
         )
         assert pattern.search(self.output()), self.output()

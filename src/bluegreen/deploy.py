@@ -622,6 +622,13 @@ class Deployer:
         live, new, host = self.report.live or "nothing", self.report.target or "the new color", err.host
         if self.report.already_live:
             return f"{err.cause}; {host} kept serving {live}, which it served before this run", err.fix, ""
+        if not self.report.switched and self.switch.started_nginx:  # a first deploy: nothing served before
+            return (
+                f"{err.cause}; on-host-failure is rollback-all, so {host} switched back: the nginx this first "
+                "deploy started is stopped again",
+                f"{err.fix}: {host} serves nothing again, as before this run",
+                "",
+            )
         if not self.report.switched:  # recover confirmed the old upstream and took the switch back
             return (
                 f"{err.cause}; on-host-failure is rollback-all, so {host} switched back to {live}",

@@ -5,6 +5,7 @@ request fails, whatever the fleet does: roll, switch at once, refuse, switch bac
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -232,3 +233,91 @@ def test_through_a_jump_host_to_hosts_reachable_only_through_it(fleet: Fleet) ->
     assert load.failures == []
     served_everywhere(fleet, "blue", "v2")
     lab.assert_no_secrets(run, inputs)
+
+
+def blue_containers(host: hosts.Host, *, running_only: bool = False) -> list[str]:
+    which = [] if running_only else ["--all"]
+    selector = "label=com.docker.compose.service=backend_blue"
+    return host.exec("docker", "ps", *which, "--quiet", "--filter", selector).split()
+
+
+def test_a_cancel_in_the_middle_of_a_fleet_puts_every_host_back(fleet: Fleet) -> None:
+    """The runner's cancel once web-1 has switched and the rest have not all switched: web-1 switches
+    back (rollback-all), the others stop where they are; every host serves green v1 again, no blue
+    container is left anywhere, and no request through the load balancer fails."""
+    sha = fleet.app.version("v2")
+    with Load(fleet.lb.url("/")) as load:
+        running = lab.RunningAction(fleet.inputs(sha))
+        running.wait_for_line(f"[{fleet.hosts[0].address}] Switch nginx to blue: ok", 300)
+        running.cancel_like_the_runner()
+        run = running.wait()
+    assert run.status != 0
+    assert load.failures == []
+    served_everywhere(fleet, "green", "v1")
+    assert [blue_containers(h) for h in fleet.hosts] == [[], [], []]
+    assert "the run was cancelled" in run.summary
+    assert rows(run)[0]["rolled-back"] is True
+
+
+@pytest.mark.parametrize("fleet", [("v2", 2)], indirect=True, ids=["v2"])
+def test_a_first_deploy_host_the_fleet_switches_back_stops_its_nginx_again(fleet: Fleet) -> None:
+    """web-1 runs nothing yet (its nginx was never started: a first deploy); web-2 serves green and its
+    new color fails through its nginx. web-1 switches first, starting its nginx on blue; web-2's
+    failure sends it back: its nginx is stopped again, blue removed, as before the run."""
+    first, second = fleet.hosts
+    compose = [*first.compose(), "--project-name", fleet.app.name, "-f", fleet.app.stack_file("base")]
+    first.deploy(*compose, "rm", "--stop", "--force", "nginx", cwd=str(fleet.app.app_dir))
+    first.deploy("rm", f"{fleet.app.app_dir}/.active_env")
+    hosts.set_dotenv(second, fleet.app, "LAB_PROXIED_STATUS=502\n")
+    sha = fleet.app.version("v2")
+    run = lab.run_action(fleet.inputs(sha), timeout=900)
+    assert run.status != 0
+    assert re.search(rf"\[{re.escape(first.address)}\] Switch nginx to blue: ok in \S+ \(nginx started", run.stdout)
+    one, two = rows(run)
+    assert one["rolled-back"] is True and one["switched"] is False and two["active-color"] == "green"
+    assert any(
+        f"so {first.address} switched back: the nginx this first deploy started is stopped again" in e
+        for e in run.commands("error")
+    ), run.commands("error")
+    nginx = first.exec(
+        "docker", "ps", "--all", "--format", "{{.State}}", "--filter", f"name={fleet.app.nginx_container}"
+    )
+    assert nginx.split() in ([], ["exited"]), nginx
+    assert blue_containers(first) == [] and blue_containers(second) == []
+    assert hosts.served(second) == {**hosts.served(second), "color": "green", "version": "v1"}
+
+
+@pytest.mark.parametrize("fleet", [("v2", 2)], indirect=True, ids=["v2"])
+def test_a_host_that_cannot_switch_back_says_so_and_keeps_serving(fleet: Fleet) -> None:
+    """web-1 has switched when web-2 fails; by then web-1's nginx rejects any config (a broken file in
+    its conf.d), so its switch back fails: it says it could not switch back and still serves blue,
+    under a 'Switch back failed' annotation, and the headline says the fleet is split. A
+    pre-switch-command waits for /tmp/go in each host's new backend, so each switch comes when the
+    test says."""
+    first, second = fleet.hosts
+    hosts.set_dotenv(second, fleet.app, "LAB_PROXIED_STATUS=502\n")
+    sha = fleet.app.version("v2")
+    gate = "backend_{color} sh -c 'while [ ! -e /tmp/go ]; do sleep 0.1; done'"
+    broken = f"{fleet.app.app_dir}/nginx/conf.d/zz-broken.conf"
+
+    def release(host: hosts.Host) -> None:
+        lab.wait_for(lambda: bool(blue_containers(host, running_only=True)), f"{host.name}'s blue backend", 300)
+        host.exec("docker", "exec", blue_containers(host, running_only=True)[0], "touch", "/tmp/go")
+
+    with Load(fleet.lb.url("/")) as load:
+        running = lab.RunningAction(fleet.inputs(sha, pre_switch_command=gate))
+        release(first)
+        running.wait_for_line(f"[{first.address}] Switch nginx to blue: ok", 300)
+        first.exec("sh", "-c", f"echo 'not nginx' > {broken}", user=lab.DEPLOY_USER)
+        release(second)
+        run = running.wait(900)
+    first.exec("rm", "-f", broken)
+    assert run.status != 0
+    assert load.failures == []
+    assert [s["color"] for s in fleet.serves()] == ["blue", "green"]
+    (failed_back,) = [e for e in run.commands("error") if "Switch back failed" in e]
+    assert f"{first.address} could not switch back (" in failed_back and "it still serves blue" in failed_back
+    assert "switched back" not in failed_back
+    assert "the fleet is split" in run.summary
+    one, _ = rows(run)
+    assert one["switched"] is True and one["active-color"] == "blue"
