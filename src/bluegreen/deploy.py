@@ -624,14 +624,13 @@ class Deployer:
             return f"{err.cause}; {host} kept serving {live}, which it served before this run", err.fix, ""
         if not self.report.switched and self.switch.started_nginx:  # a first deploy: nothing served before
             return (
-                f"{err.cause}; on-host-failure is rollback-all, so {host} switched back: the nginx this first "
-                "deploy started is stopped again",
+                f"{err.cause}; {err.why}{host} switched back: the nginx this first deploy started is stopped again",
                 f"{err.fix}: {host} serves nothing again, as before this run",
                 "",
             )
         if not self.report.switched:  # recover confirmed the old upstream and took the switch back
             return (
-                f"{err.cause}; on-host-failure is rollback-all, so {host} switched back to {live}",
+                f"{err.cause}; {err.why}{host} switched back to {live}",
                 f"{err.fix}: {host} serves {live} again, as before this run",
                 "",
             )

@@ -32,9 +32,10 @@ class FleetStopped(DeployError):
     failed first (`cause`). The message of a host that switches back is written after its recovery,
     from what happened (deploy.Deployer.after_switch_back)."""
 
-    def __init__(self, cause: str, failed: str, host: str, *, switched: bool) -> None:
+    def __init__(self, cause: str, failed: str, host: str, *, switched: bool, why: str = "") -> None:
         self.cause, self.failed, self.host, self.switched = cause, failed, host, switched
-        what = f"on-host-failure is rollback-all, so {host} switches back" if switched else f"{host} did not switch"
+        self.why = why  # why a switched host goes back: "on-host-failure is rollback-all, so " or its own host-url
+        what = f"{why}{host} switches back" if switched else f"{host} did not switch"
         super().__init__(f"{cause}; {what}", f"fix what failed on {failed} and rerun the job")
 
 

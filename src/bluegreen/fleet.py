@@ -122,7 +122,8 @@ class Fleet:
 
     def stopped(self, me: Member, *, switched: bool) -> FleetStopped:
         assert self.failure is not None
-        return FleetStopped(self.failure[1], self.failure[0], me.label, switched=switched)
+        why = "" if me in self.back else "on-host-failure is rollback-all, so "  # its own host-url failed
+        return FleetStopped(self.failure[1], self.failure[0], me.label, switched=switched, why=why)
 
     def halt_before_gate(self) -> None:
         """The fleet failed: every host still before its gate (connecting, syncing, building,
