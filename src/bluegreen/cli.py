@@ -13,6 +13,7 @@ import json
 import os
 import sys
 from collections.abc import Mapping, Sequence
+from importlib import metadata
 from pathlib import Path
 
 from . import commands
@@ -35,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bluegreen", description="Zero-downtime blue-green deploys of a docker-compose app behind nginx, over SSH."
     )
+    parser.add_argument("--version", action="version", version=f"bluegreen {metadata.version('bluegreen-action')}")
     commands = parser.add_subparsers(dest="command", required=True)
     for name, text in (
         ("deploy", "deploy a ref to the idle color and switch nginx to it"),
@@ -50,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
                 f"--{spec.name}",
                 dest=spec.name,
                 metavar="VALUE",
-                help=f"{spec.description} [env {env_name(spec.name)}; {default}]",
+                help=f"{spec.description} [env {env_name(spec.name)}; {default}]".replace("%", "%%"),  # %-formatted
             )
         sub.add_argument(
             "--key-file",
