@@ -214,13 +214,26 @@ def git_checkout(app_dir: str, sha: str) -> Argv:
 def git_changes(app_dir: str) -> Argv:
     """Tracked files changed on the host, staged or not (untracked ones are another check's):
     NUL-separated `XY PATH` entries, a rename or copy followed by its source path."""
-    return ["git", "-C", app_dir, "status", "--porcelain=v1", "-z", "--untracked-files=no", "--no-renames"]
+    return [
+        "git", "-C", app_dir, "status", "--porcelain=v1", "-z", "--untracked-files=no", "--no-renames",
+        "--ignore-submodules=all",  # a checkout never touches a submodule's tree, so nothing there is lost
+    ]  # fmt: skip
+
+
+def git_differs_from(app_dir: str, sha: str) -> Argv:
+    """NUL-separated paths whose work-tree content differs from commit `sha`."""
+    return ["git", "-C", app_dir, "diff", "--name-only", "-z", "--no-renames", "--ignore-submodules=all", sha, "--"]
 
 
 def git_stash(app_dir: str, message: str, paths: Sequence[str]) -> Argv:
     """Stash the changes of `paths` (staged and not), under `message`; untracked files stay put."""
     identity = ["-c", "user.name=bluegreen", "-c", "user.email=bluegreen@localhost"]
-    return ["git", "-C", app_dir, *identity, "stash", "push", "--quiet", "--message", message, "--", *paths]
+    # --literal-pathspecs: a path is the path, never a glob (a file named `nginx/*.conf` must not
+    # take the live upstream file with it)
+    return [
+        "git", "-C", app_dir, "--literal-pathspecs", *identity, "stash", "push", "--quiet", "--message", message,
+        "--", *paths,
+    ]  # fmt: skip
 
 
 def git_stash_top(app_dir: str) -> Argv:

@@ -13,6 +13,7 @@ A name that is both a branch and a tag, at different commits, is refused as ambi
 from __future__ import annotations
 
 import asyncio
+import posixpath
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -235,11 +236,31 @@ class Checkout:
         paths = [entry[3:] for entry in out.split("\0") if len(entry) > 3]
         return [p for p in dict.fromkeys(paths) if p not in exempt and not p.startswith(STATE_DIR + "/")]
 
+    @property
+    def marker(self) -> str:
+        """Names the commit a checkout is under way to, until it has ended: git moves HEAD last, so a
+        checkout cut short (a cancel, a fleet's halt, a dead runner) leaves files of that commit that
+        `git status` shows as changes, and they are the action's own, not hand edits."""
+        return posixpath.join(self.app, STATE_DIR, "checkout")
+
+    async def own_half_checkout(self, changed: list[str]) -> list[str]:
+        """Of `changed`, the files an earlier checkout cut short did not write: those that differ from
+        the commit it was checking out as well (all of them, if no checkout was cut short)."""
+        marker = await self.host.run(commands.read_file(self.marker), check=False)
+        earlier = marker.stdout.strip()
+        if not marker.ok or not FULL_SHA.match(earlier):
+            return changed
+        differs = await self.host.run(commands.git_differs_from(self.app, earlier), check=False)
+        if not differs.ok:
+            return changed
+        other = set(differs.stdout.split("\0"))
+        return [p for p in changed if p in other]
+
     async def keep_changes(self, sha: str, exempt: set[str], run: str) -> str:
         """Before a checkout of `sha` discards them: the host's changes to tracked files, as
         host-changes says: refused (DeployError, nothing changed), stashed, or discarded. Returns
         what was done with them ("" if there were none)."""
-        changed = await self.changes(exempt)
+        changed = await self.own_half_checkout(await self.changes(exempt))
         if not changed:
             return ""
         shown = first_few(changed)
@@ -264,12 +285,16 @@ class Checkout:
         return f"stashed the host's changes to {shown} as {stash[:12]} ('{message}'; git stash list shows it)"
 
     async def checkout(self, sha: str) -> None:
+        """Check `sha` out (forced: keep_changes has dealt with what the host changed), between the
+        marker's write and its removal."""
+        await self.host.run(commands.write_state(self.marker), input=sha + "\n")
         await checked(
             self.host,
             commands.git_checkout(self.app, sha),
             f"git checkout {sha[:12]}",
             f"check the work tree in {self.app}",
         )
+        await self.host.run(commands.remove_file(self.marker))
 
 
 def relative_to(app_dir: str, path: str) -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from bluegreen import commands
 from bluegreen.commands import Holder, shell_line
 from bluegreen.config import load_config
 from bluegreen.errors import DeployError
@@ -75,6 +76,7 @@ def repos(tmp_path: Path) -> tuple[Path, Path, str]:
     git(work, "remote", "add", "origin", str(origin))
     v1 = commit(work, "v1", {"docker-compose.blue.yml": "services: {backend_blue: {}}\n"})
     subprocess.run(["git", "clone", "-q", str(origin), str(app)], check=True)
+    subprocess.run(["sh", "-c", commands.STATE_DIR_SCRIPT, "sh", str(app / ".bluegreen")], check=True)  # the lock's
     return work, app, v1
 
 
@@ -250,3 +252,42 @@ def test_discard_is_todays_checkout_and_says_what_it_discarded(repos: tuple[Path
     git_ = Checkout(LocalHost(), load_config(raw(**{"app-dir": str(app), "host-changes": "discard"})))
     assert keep(git_, v2) == "discarded the host's changes to new file.py, old.py, settings.py"
     assert git(app, "stash", "list") == ""
+
+
+def test_a_checkout_cut_short_is_the_actions_own_and_never_taken_for_hand_edits(repos: tuple[Path, Path, str]) -> None:
+    """A checkout killed midway (a cancel, a fleet's halt) leaves some files at the new commit with HEAD
+    still at the old one. The next run's checkout counts none of those as hand edits; a real edit
+    made beside them still is."""
+    work, app, v1 = repos
+    v2 = commit(work, "v2", {"a.py": "a = 2\n", "b.py": "b = 2\n", "settings.py": "DEBUG = False\n"})
+    git(app, "fetch", "-q", "origin")
+    git(app, "checkout", "-q", "--detach", v1)
+    (app / ".bluegreen/checkout").write_text(v2 + "\n")  # what Checkout.checkout wrote before it was cut
+    git(app, "checkout", v2, "--", "a.py", "b.py")  # the part that got done: staged, HEAD still at v1
+    assert git(app, "status", "--porcelain", "--untracked-files=no") != ""
+    git_ = checkout(app)
+    assert keep(git_, v2) == ""
+    asyncio.run(git_.checkout(v2))
+    assert git(app, "rev-parse", "HEAD") == v2 and not (app / ".bluegreen/checkout").exists()
+    (app / ".bluegreen/checkout").write_text(v1 + "\n")  # cut short again, on the way back to v1
+    git(app, "rm", "-q", "a.py")  # v1 has no a.py: the part that got done removed it
+    (app / "settings.py").write_text("DEBUG = True  # hotfix\n")
+    with pytest.raises(DeployError, match="would discard changes made on the host") as refused:
+        keep(git_, v1)
+    assert "settings.py" in str(refused.value) and "a.py" not in str(refused.value)
+
+
+def test_a_submodule_the_checkout_never_touches_is_no_hand_edit(repos: tuple[Path, Path, str], tmp_path: Path) -> None:
+    work, app, _ = repos
+    lib = tmp_path / "lib"
+    subprocess.run(["git", "init", "-q", "--initial-branch=main", str(lib)], check=True)
+    (lib / "x.py").write_text("x = 1\n")
+    git(lib, "add", "-A")
+    git(lib, "commit", "-q", "-m", "lib")
+    git(work, "-c", "protocol.file.allow=always", "submodule", "add", "-q", str(lib), "lib")
+    v2 = commit(work, "v2 with a submodule")
+    git(app, "fetch", "-q", "origin")
+    git(app, "checkout", "-q", "--detach", v2)
+    git(app, "-c", "protocol.file.allow=always", "submodule", "update", "-q", "--init")
+    (app / "lib/x.py").write_text("x = 2  # edited inside the submodule\n")
+    assert keep(checkout(app), v2) == ""
