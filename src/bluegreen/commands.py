@@ -495,7 +495,7 @@ def lock_state(state_dir: str) -> Argv:
 
 
 # Every container compose made, with what tells whose it is (stacks.Layout): its project and service
-# labels, and its project's working directory.
+# labels, its project's working directory, and whether `compose run` made it (a one-off).
 CONTAINER_FORMAT = "\t".join(
     [
         "{{.ID}}",
@@ -504,6 +504,7 @@ CONTAINER_FORMAT = "\t".join(
         '{{.Label "com.docker.compose.project"}}',
         '{{.Label "com.docker.compose.service"}}',
         '{{.Label "com.docker.compose.project.working_dir"}}',
+        '{{.Label "com.docker.compose.oneoff"}}',
     ]
 )
 
@@ -516,8 +517,6 @@ def compose_containers() -> Argv:
         "--no-trunc",
         "--filter",
         "label=com.docker.compose.project",
-        "--filter",  # `compose run`'s one-off containers are no part of a stack: never stopped, removed or recorded
-        "label=com.docker.compose.oneoff=False",
         "--format",
         CONTAINER_FORMAT,
     ]

@@ -49,14 +49,17 @@ class Container:
 
 
 def parse_containers(text: str) -> list[Container]:
-    """`docker ps --format commands.CONTAINER_FORMAT` lines."""
+    """`docker ps --format commands.CONTAINER_FORMAT` lines. A one-off container (`compose run`) is
+    no part of a stack, so it is never listed: never stopped, removed or recorded. Only one labelled
+    so is one: compose, too, takes a container without the label for a service's."""
     out = []
     for line in text.splitlines():
         fields = line.split("\t")
-        if len(fields) != 6:
+        if len(fields) != 7:
             continue
-        cid, name, status, project, service, working_dir = fields
-        out.append(Container(cid, name, status.startswith("Up"), project, service, working_dir))
+        cid, name, status, project, service, working_dir, oneoff = fields
+        if oneoff != "True":
+            out.append(Container(cid, name, status.startswith("Up"), project, service, working_dir))
     return out
 
 

@@ -282,7 +282,10 @@ class FakeDocker:
 
     def ps(self, argv: list[str], _: str | None) -> Result:
         lines = [
-            "\t".join([c.id, c.name, "Up 1 minute" if c.running else "Exited (0)", c.project, c.service, c.working_dir])
+            "\t".join(
+                [c.id, c.name, "Up 1 minute" if c.running else "Exited (0)"]
+                + [c.project, c.service, c.working_dir, "False"]
+            )
             for c in self.containers
         ]
         return Result(0, "".join(line + "\n" for line in lines), "")

@@ -47,7 +47,7 @@ def container(cid: str, project: str, service: str, status: str = "Up 3 minutes"
 
 def line(c: Container) -> str:
     status = "Up 1 minute" if c.running else "Exited (0) 1 minute ago"
-    return "\t".join([c.id, c.name, status, c.project, c.service, c.working_dir])
+    return "\t".join([c.id, c.name, status, c.project, c.service, c.working_dir, "False"])
 
 
 def files(base: str = "", blue: str = "", green: str = "") -> dict[Stack, ComposeFile]:
@@ -56,7 +56,10 @@ def files(base: str = "", blue: str = "", green: str = "") -> dict[Stack, Compos
 
 
 def test_a_listing_line_is_a_container_with_its_project_service_and_working_dir() -> None:
-    listing = "a\tapp_db_1\tUp 3 minutes\tapp\tdb\t/srv/app\nnot a container line\nb\tx\tExited (0)\tp\ts\t/w\n"
+    listing = (
+        "a\tapp_db_1\tUp 3 minutes\tapp\tdb\t/srv/app\tFalse\nnot a container line\nb\tx\tExited (0)\tp\ts\t/w\t\n"
+        "c\tapp-backend_blue-run-1\tUp 1 minute\tapp\tbackend_blue\t/srv/app\tTrue\n"  # compose run: not listed
+    )
     assert parse_containers(listing) == [
         Container("a", "app_db_1", True, "app", "db", "/srv/app"),
         Container("b", "x", False, "p", "s", "/w"),
