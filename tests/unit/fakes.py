@@ -252,6 +252,10 @@ class FakeRepo:
         return Result(0, "".join(p + "\0" for p in found), "")
 
 
+def status(c: Container) -> str:
+    return "Up 1 minute" if c.running else "Exited (0)"
+
+
 class FakeDocker:
     """dockerd and Compose v2 on a fake host: compose up makes a container per service of its file
     (read from the work tree), building a new image for each service with a build (its tag moves);
@@ -282,11 +286,7 @@ class FakeDocker:
 
     def ps(self, argv: list[str], _: str | None) -> Result:
         lines = [
-            "\t".join(
-                [c.id, c.name, "Up 1 minute" if c.running else "Exited (0)"]
-                + [c.project, c.service, c.working_dir, "False"]
-            )
-            for c in self.containers
+            "\t".join([c.id, c.name, status(c), c.project, c.service, c.working_dir, "False"]) for c in self.containers
         ]
         return Result(0, "".join(line + "\n" for line in lines), "")
 
