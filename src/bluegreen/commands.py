@@ -171,6 +171,14 @@ def real_path(path: str) -> Argv:
     return ["realpath", "--", path]
 
 
+# Each path "$@" as the host resolves it, a line each; an empty line for one that no longer exists.
+REAL_PATHS_SCRIPT = 'for p; do realpath -e -- "$p" 2>/dev/null || echo; done'
+
+
+def real_paths(paths: Sequence[str]) -> Argv:
+    return ["sh", "-c", REAL_PATHS_SCRIPT, "sh", *paths]
+
+
 def git_is_checkout(app_dir: str) -> Argv:
     return ["git", "-C", app_dir, "rev-parse", "--is-inside-work-tree"]
 

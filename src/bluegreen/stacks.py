@@ -18,6 +18,7 @@ If both color files define the same service name, each color runs as `<project>-
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import posixpath
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -180,6 +181,10 @@ def check_files(
 Pair = tuple[str, str]  # (compose project, service)
 
 
+def within(path: str, dirs: Iterable[str]) -> bool:
+    return any(path == d or path.startswith(d + "/") for d in dirs)
+
+
 @dataclass(frozen=True)
 class Layout:
     """Which stack owns which (project, service) pair; see the module's docstring."""
@@ -190,16 +195,17 @@ class Layout:
     owner: Mapping[Pair, Stack]
 
     def inside(self, container: Container) -> bool:
-        return any(container.working_dir == d or container.working_dir.startswith(d + "/") for d in self.app_dirs)
+        return within(container.working_dir, self.app_dirs)
 
     def stack_of(self, container: Container) -> Stack | None:
         return self.owner.get((container.project, container.service)) if self.inside(container) else None
 
-    def foreign(self, containers: Iterable[Container]) -> list[Container]:
-        """Another app's containers in a project this app's compose runs: compose's `up` picks its
-        containers by project and service labels alone, so it would recreate or adopt them."""
-        projects = {self.project_of(stack) for stack in STACKS}
-        return [c for c in containers if c.project in projects and c.working_dir and not self.inside(c)]
+    def outside(self, containers: Iterable[Container]) -> list[Container]:
+        """Containers of a service this app's compose runs, in the project it runs it in, recorded
+        from outside app-dir (as the path reads; see Stacks.check_project_is_ours): compose's `up`
+        picks containers by project and service labels alone, so it would recreate or adopt them."""
+        pairs = {(self.project_of(stack), service) for (_, service), stack in self.owner.items()}
+        return [c for c in containers if (c.project, c.service) in pairs and c.working_dir and not self.inside(c)]
 
     def members(self, containers: Iterable[Container], stack: Stack) -> list[Container]:
         return [c for c in containers if self.stack_of(c) == stack]
@@ -323,7 +329,16 @@ class Stacks:
         """Refuse, before anything changes, to run compose in a project that holds another app's
         containers (one whose compose working directory is outside app-dir): two apps in folders of
         the same name get the same default project, and `up` would take the other's containers."""
-        if foreign := self.layout.foreign(await self.containers(refresh=True)):
+        outside = self.layout.outside(await self.containers(refresh=True))
+        if not outside:
+            return
+        dirs = sorted({c.working_dir for c in outside})
+        resolved = await self.host.run(commands.real_paths(dirs), check=False)
+        mine = {d for d, real in zip(dirs, resolved.stdout.split("\n"), strict=False) if within(real, self.app_dirs)}
+        if mine:  # app-dir through another symlink: this app's own, as compose recorded the path it was given
+            self.app_dirs = (*self.app_dirs, *sorted(mine))
+            self.layout = dataclasses.replace(self.layout, app_dirs=self.app_dirs)
+        if foreign := [c for c in outside if c.working_dir not in mine]:
             dirs = sorted({c.working_dir for c in foreign})
             projects = sorted({c.project for c in foreign})
             raise DeployError(
@@ -332,7 +347,8 @@ class Stacks:
                 "them, so nothing was changed",
                 f"give this app a project of its own with project-name (e.g. project-name: "
                 f"{self.suggested_project()}), or move the other app to another project; if they are this app's "
-                "own, left in a folder it moved out of, stop and remove them",
+                "own, started from a folder it has moved out of, bring them up once from app-dir so that compose "
+                "records it",
             )
 
     def suggested_project(self) -> str:

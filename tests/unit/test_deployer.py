@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from bluegreen import commands
 from bluegreen.config import load_config
 from bluegreen.deploy import Deployer
 from bluegreen.errors import LockLost
@@ -160,15 +161,26 @@ def test_a_checkout_that_would_overwrite_an_untracked_host_file_is_refused_befor
 def test_another_app_in_the_same_compose_project_is_refused_by_name_before_anything_changes(app: App) -> None:
     """Staging at /srv/staging/app shares prod's default project name: compose's `up` would recreate
     prod's containers, and `up db` would adopt prod's database."""
-    for cid, service in (("pdb", "db"), ("pb", "backend_blue")):
+    for cid, service in (("pdb", "db"), ("pb", "backend_blue"), ("pc", "cron")):  # cron: not this app's service
         app.docker.add(Container(cid, f"app-{service}-1", True, "app", service, "/srv/prod/app"), "sha256:" + "c" * 64)
     deployer = app.run(ref=V2)
     error = deployer.report.error
     assert "compose project app also holds containers of another app (working directory /srv/prod/app)" in error
-    assert "app-backend_blue-1, app-db-1" in error and "nothing was changed" in error
+    assert "app-backend_blue-1, app-db-1;" in error and "nothing was changed" in error and "cron" not in error
     assert "project-name: srv-app" in deployer.report.fix
     assert app.mutating() == [] and app.repo.head == V1
     assert f"{APP}/.bluegreen/journal.jsonl" not in app.host.files
+
+
+def test_the_apps_own_containers_started_through_another_symlink_to_app_dir_are_its_own(app: App) -> None:
+    """db was started from /home/deploy/app, a symlink to app-dir: compose recorded that path. It is no
+    other app's: the deploy goes on, and never touches db."""
+    app.docker.containers = [c for c in app.docker.containers if c.service != "db"]
+    app.docker.add(Container("db2", "app-db-1", True, "app", "db", "/home/deploy/app"), "sha256:" + "b" * 64)
+    app.host.on(["sh", "-c", commands.REAL_PATHS_SCRIPT], lambda argv, _: Result(0, f"{APP}\n", ""))
+    deployer = app.run(ref=V2)
+    assert deployer.report.ok, app.out.lines
+    assert app.ids("db") == ["db2"] and not app.host.ran("docker", "stop", "db2")
 
 
 def test_a_commit_that_tracks_the_actions_state_folder_is_refused(app: App) -> None:
