@@ -462,11 +462,14 @@ def make_dirs(path: str) -> Argv:
 # beats stop (a runner that vanished or was paused): first it removes its name, so no further command
 # of the run starts, then it waits until every command of the run that did start has ended (their
 # shared flocks on "$1/busy"), and only then exits, and the kernel drops the lock. So no command of a
-# run ever runs beside the next holder's. No clock ends it while the action lives. A constant.
+# run ever runs beside the next holder's. A holder killed outright (OOM, an admin's kill) cannot wait
+# so: a new holder takes the lock only if no command of an earlier run still runs (busy is free),
+# else it exits 1 as if the lock were held. No clock ends it while the action lives. A constant.
 HOLD_LOCK_SCRIPT = (
     START_TIME_FUNCTION
-    + 'd=$1; me="$$ $(st $$)"; printf "%s\\n" "$me" > "$d/holder.$$" && mv -fT -- "$d/holder.$$" "$d/holder" '
-    + '|| exit 1; echo "locked $me"; while timeout "$2" sh -c "read -r _"; do :; done; '
+    + 'd=$1; flock -n "$d/busy" true || exit 1; me="$$ $(st $$)"; '
+    + 'printf "%s\\n" "$me" > "$d/holder.$$" && mv -fT -- "$d/holder.$$" "$d/holder" || exit 1; '
+    + 'echo "locked $me"; while timeout "$2" sh -c "read -r _"; do :; done; '
     + '[ "$(cat -- "$d/holder" 2>/dev/null)" = "$me" ] && rm -f -- "$d/holder"; exec flock "$d/busy" true'
 )
 

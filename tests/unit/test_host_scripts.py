@@ -6,6 +6,7 @@ beats and lets go when it stops."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -72,7 +73,11 @@ def test_what_is_in_a_checkouts_way(tmp_path: Path) -> None:
 
 def take(state: Path, silence: int) -> tuple[subprocess.Popen[str], commands.Holder]:
     holder = subprocess.Popen(
-        commands.hold_lock(str(state), silence), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        commands.hold_lock(str(state), silence),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # a process group of its own, as an SSH session's commands have
     )
     assert holder.stdout is not None
     word, _, token = holder.stdout.readline().strip().partition(" ")
@@ -174,3 +179,23 @@ def test_a_tied_command_stops_when_the_session_ends(tmp_path: Path) -> None:
     assert ended.poll() is None
     ended.stdin.close()  # the session ends
     assert ended.wait(timeout=10) != 0
+
+
+def test_a_holder_killed_outright_lets_no_new_holder_in_while_its_runs_commands_still_run(tmp_path: Path) -> None:
+    """The holder's shell is killed (OOM, an admin's kill), so the kernel drops the lock at once, while a
+    command of its run still runs: no new deploy takes the lock until that command has ended."""
+    holder, named = take(tmp_path, 60)
+    line = commands.shell_line(
+        ["sh", "-c", ': > "$0.started"; sleep 2', str(tmp_path / "slow")], 30, tied=True, holder=named
+    )
+    running = subprocess.Popen(["sh", "-c", line], stdin=subprocess.PIPE)
+    wait_until = time.monotonic() + 10
+    while not (tmp_path / "slow.started").exists() and time.monotonic() < wait_until:
+        time.sleep(0.02)
+    os.killpg(holder.pid, signal.SIGKILL)  # the holder, and (its input closed) the beat reader it left
+    holder.wait(timeout=5)
+    assert holder.stdin is not None
+    holder.stdin.close()
+    assert not free(tmp_path)  # the lock file is free, but a command of the dead holder's run still runs
+    assert running.wait(timeout=10) == 0
+    assert free(tmp_path)
