@@ -512,7 +512,14 @@ class Stacks:
         )
 
     async def stop_nginx(self) -> None:
-        await self.host.run(self.compose("base").stop([self.nginx_service]), check=False, timeout=COMPOSE_SECONDS)
+        """A first deploy's nginx, stopped again (a failure says so: nginx may still serve)."""
+        await checked(
+            self.host,
+            self.compose("base").stop([self.nginx_service]),
+            f"stopping {self.nginx_service} again",
+            f"stop it by hand: docker compose -f {self.cfg.base_compose_file} stop {self.nginx_service}",
+            timeout=COMPOSE_SECONDS,
+        )
 
 
 def by_stack(texts: Mapping[str, str | None], names: Mapping[Stack, str]) -> dict[Stack, str | None]:
