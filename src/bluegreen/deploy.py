@@ -199,6 +199,11 @@ class Deployer:
             "nothing: this run no longer holds the deploy lock, so it left the host as it was"
             + (f" (it had reached '{self.report.failed_step}')" if self.report.failed_step else "")
         )
+        if self.remote is not None and self.switch.previous is not None and not self.committed:
+            self.report.uncertain = (
+                f"nginx may serve {self.report.target}: the lock was lost during the switch, and the next deploy "
+                "settles it from the switch marker"
+            )
 
     async def steps(self) -> None:
         cfg = self.cfg

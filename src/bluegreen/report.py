@@ -55,6 +55,7 @@ class Report:
     pruned: str = ""  # what the prune step freed
     adopted: bool = False  # a rollback to a color the action adopted: its commit is the checkout's, not verified
     journal: list[dict[str, object]] = field(default_factory=list)
+    uncertain: str = ""  # why this run cannot tell what nginx serves (the lock was lost mid-switch)
 
     @property
     def ok(self) -> bool:
@@ -62,6 +63,8 @@ class Report:
 
     @property
     def active_color(self) -> Color | None:
+        if self.uncertain:
+            return None
         if self.already_live:
             return self.live
         return self.target if self.serves_new else self.live
@@ -111,10 +114,10 @@ class Report:
             lines += [f"**Cause:** {self.error}", ""]
             if self.fix:
                 lines += [f"**Fix:** {self.fix}", ""]
-            serving = self.active_color or "unknown"
+            serving = self.active_color or "unknown" + (f" ({self.uncertain})" if self.uncertain else "")
             lines += [
                 f"**Serving now:** {serving}"
-                + (" (previous color kept)" if not self.switched or self.rolled_back else ""),
+                + (" (previous color kept)" if self.active_color and not self.serves_new else ""),
                 "",
             ]
             if self.restored:
@@ -244,11 +247,11 @@ class FleetReport:
             done = "Rolled back" if first.command == "rollback" else "Deployed"
             return f"### ✅ {done} `{short}` on {count}: {', '.join(sorted(arrows))}"
         serving = {r.active_color for r in reports}
-        if len(serving) == 1 and not any(r.serves_new for r in reports):
+        if len(serving) == 1 and not any(r.serves_new or r.uncertain for r in reports):
             after = f"every host serves what it served before ({serving.pop() or 'nothing'})"
         else:
             after = "the fleet is split: " + ", ".join(
-                f"{h} serves {r.active_color or 'nothing'}" for h, r in self.hosts
+                f"{h} serves {r.active_color or ('unknown' if r.uncertain else 'nothing')}" for h, r in self.hosts
             )
         return f"### ❌ {what} of `{short}` on {count} failed ({self.failed_host or 'a host'}): {after}"
 

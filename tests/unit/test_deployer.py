@@ -367,3 +367,17 @@ def test_an_unexpected_error_is_recovered_from_and_shown_as_its_type_never_its_r
     assert app.host.files[TARGET] == SEED["nginx/upstream.green.conf"]
     journal = app.host.files[f"{APP}/.bluegreen/journal.jsonl"].splitlines()
     assert json.loads(journal[-1])["result"] == "failed"
+
+
+def test_a_lock_lost_mid_switch_says_what_nginx_serves_is_unknown_never_the_old_color(app: App) -> None:
+    def refuse(argv: list[str], _: str | None) -> Result:
+        raise LockLost(APP, "the runner was silent for 61 s")
+
+    app.host.on(["docker", "exec", "web", "sh", "-c", commands.TEST_AND_RELOAD_SCRIPT], refuse)
+    report = app.run(ref=V2).report
+    assert report.error.startswith(f"lost the deploy lock on {APP}")
+    assert report.outputs()["active-color"] == "" and report.outputs()["switched"] == "false"
+    assert "**Serving now:** unknown (nginx may serve blue: the lock was lost during the switch" in (
+        report.summary_markdown()
+    )
+    assert "previous color kept" not in report.summary_markdown()
