@@ -125,6 +125,14 @@ class DeployLock:
                     "list each machine once in host",
                 )
             if time.monotonic() >= deadline:
+                if again and (await self.owner_record()).get("token") == self.token:
+                    raise DeployError(
+                        f"this run's own lost SSH session still holds the lock on "
+                        f"{posixpath.dirname(self.state_dir)} after {timeout}s: a command it started still runs "
+                        "on the host (sshd keeps a dead session open)",
+                        "rerun the job once that command has ended; set ClientAliveInterval in the host's sshd_config "
+                        "so that dead sessions end sooner",
+                    )
                 raise DeployError(
                     f"another deploy still holds the lock on {posixpath.dirname(self.state_dir)} after {timeout}s "
                     f"(owner: {await self.owner() or 'unknown'})",

@@ -169,3 +169,16 @@ def test_status_names_the_holder_only_while_the_lock_is_held() -> None:
     }
     host.on(commands.lock_state(STATE)[:3], lambda argv, _: Result(0, "free\n", ""))
     assert asyncio.run(lock_status(host, STATE)) == {"held": False}
+
+
+def test_a_reconnect_that_finds_its_own_lost_session_still_holding_the_lock_says_so() -> None:
+    """sshd keeps the dead session, and a command of it still runs: the lock is this run's own, not
+    another deploy's, and the error says that."""
+    host = FakeHost()
+    lock = DeployLock(host, STATE, RUN, print)
+    asyncio.run(lock.take(10, lambda: ""))
+    lock.forget()
+    host.lock_lines = [""]  # the old session's holder still has it
+    with pytest.raises(DeployError, match="this run's own lost SSH session still holds the lock") as caught:
+        asyncio.run(lock.take(0, lambda: "", again=True))
+    assert "ClientAliveInterval" in caught.value.fix
