@@ -497,7 +497,11 @@ def hold_lock(state_dir: str, silence: int) -> Argv:
 LOCK_STATE_SCRIPT = (
     START_TIME_FUNCTION
     + 't=$(cat -- "$1/holder" 2>/dev/null); p=${t%% *}; '
-    + 'if [ -n "$p" ] && [ "$p $(st "$p")" = "$t" ]; then echo "held $t"; else echo free; fi'
+    + 'if [ -n "$p" ] && [ "$p $(st "$p")" = "$t" ]; then echo "held $t"; '
+    # no live holder named, yet the lock or the busy file is locked (by inode, in /proc/locks): a holder
+    # letting go, which waits for its run's last commands, or commands of a holder killed outright
+    + 'else for f in lock busy; do i=$(stat -c %i -- "$1/$f" 2>/dev/null) && grep -q ":$i " /proc/locks '
+    + '&& { echo "held letting-go"; exit 0; }; done; echo free; fi'
 )
 
 

@@ -187,7 +187,11 @@ class DeployLock:
 
 async def lock_status(host: Host, state_dir: str) -> dict[str, object]:
     """`status`: whether the deploy lock is held, and by which run (as it recorded itself)."""
-    held = (await host.run(commands.lock_state(state_dir), check=False)).stdout.startswith("held ")
+    state = (await host.run(commands.lock_state(state_dir), check=False)).stdout.strip()
+    held = state.startswith("held ")
     owner = await host.run(commands.read_file(posixpath.join(state_dir, "lock.json")), check=False) if held else None
     record = parse_json(owner.stdout) if owner is not None else {}
-    return {"held": held, **{k: record[k] for k in ("url", "run_id", "attempt", "started") if k in record}}
+    recorded: dict[str, object] = {k: record[k] for k in ("url", "run_id", "attempt", "started") if k in record}
+    if state == "held letting-go":  # its holder is gone and waits for (or left) its run's last commands
+        recorded["letting-go"] = True
+    return {"held": held, **recorded}

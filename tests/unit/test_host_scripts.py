@@ -197,5 +197,7 @@ def test_a_holder_killed_outright_lets_no_new_holder_in_while_its_runs_commands_
     assert holder.stdin is not None
     holder.stdin.close()
     assert not free(tmp_path)  # the lock file is free, but a command of the dead holder's run still runs
+    assert run(commands.lock_state(str(tmp_path))).stdout.strip() == "held letting-go"  # status says so too
     assert running.wait(timeout=10) == 0
+    assert run(commands.lock_state(str(tmp_path))).stdout.strip() == "free"
     assert free(tmp_path)

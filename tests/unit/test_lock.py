@@ -182,3 +182,10 @@ def test_a_reconnect_that_finds_its_own_lost_session_still_holding_the_lock_says
     with pytest.raises(DeployError, match="this run's own lost SSH session still holds the lock") as caught:
         asyncio.run(lock.take(0, lambda: "", again=True))
     assert "ClientAliveInterval" in caught.value.fix
+
+
+def test_status_says_held_while_a_holder_lets_go() -> None:
+    host = FakeHost()
+    host.on(commands.lock_state(STATE)[:3], lambda argv, _: Result(0, "held letting-go\n", ""))
+    assert asyncio.run(lock_status(host, STATE))["letting-go"] is True
+    assert asyncio.run(lock_status(host, STATE))["held"] is True
