@@ -407,12 +407,25 @@ class Deployer:
         aside meanwhile, so git never sees it."""
         set_aside = relative_to(self.cfg.app_dir, self.proxy.target)
         await self.git.check_host_files(sha, set_aside)
-        if kept := await self.git.keep_changes(sha, self.own_files(), self.run_info.url):
-            self.report.host_changes.append(kept)
-            self.out.info(kept)
+        await self.check_out(sha)
+
+    async def check_out(self, sha: str) -> None:
+        """The host's changes to tracked files dealt with as host-changes says (refused: DeployError,
+        nothing changed), then the checkout, with the live upstream file set aside. A stash is noted
+        at once (it exists whatever follows); a discard once the checkout has done it."""
+        kept = await self.git.keep_changes(sha, self.own_files(), self.run_info.url)
+        stashed = bool(kept) and self.cfg.host_changes == "stash"
+        if stashed:
+            self.note_host_changes(kept)
         self.checked_out = True
         async with self.switch.upstream_set_aside():
             await self.git.checkout(sha)
+        if kept and not stashed:
+            self.note_host_changes(kept)
+
+    def note_host_changes(self, what: str) -> None:
+        self.report.host_changes.append(what)
+        self.out.info(what)
 
     def own_files(self) -> set[str]:
         """The tracked files the action itself writes, which a checkout may overwrite: the live
@@ -706,14 +719,10 @@ class Deployer:
         """Recovery's checkout of the commit the live color runs, by host-changes' rule too: changes
         made on the host meanwhile are never lost (refused: the checkout is left as it is)."""
         try:
-            kept = await self.git.keep_changes(sha, self.own_files(), self.run_info.url)
+            await self.check_out(sha)
         except DeployError as err:
             self.report.restored.append(f"checkout left at {(self.report.sha or '')[:12]}: {err}")
             return
-        if kept:
-            self.report.host_changes.append(kept)
-        async with self.switch.upstream_set_aside():
-            await self.git.checkout(sha)
         self.report.restored.append(f"checkout back at {sha[:12]}, which {self.report.live} runs")
 
     async def reconnect(self) -> None:

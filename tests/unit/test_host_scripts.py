@@ -196,6 +196,9 @@ def test_a_holder_killed_outright_lets_no_new_holder_in_while_its_runs_commands_
     holder.wait(timeout=5)
     assert holder.stdin is not None
     holder.stdin.close()
+    gone = time.monotonic() + 10
+    while Path(f"/proc/{named.token.split()[0]}").exists() and time.monotonic() < gone:  # reaped by init
+        time.sleep(0.02)
     assert not free(tmp_path)  # the lock file is free, but a command of the dead holder's run still runs
     assert run(commands.lock_state(str(tmp_path))).stdout.strip() == "held letting-go"  # status says so too
     assert running.wait(timeout=10) == 0
