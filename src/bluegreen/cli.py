@@ -70,7 +70,13 @@ def raw_inputs(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[str
         raw[spec.name] = value if value is not None else environ.get(env_name(spec.name), spec.default)
     raw["command"] = args.command if args.command != "status" else "deploy"
     if args.key_file:
-        raw["key"] = Path(args.key_file).read_text()
+        try:
+            raw["key"] = Path(args.key_file).read_text()
+        except (OSError, UnicodeDecodeError) as err:
+            reason = err.strerror if isinstance(err, OSError) and err.strerror else "it is not a text key file"
+            raise ConfigError(
+                "key-file", f"{args.key_file} cannot be read ({reason})", "give the path of the private key"
+            ) from None
     return raw
 
 
@@ -118,14 +124,23 @@ async def fleet_status(config: Config) -> dict[str, object]:
     return {label(host, port): status for (host, port), status in zip(config.hosts, found, strict=True)}
 
 
+def flag_words(err: ConfigError) -> str:
+    """An input's error as the CLI says it: --app-dir for the input app-dir."""
+    return str(err).replace("input '", "--", 1).replace("':", ":", 1)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    raw = raw_inputs(args, os.environ)
+    try:
+        raw = raw_inputs(args, os.environ)
+    except ConfigError as err:
+        ConsoleReporter([]).error(flag_words(err), "invalid option")
+        return 2
     out = ConsoleReporter(secret_values(raw))
     try:
         config = load_config(raw, for_deploy=args.command != "status")
     except ConfigError as err:
-        out.error(str(err).replace("input '", "--", 1).replace("':", ":", 1), "invalid option")
+        out.error(flag_words(err), "invalid option")
         return 2
     if args.command == "status":
         try:

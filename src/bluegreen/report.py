@@ -402,19 +402,38 @@ class ConsoleReporter(Reporter):
 
     FRAMES = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 
-    def __init__(self, secret_values: Iterable[str], stream: TextIO | None = None) -> None:
+    def __init__(
+        self, secret_values: Iterable[str], stream: TextIO | None = None, errors: TextIO | None = None
+    ) -> None:
         super().__init__(secret_values)
         self.stream = stream or sys.stdout
+        self.errors = errors or sys.stderr  # errors and warnings: a terminal user's pipe keeps them apart
         self.tty = self.stream.isatty()
+        self.color = self.tty and not os.environ.get("NO_COLOR")  # https://no-color.org
         self._lock = threading.Lock()
         self._spinning = ""
+        self._to = self.stream
 
     def write(self, line: str) -> None:
         with self._lock:
             if self._spinning:
                 self.stream.write("\r\033[2K")
-            self.stream.write(line + "\n")
-            self.stream.flush()
+                self.stream.flush()
+            self._to.write(line + "\n")
+            self._to.flush()
+
+    def to_errors(self, text: str) -> None:
+        self._to = self.errors
+        try:
+            self.emit(text)
+        finally:
+            self._to = self.stream
+
+    def warning(self, message: str, title: str) -> None:
+        self.to_errors(f"warning: {title}: {message}")
+
+    def error(self, message: str, title: str) -> None:
+        self.to_errors(f"error: {title}: {message}")
 
     def info(self, message: str) -> None:
         self.emit(("  " if self.tty else "") + message)
@@ -455,9 +474,13 @@ class ConsoleReporter(Reporter):
         if not self.tty:
             super().step_done(step)
             return
-        mark = {"ok": "\033[32m✓\033[0m", "failed": "\033[31m✗\033[0m"}.get(step.status, "·")
-        detail = f" \033[2m({step.detail})\033[0m" if step.detail else ""
-        self.emit(f"{mark} {step.title}{detail} \033[2m{step.seconds:.1f}s\033[0m")
+        mark = {"ok": self.paint("32", "✓"), "failed": self.paint("31", "✗")}.get(step.status, "·")
+        detail = " " + self.paint("2", f"({step.detail})") if step.detail else ""
+        self.emit(f"{mark} {step.title}{detail} {self.paint('2', f'{step.seconds:.1f}s')}")
+
+    def paint(self, code: str, text: str) -> str:
+        """ANSI color on a terminal, unless NO_COLOR is set."""
+        return f"\033[{code}m{text}\033[0m" if self.color else text
 
     def finish(self, report: FleetReport) -> None:
         self.emit("")

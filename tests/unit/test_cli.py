@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import io
+import subprocess
+import sys
+
 import pytest
 
 from bluegreen.cli import main
+from bluegreen.report import ConsoleReporter, StepRecord
+
+from .test_config import raw
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["deploy", "--help"], ["rollback", "--help"], ["status", "--help"]])
@@ -22,3 +29,36 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as done:
         main(["--version"])
     assert done.value.code == 0 and capsys.readouterr().out.startswith("bluegreen 0.")
+
+
+def test_an_unreadable_key_file_is_a_usage_error_on_stderr(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["deploy", "--key-file", "/nonexistent/key"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "error: invalid option: --key-file: /nonexistent/key cannot be read (No such file or directory)" in err
+
+
+def test_a_bad_flag_is_named_as_a_flag_on_stderr(capsys: pytest.CaptureFixture[str]) -> None:
+    flags = [part for name, value in raw(port="ssh").items() if name != "command" for part in (f"--{name}", value)]
+    assert main(["deploy", *flags]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "--port: 'ssh' is not a whole number" in err
+
+
+def test_python_dash_m_runs_the_cli() -> None:
+    done = subprocess.run([sys.executable, "-m", "bluegreen", "--version"], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.startswith("bluegreen ")
+
+
+def test_no_color_keeps_the_step_list_plain(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    step = StepRecord("build", "Build and start blue", "ok", 1.5, "2 services")
+    painted, plain = Tty(), Tty()
+    ConsoleReporter([], painted).step_done(step)
+    monkeypatch.setenv("NO_COLOR", "1")
+    ConsoleReporter([], plain).step_done(step)
+    assert "\033[" in painted.getvalue()
+    assert "\033[" not in plain.getvalue() and "✓ Build and start blue (2 services) 1.5s" in plain.getvalue()
