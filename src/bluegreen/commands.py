@@ -229,8 +229,22 @@ def git_changes(app_dir: str) -> Argv:
 
 
 def git_differs_from(app_dir: str, sha: str) -> Argv:
-    """NUL-separated paths whose work-tree content differs from commit `sha`."""
-    return ["git", "-C", app_dir, "diff", "--name-only", "-z", "--no-renames", "--ignore-submodules=all", sha, "--"]
+    """The paths whose work-tree content differs from commit `sha`, NUL-separated `STATUS\\0PATH`
+    pairs (D: `sha` has it, the work tree does not)."""
+    return ["git", "-C", app_dir, "diff", "--name-status", "-z", "--no-renames", "--ignore-submodules=all", sha, "--"]
+
+
+def git_blobs_at(app_dir: str, sha: str, paths: Sequence[str]) -> Argv:
+    """`<mode> blob <id>\\t<path>` entries, NUL-separated, for `paths` at `sha`."""
+    return ["git", "-C", app_dir, "--literal-pathspecs", "ls-tree", "-z", sha, "--", *paths]
+
+
+# The blob id git would give each file "$@" of the work tree (an empty line where it cannot), a line each.
+HASH_FILES_SCRIPT = 'cd -- "$1" && shift && for p; do git hash-object -- "$p" 2>/dev/null || echo; done'
+
+
+def git_hash_files(app_dir: str, paths: Sequence[str]) -> Argv:
+    return ["sh", "-c", HASH_FILES_SCRIPT, "sh", app_dir, *paths]
 
 
 def git_stash(app_dir: str, message: str, paths: Sequence[str]) -> Argv:

@@ -61,7 +61,7 @@ class Fleet:
         self.failure: tuple[str, str] | None = None  # (host, what failed): the first failure ends the fleet
         self.error = ""  # a failure of the fleet itself (public-url once every host switched)
         self.driver: asyncio.Task[None] | None = None
-        self.back: set[Member] = set()  # hosts that switch back whatever on-host-failure says
+        self.back: dict[Member, str] = {}  # hosts that switch back whatever on-host-failure says: their own cause
 
     def member(self, deployer: Deployer) -> Member:
         return next(m for m in self.members if m.deployer is deployer)
@@ -122,7 +122,9 @@ class Fleet:
 
     def stopped(self, me: Member, *, switched: bool) -> FleetStopped:
         assert self.failure is not None
-        why = "" if me in self.back else "on-host-failure is rollback-all, so "  # its own host-url failed
+        if switched and me in self.back:  # its own host-url failed: that is its cause
+            return FleetStopped(self.back[me], me.label, me.label, switched=True)
+        why = "on-host-failure is rollback-all, so " if switched else ""
         return FleetStopped(self.failure[1], self.failure[0], me.label, switched=switched, why=why)
 
     def halt_before_gate(self) -> None:
@@ -180,8 +182,9 @@ class Fleet:
         answers = await asyncio.gather(*(m.deployer.watch_host_url() for m in switched), return_exceptions=True)
         for m, last in zip(switched, answers, strict=True):
             if last:
-                self.back.add(m)  # whatever on-host-failure says: host-url failing switches a host back
-                self.fail(m.label, f"{m.label}: host-url {url} stopped answering 2xx (last: {last})")
+                cause = f"{m.label}: host-url {url} stopped answering 2xx (last: {last})"
+                self.back[m] = cause  # whatever on-host-failure says: host-url failing switches a host back
+                self.fail(m.label, cause)
 
     def settle(self) -> None:
         """The fleet is decided: release every waiting host, to switch or to stop."""

@@ -194,7 +194,9 @@ class Checkout:
         items = {f"f:{p}": None for p in added} | {f"d:{d}": None for p in added for d in parents(p)}
         result = await self.host.run(commands.paths_in_the_way(app), input="\0".join(items))
         flagged = [item for item in result.stdout.split("\0") if item]
-        if in_the_way := await self.lost_by_checkout(flagged):
+        in_the_way = await self.lost_by_checkout(flagged)
+        in_the_way = [p for p in in_the_way if p not in await self.written_by_cut_short(in_the_way)]
+        if in_the_way:
             raise DeployError(
                 f"checking out {sha[:12]} would overwrite what the host has and git does not track, in {app}: "
                 f"{first_few(in_the_way)}; nothing was changed",
@@ -243,18 +245,38 @@ class Checkout:
         `git status` shows as changes, and they are the action's own, not hand edits."""
         return posixpath.join(self.app, STATE_DIR, "checkout")
 
-    async def own_half_checkout(self, changed: list[str]) -> list[str]:
-        """Of `changed`, the files an earlier checkout cut short did not write: those that differ from
-        the commit it was checking out as well (all of them, if no checkout was cut short)."""
+    async def cut_short(self) -> str:
+        """The commit an earlier checkout was under way to when it was cut short ("" if none was)."""
         marker = await self.host.run(commands.read_file(self.marker), check=False)
         earlier = marker.stdout.strip()
-        if not marker.ok or not FULL_SHA.match(earlier):
+        return earlier if marker.ok and FULL_SHA.match(earlier) else ""
+
+    async def own_half_checkout(self, changed: list[str]) -> list[str]:
+        """Of `changed`, the files an earlier checkout cut short did not write: those that differ from
+        the commit it was checking out as well, a file it had removed to write anew excepted (all of
+        them, if no checkout was cut short)."""
+        if not (earlier := await self.cut_short()):
             return changed
         differs = await self.host.run(commands.git_differs_from(self.app, earlier), check=False)
         if not differs.ok:
             return changed
-        other = set(differs.stdout.split("\0"))
+        fields = differs.stdout.split("\0")
+        other = {path for status, path in zip(fields[::2], fields[1::2], strict=False) if status != "D"}
         return [p for p in changed if p in other]
+
+    async def written_by_cut_short(self, paths: list[str]) -> set[str]:
+        """Of `paths` (untracked on the host), those an earlier checkout cut short wrote: the same
+        content as the commit it was checking out has there."""
+        if not paths or not (earlier := await self.cut_short()):
+            return set()
+        tree, hashes = await asyncio.gather(
+            self.host.run(commands.git_blobs_at(self.app, earlier, paths), check=False),
+            self.host.run(commands.git_hash_files(self.app, paths), check=False),
+        )
+        blobs = dict(entry.split("\t", 1)[::-1] for entry in tree.stdout.split("\0") if "\t" in entry)
+        committed = {path: meta.split()[-1] for path, meta in blobs.items()}
+        found = hashes.stdout.split("\n")
+        return {p for p, h in zip(paths, found, strict=False) if h and committed.get(p) == h}
 
     async def keep_changes(self, sha: str, exempt: set[str], run: str) -> str:
         """Before a checkout of `sha` discards them: the host's changes to tracked files, as

@@ -322,3 +322,23 @@ def test_a_host_already_live_on_the_commit_says_it_kept_serving_not_that_it_swit
     assert fleet.serves() == {"web-1": "blue", "web-2": "green", "web-3": "green"}
     two = dict(report.hosts)["web-2"]
     assert two.error.endswith("so web-2 switched back to green"), two.error
+
+
+def test_two_hosts_whose_host_url_fails_in_one_recheck_each_give_their_own_cause(fleet: Fleet3) -> None:
+    for name in ("web-1", "web-2"):
+        asked: list[list[str]] = []
+
+        def first_then_broken(argv: list[str], _: str | None, asked: list[list[str]] = asked) -> Result:
+            if HOST_URL in argv:
+                asked.append(argv)
+                return Result(0, "200" if len(asked) == 1 else "502", "")
+            return Result(0, "200", "")
+
+        fleet.apps[name].host.on(["curl"], first_then_broken)
+    report = fleet.run(host_url=HOST_URL, batch_size="2")
+    assert not report.ok
+    for name in ("web-1", "web-2"):
+        error = dict(report.hosts)[name].error
+        assert error.startswith(f"{name}: host-url {HOST_URL} stopped answering"), error
+        assert error.endswith(f"; {name} switched back to green"), error
+    assert fleet.serves() == dict.fromkeys(HOSTS, "green")

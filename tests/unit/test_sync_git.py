@@ -291,3 +291,31 @@ def test_a_submodule_the_checkout_never_touches_is_no_hand_edit(repos: tuple[Pat
     git(app, "-c", "protocol.file.allow=always", "submodule", "update", "-q", "--init")
     (app / "lib/x.py").write_text("x = 2  # edited inside the submodule\n")
     assert keep(checkout(app), v2) == ""
+
+
+def test_a_checkout_killed_midway_leaves_files_the_next_checkout_takes_as_its_own(
+    repos: tuple[Path, Path, str],
+) -> None:
+    """What a killed `git checkout --force` leaves: the new commit's new files written but untracked,
+    and the file it was rewriting removed, HEAD and the index still at the old commit. The next
+    checkout of that commit counts none of it as the host's; a file the host made that the commit
+    also tracks, with other content, is still refused."""
+    work, app, _ = repos
+    commit(work, "z", {"z.txt": "z = 1\n"})
+    v2 = commit(work, "v2", {"z.txt": "z = 2\n", "new.txt": "new\n", "sub/n.txt": "nested\n", ".env.example": "A=1\n"})
+    git(app, "fetch", "-q", "origin")
+    git(app, "checkout", "-q", "--detach", "origin/main~1")
+    (app / ".bluegreen/checkout").write_text(v2 + "\n")
+    (app / "new.txt").write_text("new\n")  # written, not yet in the index
+    (app / "sub").mkdir()
+    (app / "sub/n.txt").write_text("nested\n")
+    (app / "z.txt").unlink()  # being rewritten when the kill came
+    git_ = checkout(app)
+    asyncio.run(git_.check_host_files(v2, ""))
+    assert keep(git_, v2) == ""
+    (app / ".env.example").write_text("A=production\n")  # the host's own: not what the commit has
+    with pytest.raises(DeployError, match="would overwrite what the host has and git does not track"):
+        asyncio.run(git_.check_host_files(v2, ""))
+    (app / ".env.example").unlink()
+    asyncio.run(git_.checkout(v2))
+    assert git(app, "rev-parse", "HEAD") == v2 and git(app, "status", "--porcelain") == ""
