@@ -199,6 +199,11 @@ class Deployer:
             "nothing: this run no longer holds the deploy lock, so it left the host as it was"
             + (f" (it had reached '{self.report.failed_step}')" if self.report.failed_step else "")
         )
+        self.mark_uncertain()
+
+    def mark_uncertain(self) -> None:
+        """The lock was lost between the upstream's write and the commit (or while undoing it): what
+        nginx serves is not known, and the report says so instead of naming a color."""
         if self.remote is not None and self.switch.previous is not None and not self.committed:
             self.report.uncertain = (
                 f"nginx may serve {self.report.target}: the lock was lost during the switch, and the next deploy "
@@ -640,6 +645,8 @@ class Deployer:
         live, new, host = self.report.live or "nothing", self.report.target or "the new color", err.host
         if self.report.already_live:
             return f"{err.cause}; {host} kept serving {live}, which it served before this run", err.fix, ""
+        if self.report.uncertain:
+            return f"{err.cause}; {host} could not switch back: {self.report.uncertain}", err.fix, "Switch back failed"
         if not self.report.switched and self.switch.started_nginx:  # a first deploy: nothing served before
             return (
                 f"{err.cause}; {err.why}{host} switched back: the nginx this first deploy started is stopped again",
@@ -712,6 +719,8 @@ class Deployer:
         except Exception as err:
             known = isinstance(err, (RemoteError, CommandFailed, NginxError, DeployError))
             cause = self.recovery_error = str(err) if known else f"unexpected error: {describe(err)}"
+            if isinstance(err, LockLost):
+                self.mark_uncertain()
             self.report.restored.append(f"recovery did not finish: {cause}")
             self.out.error(f"recovery did not finish: {cause}", "Recovery incomplete")
 

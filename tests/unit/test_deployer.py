@@ -381,3 +381,24 @@ def test_a_lock_lost_mid_switch_says_what_nginx_serves_is_unknown_never_the_old_
         report.summary_markdown()
     )
     assert "previous color kept" not in report.summary_markdown()
+
+
+def test_a_lock_lost_while_undoing_the_switch_says_what_nginx_serves_is_unknown(app: App) -> None:
+    """The new upstream was loaded, host-url failed, and the lock was lost while putting the old one
+    back: the report cannot say green, and does not."""
+    url = "http://127.0.0.1:8080/api/v1/"
+    app.host.on(["curl"], lambda argv, _: Result(0, "502" if url in argv else "200", ""))
+    reloads: list[int] = []
+    test_and_reload = app.nginx.test_and_reload
+
+    def second_loses_the_lock(argv: list[str], stdin: str | None) -> Result:
+        reloads.append(1)
+        if len(reloads) == 1:
+            return test_and_reload(argv, stdin)
+        raise LockLost(APP, "the runner was silent for 61 s")
+
+    app.host.on(["docker", "exec", "web", "sh", "-c", commands.TEST_AND_RELOAD_SCRIPT], second_loses_the_lock)
+    report = app.run(ref=V2, host_url=url).report
+    assert not report.ok and len(reloads) == 2
+    assert report.outputs()["active-color"] == ""
+    assert "**Serving now:** unknown (nginx may serve blue" in report.summary_markdown()
