@@ -512,10 +512,12 @@ LOCK_STATE_SCRIPT = (
     START_TIME_FUNCTION
     + 't=$(cat -- "$1/holder" 2>/dev/null); p=${t%% *}; '
     + 'if [ -n "$p" ] && [ "$p $(st "$p")" = "$t" ]; then echo "held $t"; '
-    # no live holder named, yet the lock or the busy file is locked (by inode, in /proc/locks): a holder
-    # letting go, which waits for its run's last commands, or commands of a holder killed outright
-    + 'else for f in lock busy; do i=$(stat -c %i -- "$1/$f" 2>/dev/null) && grep -q ":$i " /proc/locks '
-    + '&& { echo "held letting-go"; exit 0; }; done; echo free; fi'
+    # no live holder named, yet the lock or the busy file is locked (/proc/locks names a locked file by
+    # its device, as major:minor in hex, and inode): a holder letting go, which waits for its run's last
+    # commands, or commands of a holder killed outright
+    + "else for f in lock busy; do s=$(stat -c '%d %i' -- \"$1/$f\" 2>/dev/null) || continue; "
+    + 'd=${s% *}; k=$(printf "%02x:%02x:%s" $(((d >> 8) & 4095)) $(((d & 255) | ((d >> 12) & 1048320))) "${s#* }"); '
+    + 'grep -q " $k " /proc/locks && { echo "held letting-go"; exit 0; }; done; echo free; fi'
 )
 
 
