@@ -171,8 +171,9 @@ def real_path(path: str) -> Argv:
     return ["realpath", "--", path]
 
 
-# Each path "$@" as the host resolves it, a line each; an empty line for one that no longer exists.
-REAL_PATHS_SCRIPT = 'for p; do realpath -e -- "$p" 2>/dev/null || echo; done'
+# Each path "$@" as the host resolves it, each ended by a NUL; an empty one for a path that no longer
+# exists. A constant: the paths come as "$@".
+REAL_PATHS_SCRIPT = 'for p; do realpath -ez -- "$p" 2>/dev/null || printf "\\0"; done'
 
 
 def real_paths(paths: Sequence[str]) -> Argv:

@@ -333,8 +333,10 @@ class Stacks:
         if not outside:
             return
         dirs = sorted({c.working_dir for c in outside})
-        resolved = await self.host.run(commands.real_paths(dirs), check=False)
-        mine = {d for d, real in zip(dirs, resolved.stdout.split("\n"), strict=False) if within(real, self.app_dirs)}
+        reals = (await self.host.run(commands.real_paths(dirs), check=False)).stdout.split("\0")[:-1]
+        if len(reals) != len(dirs):  # not one answer a path: trust none
+            reals = [""] * len(dirs)
+        mine = {d for d, real in zip(dirs, reals, strict=True) if within(real, self.app_dirs)}
         if mine:  # app-dir through another symlink: this app's own, as compose recorded the path it was given
             self.app_dirs = (*self.app_dirs, *sorted(mine))
             self.layout = dataclasses.replace(self.layout, app_dirs=self.app_dirs)

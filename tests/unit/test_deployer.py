@@ -177,7 +177,7 @@ def test_the_apps_own_containers_started_through_another_symlink_to_app_dir_are_
     other app's: the deploy goes on, and never touches db."""
     app.docker.containers = [c for c in app.docker.containers if c.service != "db"]
     app.docker.add(Container("db2", "app-db-1", True, "app", "db", "/home/deploy/app"), "sha256:" + "b" * 64)
-    app.host.on(["sh", "-c", commands.REAL_PATHS_SCRIPT], lambda argv, _: Result(0, f"{APP}\n", ""))
+    app.host.on(["sh", "-c", commands.REAL_PATHS_SCRIPT], lambda argv, _: Result(0, f"{APP}\0", ""))
     deployer = app.run(ref=V2)
     assert deployer.report.ok, app.out.lines
     assert app.ids("db") == ["db2"] and not app.host.ran("docker", "stop", "db2")
