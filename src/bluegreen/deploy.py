@@ -647,6 +647,13 @@ class Deployer:
             return f"{err.cause}; {host} kept serving {live}, which it served before this run", err.fix, ""
         if self.report.uncertain:
             return f"{err.cause}; {host} could not switch back: {self.report.uncertain}", err.fix, "Switch back failed"
+        if not self.report.switched and self.switch.started_nginx and not self.switch.nginx_stopped:
+            return (
+                f"{err.cause}; {host} could not switch back: the nginx this first deploy started could not be "
+                f"stopped again, and it still serves {new}",
+                f"{err.fix}, or stop its nginx by hand",
+                "Switch back failed",
+            )
         if not self.report.switched and self.switch.started_nginx:  # a first deploy: nothing served before
             return (
                 f"{err.cause}; {err.why}{host} switched back: the nginx this first deploy started is stopped again",

@@ -513,15 +513,10 @@ class Stacks:
             COMPOSE_SECONDS,
         )
 
-    async def stop_nginx(self) -> None:
-        """A first deploy's nginx, stopped again (a failure says so: nginx may still serve)."""
-        await checked(
-            self.host,
-            self.compose("base").stop([self.nginx_service]),
-            f"stopping {self.nginx_service} again",
-            f"stop it by hand: docker compose -f {self.cfg.base_compose_file} stop {self.nginx_service}",
-            timeout=COMPOSE_SECONDS,
-        )
+    async def stop_nginx(self) -> bool:
+        """A first deploy's nginx, stopped again; whether it stopped (if not, it still serves)."""
+        stop = self.compose("base").stop([self.nginx_service])
+        return (await self.host.run(stop, check=False, timeout=COMPOSE_SECONDS)).ok
 
 
 def by_stack(texts: Mapping[str, str | None], names: Mapping[Stack, str]) -> dict[Stack, str | None]:

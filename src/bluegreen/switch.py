@@ -33,6 +33,7 @@ class Switch:
         self.previous: str | None = None  # set once the target may have been written
         self.reloaded = False  # from here on nginx may serve the new upstream
         self.started_nginx = False  # a first deploy: nginx was started with the new upstream
+        self.nginx_stopped = False  # ...and stopped again by undo
 
     # -- the upstream file during the checkout ----------------------------------------------------
 
@@ -113,15 +114,19 @@ class Switch:
     async def commit(self) -> None:
         await self.host.run(commands.remove_file(self.marker))
 
-    async def undo(self, back_to: str, stop_nginx: Callable[[], Awaitable[None]]) -> str:
+    async def undo(self, back_to: str, stop_nginx: Callable[[], Awaitable[bool]]) -> str:
         """Put back what the switch replaced (nginx serving `back_to`); returns what was restored, ""
         if nothing was changed."""
         if self.previous is None:
             return ""
         if self.started_nginx:
-            await stop_nginx()
+            self.nginx_stopped = await stop_nginx()
             await self.proxy.write_target(self.previous)
-            done = f"nginx stopped again and {self.name} put back: this was the first deploy, nothing served before"
+            done = (
+                f"nginx stopped again and {self.name} put back: this was the first deploy, nothing served before"
+                if self.nginx_stopped
+                else f"{self.name} put back, but nginx could not be stopped again: it still serves the new upstream"
+            )
         elif self.reloaded:
             await self.proxy.restore(self.previous)
             done = f"nginx upstream switched back to {back_to}, reloaded and confirmed"

@@ -25,7 +25,7 @@ def setup() -> tuple[FakeHost, FakeNginx, Switch]:
     return host, nginx, Switch(host, Nginx(host, "web", TARGET), APP, "nginx/conf.d/upstream.conf")
 
 
-async def never() -> None:
+async def never() -> bool:
     raise AssertionError("not called")
 
 
@@ -118,8 +118,11 @@ def test_a_first_deploy_starts_nginx_only_after_the_upstream_is_written() -> Non
     async def start() -> None:
         events.append(f"start nginx, target is {host.files.get(TARGET)!r}")
 
-    async def stop() -> None:
+    stops = [True]
+
+    async def stop() -> bool:
         events.append("stop nginx")
+        return stops.pop(0)
 
     async def go() -> str:
         await switch.begin(host.files.get(TARGET, ""), "blue", "")
@@ -131,3 +134,5 @@ def test_a_first_deploy_starts_nginx_only_after_the_upstream_is_written() -> Non
     assert host.ran("mkdir", "-p", "--", f"{APP}/nginx/conf.d")
     assert done.startswith("nginx stopped again and nginx/conf.d/upstream.conf put back: this was the first deploy")
     assert host.files[TARGET] == "" and nginx.reloads == 0
+    stops.append(False)  # a stop that fails is said, never claimed
+    assert asyncio.run(go()).endswith("but nginx could not be stopped again: it still serves the new upstream")
