@@ -423,10 +423,14 @@ class Deployer:
         if stashed:
             self.note_host_changes(kept)
         self.checked_out = True
-        async with self.switch.upstream_set_aside():
-            await self.git.checkout(sha)
-        if kept and not stashed:
-            self.note_host_changes(kept)
+        done = False
+        try:
+            async with self.switch.upstream_set_aside():
+                await self.git.checkout(sha)
+            done = True
+        finally:
+            if kept and not stashed:  # a discard: said once done, or as far as it may have gone
+                self.note_host_changes(kept if done else f"{kept} (the checkout did not finish: some or all of them)")
 
     def note_host_changes(self, what: str) -> None:
         self.report.host_changes.append(what)
@@ -737,7 +741,7 @@ class Deployer:
         try:
             await self.check_out(sha)
         except DeployError as err:
-            self.report.restored.append(f"checkout left at {(self.report.sha or '')[:12]}: {err}")
+            self.report.restored.append(f"the checkout back at {sha[:12]} was not done: {err}")
             return
         self.report.restored.append(f"checkout back at {sha[:12]}, which {self.report.live} runs")
 

@@ -349,8 +349,8 @@ class Stacks:
                 "them, so nothing was changed",
                 f"give this app a project of its own with project-name (e.g. project-name: "
                 f"{self.suggested_project()}), or move the other app to another project; if they are this app's "
-                "own, started from a folder it has moved out of, bring them up once from app-dir so that compose "
-                "records it",
+                "own, started from a folder it has moved out of, recreate them from app-dir (docker compose up -d "
+                "--force-recreate SERVICE there) so that compose records it",
             )
 
     def suggested_project(self) -> str:
