@@ -258,6 +258,33 @@ class LoadBalancer:
     def stop(self) -> None:
         lab.sh("docker", "rm", "--force", self.container)
 
+    def log(self) -> str:
+        return lab.sh("docker", "logs", self.container)
+
+
+LB_PORT, LB_CONTROL_PORT = 8080, 8081  # the keep-alive load balancer's, on the lab network (as `lb`)
+# What each host runs as lb-detach-command / lb-attach-command: the load balancer's control API,
+# naming the host as the load balancer knows it (its name on the lab network).
+LB_DETACH = f"sh -c 'curl -fsS -X POST http://lb:{LB_CONTROL_PORT}/detach/$(hostname)'"
+LB_ATTACH = f"sh -c 'curl -fsS -X POST http://lb:{LB_CONTROL_PORT}/attach/$(hostname)'"
+
+
+def start_keepalive_load_balancer(hosts: list[Host]) -> LoadBalancer:
+    """A load balancer that keeps connections to the hosts open (lab/lb.py), on the lab network as
+    `lb`, its port published on 127.0.0.1; it never retries a failed request on another host. Its
+    control API takes a host out and puts it back (LB_DETACH, LB_ATTACH)."""
+    container = f"bluegreen-lab-lb-{secrets.token_hex(3)}"
+    script = Path(__file__).parent / "lb.py"
+    servers = [f"{h.name}={h.name}:{WEB_PORT}" for h in hosts]
+    lab.sh(
+        "docker", "run", "--detach", "--name", container, "--network", NETWORK, "--network-alias", "lb",
+        "--publish", f"127.0.0.1::{LB_PORT}", "-v", f"{script}:/lb.py:ro", lab.LAB_IMAGE,
+        "python3", "-u", "/lb.py", str(LB_PORT), str(LB_CONTROL_PORT), *servers,
+    )  # fmt: skip
+    balancer = LoadBalancer(container, _published(container, LB_PORT))
+    lab.wait_for(lambda: _answers(balancer.url("/api/v1/")), "the keep-alive load balancer to serve", 30)
+    return balancer
+
 
 def start_load_balancer(hosts: list[Host]) -> LoadBalancer:
     """nginx on 127.0.0.1, round robin over the hosts' nginx. It never retries a failed request on

@@ -17,8 +17,8 @@ from importlib import metadata
 from pathlib import Path
 
 from . import commands
-from .config import INPUTS, Config, ConfigError, load_config, secret_values
-from .fleet import Fleet, deploy_with_signals, label
+from .config import INPUTS, Config, ConfigError, label, load_config, secret_values
+from .fleet import Fleet, deploy_with_signals
 from .journal import STATE_DIR, Journal
 from .lock import RunInfo, lock_status
 from .nginx import Nginx, NginxError, live_color

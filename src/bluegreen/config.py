@@ -31,6 +31,12 @@ OnHostFailure = Literal["rollback-all", "stop"]
 ON_HOST_FAILURE: tuple[OnHostFailure, ...] = ("rollback-all", "stop")
 
 
+def label(host: str, port: int) -> str:
+    """A host as the summary and the log name it: name, [v6] or name:port."""
+    shown = f"[{host}]" if ":" in host else host
+    return shown if port == 22 else f"{shown}:{port}"
+
+
 def other_color(color: Color) -> Color:
     return "green" if color == "blue" else "blue"
 
@@ -199,6 +205,22 @@ INPUTS: tuple[InputSpec, ...] = (
     ),
     InputSpec("pre-switch-timeout", "Seconds pre-switch-command may run before the deploy fails.", "600"),
     InputSpec(
+        "lb-detach-command",
+        "Run on the host just before its nginx reloads (a switch, or a switch back), to take the host out of a "
+        "load balancer that keeps connections open: it must return once no request reaches the host through the "
+        "load balancer any more. Split like a shell line, run as argv (write sh -c '...' for a shell), with "
+        "BLUEGREEN_HOST (the host as listed) and BLUEGREEN_COLOR (the color nginx goes to) in its environment. "
+        "Empty means none.",
+        "",
+    ),
+    InputSpec(
+        "lb-attach-command",
+        "Run on the host once its switch (or switch back) is confirmed, to put it back into the load balancer; "
+        "like lb-detach-command. Empty means none.",
+        "",
+    ),
+    InputSpec("lb-timeout", "Seconds lb-detach-command and lb-attach-command may each run.", "300"),
+    InputSpec(
         "env",
         "The app's environment as dotenv lines (NAME=value; a value may be quoted, and quoted may span lines), "
         "usually from a secret. The color being built gets them for ${NAME} in its compose file and as "
@@ -280,6 +302,9 @@ class Config:
     proxy_key: str = ""
     proxy_known_hosts: str = ""
     host_changes: HostChanges = "refuse"
+    lb_detach_command: tuple[str, ...] = ()  # run on the host, as argv, around each reload of its nginx
+    lb_attach_command: tuple[str, ...] = ()
+    lb_timeout: int = 300
     key_input: str = "key"  # the input `key` came from, for messages ("proxy-key" on the way to the bastion)
 
     def for_host(self, index: int) -> Config:
@@ -643,6 +668,23 @@ def _pre_switch_command(value: str) -> tuple[str, ...]:
     return words
 
 
+def _host_command(name: str, value: str) -> tuple[str, ...]:
+    """A command run on the host: split like a shell line, run as argv, never by a shell."""
+    if not value:
+        return ()
+    if _CONTROL.search(value):
+        raise ConfigError(name, "contains a newline or control character", "give the command on one line")
+    try:
+        words = tuple(shlex.split(value))
+    except ValueError as err:
+        raise ConfigError(name, f"{value!r} cannot be split into words ({err})", "close every quote") from None
+    if not words or words[0].startswith("-") or "=" in words[0]:
+        raise ConfigError(
+            name, f"{value!r} does not start with a command", "start with the program, e.g. sh -c 'curl -fsS ...'"
+        )
+    return words
+
+
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Names that steer the compose process (or the shell that starts it) rather than the app.
 _ENV_RESERVED = re.compile(r"^(?:DOCKER_.*|COMPOSE_.*|LD_.*|PATH|HOME|SHELL|IFS|ENV|BASH_ENV|PWD|USER)$")
@@ -866,6 +908,9 @@ def load_config(raw: Mapping[str, str], *, for_deploy: bool = True) -> Config:
         nginx_sudo=nginx_sudo,
         public_url=_url("public-url", public_url) if public_url else "",
         pre_switch_command=_pre_switch_command(get("pre-switch-command")),
+        lb_detach_command=_host_command("lb-detach-command", get("lb-detach-command")),
+        lb_attach_command=_host_command("lb-attach-command", get("lb-attach-command")),
+        lb_timeout=_int("lb-timeout", get("lb-timeout"), 1, 86400),
         pre_switch_timeout=_int("pre-switch-timeout", get("pre-switch-timeout"), 1, 86400),
         drain_timeout=_int("drain-timeout", get("drain-timeout"), 0, 3600),
         keep_previous=_choice("keep-previous", get("keep-previous"), KEEP_PREVIOUS),

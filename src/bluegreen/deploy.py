@@ -30,6 +30,7 @@ from .config import (
     TEARDOWN_STOP_SECONDS,
     Color,
     Config,
+    label,
     other_color,
 )
 from .errors import DeployError, FleetStopped, LockLost, describe
@@ -90,6 +91,7 @@ class Deployer:
         self.lost_reason = ""  # why the lock's watcher stopped the steps: the run no longer holds the lock
         self.halted: FleetStopped | None = None  # another host failed while this one was before its gate
         self.recovery_error = ""  # why the recovery did not finish, if it did not
+        self.detached = False  # lb-detach-command ran (or began): the host may be out of the load balancer
 
     def attach(self, remote: Remote) -> None:
         """Make the step modules, on this connection."""
@@ -200,6 +202,11 @@ class Deployer:
             + (f" (it had reached '{self.report.failed_step}')" if self.report.failed_step else "")
         )
         self.mark_uncertain()
+        if self.detached:
+            self.report.restored.append(
+                f"{label(self.cfg.host, self.cfg.port)} may still be out of the load balancer (lb-detach-command ran): "
+                "put it back once the host serves"
+            )
 
     def mark_uncertain(self) -> None:
         """The lock was lost between the upstream's write and the commit (or while undoing it): what
@@ -373,6 +380,36 @@ class Deployer:
         """host-url, as seen on this host: "" once it answers 2xx, else what it last answered."""
         return await watch_public_url(self.cfg.host_url, self.host) if self.cfg.host_url else ""
 
+    async def lb_detach(self, color: Color | None) -> float:
+        """lb-detach-command, before this host's nginx reloads (to `color`); returns when it began."""
+        began = time.monotonic()
+        if self.cfg.lb_detach_command and not self.detached:
+            self.detached = True  # from here the host may be out: every way on puts it back
+            await self.lb_hook(self.cfg.lb_detach_command, "lb-detach-command", color)
+        return began
+
+    async def lb_attach(self, color: Color | None) -> bool:
+        """lb-attach-command, once the reload is confirmed; whether it ran."""
+        if not (self.cfg.lb_attach_command and self.detached):
+            self.detached = False
+            return False
+        await self.lb_hook(self.cfg.lb_attach_command, "lb-attach-command", color)
+        self.detached = False
+        return True
+
+    async def lb_hook(self, argv: tuple[str, ...], name: str, color: Color | None) -> None:
+        cfg = self.cfg
+        environ = [f"BLUEGREEN_HOST={label(cfg.host, cfg.port)}", f"BLUEGREEN_COLOR={color or ''}"]
+        output = await checked(
+            self.host,
+            ["env", *environ, *argv],
+            name,
+            f"check {name} (its output is above); it runs on the host as {cfg.username}, in lb-timeout "
+            f"({cfg.lb_timeout}s)",
+            timeout=cfg.lb_timeout,
+        )
+        self.out.host_output(f"output of {name}", output)
+
     async def record_switched_back(self) -> None:
         """The journal: the live color serves again, and the switch this run made does not count."""
         live = self.report.live
@@ -517,6 +554,7 @@ class Deployer:
         )
         if not self.stacks.nginx_service:
             await self.switch.check_reachable(content, cfg.upstream_file_for(target), target, self.warn)
+        out_since = await self.lb_detach(target)
         await self.switch.begin(previous, target, self.run_info.url)
         old_workers: set[int] = set()
         if self.stacks.nginx_service:
@@ -524,15 +562,17 @@ class Deployer:
         else:
             old_workers, reload_seconds = await self.switch.reload(content)
             s.detail = f"reload took {reload_seconds:.1f}s"
-        if cfg.public_url and (last := await watch_public_url(cfg.public_url)):
-            raise DeployError(
-                f"public-url {cfg.public_url} did not answer 2xx after the switch (last: {last})",
-                "check the new upstream file: it must point at the new color's ports",
-            )
         if cfg.host_url and (last := await self.watch_host_url()):
             raise DeployError(
                 f"host-url {cfg.host_url} did not answer 2xx on {cfg.host} after the switch (last: {last})",
                 "check the new upstream file and this host's nginx: host-url must reach the new color through it",
+            )
+        if await self.lb_attach(target):
+            s.detail += f"; out of the load balancer for {time.monotonic() - out_since:.1f}s"
+        if cfg.public_url and (last := await watch_public_url(cfg.public_url)):
+            raise DeployError(
+                f"public-url {cfg.public_url} did not answer 2xx after the switch (last: {last})",
+                "check the new upstream file: it must point at the new color's ports",
             )
         # Committed: the marker goes, and the journal says what now serves, at once, so a rerun after
         # a hard kill from here on finishes this switch instead of making another.
@@ -693,6 +733,8 @@ class Deployer:
             switched_at = self.proxy.reloaded_at  # the reload that loaded the new upstream, if any
             if self.switched_back:  # from here a dead run leaves the marker: the next run settles it
                 await self.switch.begin_back(self.report.target or "", self.run_info.url)
+            if self.switch.reloaded and not self.switch.started_nginx:  # the undo reloads too
+                await self.lb_detach(self.report.live)
             if restored := await self.switch.undo(self.report.live or "its previous content", self.stacks.stop_nginx):
                 self.report.rolled_back = self.switch.reloaded and not self.switch.started_nginx
                 if self.report.rolled_back:
@@ -700,6 +742,8 @@ class Deployer:
                     self.report.exposed = self.proxy.reloaded_at - switched_at
                     restored += f"; the new upstream served for {self.report.exposed:.2f}s"
                 self.report.restored.append(restored)
+            if await self.lb_attach(self.report.live):
+                self.report.restored.append(f"{label(self.cfg.host, self.cfg.port)} put back into the load balancer")
             if self.switched_back:  # the new color served real traffic: journal the way back, then drain it
                 self.report.switched, self.report.rolled_back = False, True
                 await self.record_switched_back()

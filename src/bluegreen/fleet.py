@@ -20,7 +20,7 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .config import Config
+from .config import Config, label
 from .deploy import Deployer
 from .errors import FleetStopped, describe
 from .health import watch_public_url
@@ -38,11 +38,6 @@ class Member:
     holding: bool = False  # switched, waiting for the rest of the fleet
     done: bool = False
     task: asyncio.Task[object] | None = None
-
-
-def label(host: str, port: int) -> str:
-    shown = f"[{host}]" if ":" in host else host
-    return shown if port == 22 else f"{shown}:{port}"
 
 
 class Fleet:

@@ -322,3 +322,25 @@ def test_a_host_that_cannot_switch_back_says_so_and_keeps_serving(fleet: Fleet) 
     assert "the fleet is split" in run.summary
     one, _ = rows(run)
     assert one["switched"] is True and one["active-color"] == "blue"
+
+
+def test_behind_a_keepalive_load_balancer_the_hosts_leave_it_around_each_reload(fleet: Fleet) -> None:
+    """A load balancer that keeps connections to the hosts open (and retries nothing): a reload closes
+    the old workers' idle connections, racing its requests. With lb-detach-command and
+    lb-attach-command each host leaves the load balancer before its reload and comes back once
+    confirmed: a rolling deploy of three hosts under load has no failed request."""
+    balancer = hosts.start_keepalive_load_balancer(fleet.hosts)
+    try:
+        sha = fleet.app.version("v2")
+        inputs = fleet.inputs(sha, lb_detach_command=hosts.LB_DETACH, lb_attach_command=hosts.LB_ATTACH)
+        with Load(balancer.url("/api/v1/")) as load:
+            run = lab.run_action(inputs, timeout=900)
+        assert run.status == 0, run.log
+        assert load.failures == [] and len(load.statuses) > 50
+        served_everywhere(fleet, "blue", "v2")
+        log = balancer.log()
+        order = [line for line in log.splitlines() if line.startswith(("detached ", "attached "))]
+        assert order == [f"{verb} {h.name}" for h in fleet.hosts for verb in ("detached", "attached")], log
+        assert "out of the load balancer for" in run.stdout
+    finally:
+        balancer.stop()

@@ -402,3 +402,47 @@ def test_a_lock_lost_while_undoing_the_switch_says_what_nginx_serves_is_unknown(
     assert not report.ok and len(reloads) == 2
     assert report.outputs()["active-color"] == ""
     assert "**Serving now:** unknown (nginx may serve blue" in report.summary_markdown()
+
+
+LB = {"lb-detach-command": "lbctl detach", "lb-attach-command": "lbctl attach", "lb-timeout": "60"}
+
+
+def events(app: App) -> list[str]:
+    """The load balancer hooks and nginx reloads, in order."""
+    out = []
+    for argv in app.host.calls:
+        if argv[:1] == ["env"] and "lbctl" in argv:
+            out.append(f"{argv[argv.index('lbctl') + 1]} {argv[1]} {argv[2]}")
+        elif commands.TEST_AND_RELOAD_SCRIPT in argv:
+            out.append("reload")
+    return out
+
+
+def test_the_load_balancer_hooks_run_around_the_reload_with_the_host_and_color(app: App) -> None:
+    app.host.on(["env"], lambda argv, _: Result(0, "ok\n", ""))
+    deployer = app.run(ref=V2, **LB)
+    assert deployer.report.ok, app.out.lines
+    assert events(app) == [
+        "detach BLUEGREEN_HOST=deploy.example.com BLUEGREEN_COLOR=blue",
+        "reload",
+        "attach BLUEGREEN_HOST=deploy.example.com BLUEGREEN_COLOR=blue",
+    ]
+    assert "out of the load balancer for" in next(s.detail for s in deployer.report.steps if s.name == "switch")
+
+
+def test_a_switch_undone_is_taken_out_of_the_load_balancer_again_and_put_back(app: App) -> None:
+    url = "http://127.0.0.1:8080/api/v1/"
+    app.host.on(["env"], lambda argv, _: Result(0, "", ""))
+    app.host.on(["curl"], lambda argv, _: Result(0, "502" if url in argv else "200", ""))
+    deployer = app.run(ref=V2, host_url=url, **LB)
+    assert not deployer.report.ok
+    assert [e.split()[0] for e in events(app)] == ["detach", "reload", "reload", "attach"]
+    assert "deploy.example.com put back into the load balancer" in deployer.report.restored
+
+
+def test_a_detach_that_fails_changes_nothing_and_puts_the_host_back(app: App) -> None:
+    app.host.on(["env"], lambda argv, _: Result(1 if "detach" in argv else 0, "", "lb: 503"))
+    deployer = app.run(ref=V2, **LB)
+    assert deployer.report.error.startswith("lb-detach-command failed")
+    assert [e.split()[0] for e in events(app)] == ["detach", "attach"]
+    assert app.host.files[TARGET] == SEED["nginx/upstream.green.conf"]

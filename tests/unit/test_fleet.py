@@ -342,3 +342,22 @@ def test_two_hosts_whose_host_url_fails_in_one_recheck_each_give_their_own_cause
         assert error.startswith(f"{name}: host-url {HOST_URL} stopped answering"), error
         assert error.endswith(f"; {name} switched back to green"), error
     assert fleet.serves() == dict.fromkeys(HOSTS, "green")
+
+
+def test_a_host_switched_back_by_the_fleet_leaves_the_load_balancer_around_that_reload_too(fleet: Fleet3) -> None:
+    hooks: list[tuple[str, str]] = []
+
+    for name, app in fleet.apps.items():
+
+        def hook(argv: list[str], _: str | None, name: str = name) -> Result:
+            hooks.append((name, argv[-1]))
+            return Result(0, "", "")
+
+        app.host.on(["env"], hook)
+    fleet.fail_host_url("web-2")
+    report = fleet.run(host_url=HOST_URL, lb_detach_command="lbctl detach", lb_attach_command="lbctl attach")
+    assert not report.ok
+    assert [w for h, w in hooks if h == "web-1"] == ["detach", "attach", "detach", "attach"]  # switch, switch back
+    assert [w for h, w in hooks if h == "web-2"] == ["detach", "attach"]  # its switch, undone while still out
+    assert [w for h, w in hooks if h == "web-3"] == []
+    assert fleet.serves() == dict.fromkeys(HOSTS, "green")
