@@ -56,6 +56,8 @@ class Balancer:
             deadline = time.monotonic() + 30
             while (workers() & before or not workers()) and time.monotonic() < deadline:
                 time.sleep(0.05)
+            if workers() & before or not workers():  # nginx kept the old config, or its workers linger
+                raise RuntimeError(f"the reload for {name} did not take effect")
             print(f"{'detached' if down else 'attached'} {name}", flush=True)
 
 
@@ -72,7 +74,13 @@ def main() -> None:
                 self.send_response(404)
                 self.end_headers()
                 return
-            balancer.set(name, verb == "detach")
+            try:
+                balancer.set(name, verb == "detach")
+            except (RuntimeError, subprocess.CalledProcessError) as err:
+                self.send_response(500)
+                self.end_headers()
+                self.wfile.write(f"{err}\n".encode())
+                return
             self.send_response(200)
             self.end_headers()
             self.wfile.write(f"{verb}ed {name}\n".encode())

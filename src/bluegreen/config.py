@@ -37,6 +37,12 @@ def label(host: str, port: int) -> str:
     return shown if port == 22 else f"{shown}:{port}"
 
 
+def batch_of(hosts: int, batch_size: tuple[int, bool]) -> int:
+    """Hosts switched at once: batch-size as a count, or its percentage of the hosts rounded up."""
+    size, percent = batch_size
+    return max(1, min(hosts, math.ceil(hosts * size / 100) if percent else size))
+
+
 def other_color(color: Color) -> Color:
     return "green" if color == "blue" else "blue"
 
@@ -316,8 +322,7 @@ class Config:
 
     def batch_count(self) -> int:
         """Hosts switched at once: batch-size as a count, or its percentage of the hosts rounded up."""
-        size, percent = self.batch_size
-        return max(1, min(len(self.hosts), math.ceil(len(self.hosts) * size / 100) if percent else size))
+        return batch_of(len(self.hosts), self.batch_size)
 
     def bastion(self) -> Config:
         """The config that reaches proxy-jump: its user and address, proxy-key (else key), and
@@ -668,6 +673,31 @@ def _pre_switch_command(value: str) -> tuple[str, ...]:
     return words
 
 
+def _check_lb_hooks(
+    detach: tuple[str, ...], attach: tuple[str, ...], hosts: tuple[tuple[str, int], ...], batch_size: tuple[int, bool]
+) -> None:
+    """The load balancer hooks come as a pair, and never take every host out at once."""
+    if bool(detach) != bool(attach):
+        missing = "lb-attach-command" if detach else "lb-detach-command"
+        raise ConfigError(missing, "is required with the other load balancer hook", "set both, or neither")
+    if not detach:
+        return
+    if len(hosts) < 2:
+        raise ConfigError(
+            "lb-detach-command",
+            "would take the only host out of the load balancer: downtime at every switch",
+            "with one host, let the load balancer retry an idempotent request on a closed idle connection "
+            "(nginx: proxy_next_upstream error) and leave the hooks empty",
+        )
+    if batch_of(len(hosts), batch_size) >= len(hosts):
+        raise ConfigError(
+            "batch-size",
+            f"switches all {len(hosts)} hosts at once, so lb-detach-command would take every host out of the load "
+            "balancer together",
+            f"give a batch-size smaller than {len(hosts)}",
+        )
+
+
 def _host_command(name: str, value: str) -> tuple[str, ...]:
     """A command run on the host: split like a shell line, run as argv, never by a shell."""
     if not value:
@@ -879,6 +909,10 @@ def load_config(raw: Mapping[str, str], *, for_deploy: bool = True) -> Config:
     health_timeout = _int("health-timeout", get("health-timeout"), 1, 3600)
     health_interval = _int("health-interval", get("health-interval"), 1, 600)
     check_timeouts(health_timeout=health_timeout, health_interval=health_interval)
+    detach = _host_command("lb-detach-command", get("lb-detach-command"))
+    attach = _host_command("lb-attach-command", get("lb-attach-command"))
+    batch_size = _batch_size(get("batch-size"))
+    _check_lb_hooks(detach, attach, hosts, batch_size)
     return Config(
         host=hosts[0][0],
         port=hosts[0][1],
@@ -908,8 +942,8 @@ def load_config(raw: Mapping[str, str], *, for_deploy: bool = True) -> Config:
         nginx_sudo=nginx_sudo,
         public_url=_url("public-url", public_url) if public_url else "",
         pre_switch_command=_pre_switch_command(get("pre-switch-command")),
-        lb_detach_command=_host_command("lb-detach-command", get("lb-detach-command")),
-        lb_attach_command=_host_command("lb-attach-command", get("lb-attach-command")),
+        lb_detach_command=detach,
+        lb_attach_command=attach,
         lb_timeout=_int("lb-timeout", get("lb-timeout"), 1, 86400),
         pre_switch_timeout=_int("pre-switch-timeout", get("pre-switch-timeout"), 1, 86400),
         drain_timeout=_int("drain-timeout", get("drain-timeout"), 0, 3600),
@@ -918,7 +952,7 @@ def load_config(raw: Mapping[str, str], *, for_deploy: bool = True) -> Config:
         prune=_bool("prune", get("prune")),
         lock_timeout=_int("lock-timeout", get("lock-timeout"), 0, 86400),
         hosts=hosts,
-        batch_size=_batch_size(get("batch-size")),
+        batch_size=batch_size,
         on_host_failure=_choice("on-host-failure", get("on-host-failure"), ON_HOST_FAILURE),
         host_url=_url("host-url", host_url) if host_url else "",
         proxy_jump=proxy_jump,

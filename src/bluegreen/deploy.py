@@ -18,11 +18,12 @@ import asyncio
 import math
 import shlex
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Protocol
 
 from . import commands, rollback
+from .balancer import Balancer
 from .config import (
     CANCEL_DRAIN_SECONDS,
     RECONNECT_LOCK_SECONDS,
@@ -65,6 +66,9 @@ class Gate(Protocol):
 
     def still_on(self, deployer: Deployer) -> None: ...
 
+    @property
+    def lb_slots(self) -> asyncio.Semaphore: ...
+
 
 class Deployer:
     def __init__(self, config: Config, out: Reporter, run: RunInfo, fleet: Gate | None = None) -> None:
@@ -91,7 +95,6 @@ class Deployer:
         self.lost_reason = ""  # why the lock's watcher stopped the steps: the run no longer holds the lock
         self.halted: FleetStopped | None = None  # another host failed while this one was before its gate
         self.recovery_error = ""  # why the recovery did not finish, if it did not
-        self.detached = False  # lb-detach-command ran (or began): the host may be out of the load balancer
 
     def attach(self, remote: Remote) -> None:
         """Make the step modules, on this connection."""
@@ -104,9 +107,10 @@ class Deployer:
         self.stacks = Stacks(remote, cfg, self.out.info)
         self.git = Checkout(remote, cfg)
         self.preflight = Preflight(remote, cfg, self.proxy, self.out.info, self.warn)
+        self.lb = Balancer(remote, cfg, self.out.host_output, self.fleet.lb_slots if self.fleet else None)
 
-    def parts(self) -> tuple[Nginx | Switch | DeployLock | Journal | Stacks | Checkout | Preflight, ...]:
-        return (self.proxy, self.switch, self.lock, self.journal, self.stacks, self.git, self.preflight)
+    def parts(self) -> tuple[Nginx | Switch | DeployLock | Journal | Stacks | Checkout | Preflight | Balancer, ...]:
+        return (self.proxy, self.switch, self.lock, self.journal, self.stacks, self.git, self.preflight, self.lb)
 
     @property
     def host(self) -> Remote:
@@ -202,7 +206,7 @@ class Deployer:
             + (f" (it had reached '{self.report.failed_step}')" if self.report.failed_step else "")
         )
         self.mark_uncertain()
-        if self.detached:
+        if self.remote is not None and self.lb.detached:
             self.report.restored.append(
                 f"{label(self.cfg.host, self.cfg.port)} may still be out of the load balancer (lb-detach-command ran): "
                 "put it back once the host serves"
@@ -235,11 +239,16 @@ class Deployer:
         async with self.step("lock", "Take the deploy lock"):
             await self.lock.take(cfg.lock_timeout, now)
         async with self.step("live", "Find the live color") as s:
+            left_by_a_run = await self.out_for_settling()
             live, self.journal_tail, self.head = await asyncio.gather(
                 self.preflight.live_color(self.switch, nginx_runs=not self.stacks.nginx_service),
                 self.journal.tail(JOURNAL_LOOKBACK),
                 self.git.head(),
             )
+            if self.lb.detached:
+                await self.lb.attach(live)
+            if left_by_a_run:
+                self.warn(f"a previous run left {self.lb.name} out of the load balancer: put back", "Host put back")
             self.report.live = live
             self.report.target = target = other_color(live) if live else "blue"
             self.report.first_deploy = bool(self.stacks.nginx_service)
@@ -379,36 +388,6 @@ class Deployer:
     async def watch_host_url(self) -> str:
         """host-url, as seen on this host: "" once it answers 2xx, else what it last answered."""
         return await watch_public_url(self.cfg.host_url, self.host) if self.cfg.host_url else ""
-
-    async def lb_detach(self, color: Color | None) -> float:
-        """lb-detach-command, before this host's nginx reloads (to `color`); returns when it began."""
-        began = time.monotonic()
-        if self.cfg.lb_detach_command and not self.detached:
-            self.detached = True  # from here the host may be out: every way on puts it back
-            await self.lb_hook(self.cfg.lb_detach_command, "lb-detach-command", color)
-        return began
-
-    async def lb_attach(self, color: Color | None) -> bool:
-        """lb-attach-command, once the reload is confirmed; whether it ran."""
-        if not (self.cfg.lb_attach_command and self.detached):
-            self.detached = False
-            return False
-        await self.lb_hook(self.cfg.lb_attach_command, "lb-attach-command", color)
-        self.detached = False
-        return True
-
-    async def lb_hook(self, argv: tuple[str, ...], name: str, color: Color | None) -> None:
-        cfg = self.cfg
-        environ = [f"BLUEGREEN_HOST={label(cfg.host, cfg.port)}", f"BLUEGREEN_COLOR={color or ''}"]
-        output = await checked(
-            self.host,
-            ["env", *environ, *argv],
-            name,
-            f"check {name} (its output is above); it runs on the host as {cfg.username}, in lb-timeout "
-            f"({cfg.lb_timeout}s)",
-            timeout=cfg.lb_timeout,
-        )
-        self.out.host_output(f"output of {name}", output)
 
     async def record_switched_back(self) -> None:
         """The journal: the live color serves again, and the switch this run made does not count."""
@@ -554,7 +533,9 @@ class Deployer:
         )
         if not self.stacks.nginx_service:
             await self.switch.check_reachable(content, cfg.upstream_file_for(target), target, self.warn)
-        out_since = await self.lb_detach(target)
+        out_since = time.monotonic()
+        if not self.stacks.nginx_service:  # a reload (not a first start): its old workers close idle connections
+            await self.lb.detach(target)
         await self.switch.begin(previous, target, self.run_info.url)
         old_workers: set[int] = set()
         if self.stacks.nginx_service:
@@ -567,7 +548,8 @@ class Deployer:
                 f"host-url {cfg.host_url} did not answer 2xx on {cfg.host} after the switch (last: {last})",
                 "check the new upstream file and this host's nginx: host-url must reach the new color through it",
             )
-        if await self.lb_attach(target):
+        if self.lb.detached:
+            await self.lb.attach(target)
             s.detail += f"; out of the load balancer for {time.monotonic() - out_since:.1f}s"
         if cfg.public_url and (last := await watch_public_url(cfg.public_url)):
             raise DeployError(
@@ -733,8 +715,8 @@ class Deployer:
             switched_at = self.proxy.reloaded_at  # the reload that loaded the new upstream, if any
             if self.switched_back:  # from here a dead run leaves the marker: the next run settles it
                 await self.switch.begin_back(self.report.target or "", self.run_info.url)
-            if self.switch.reloaded and not self.switch.started_nginx:  # the undo reloads too
-                await self.lb_detach(self.report.live)
+            if self.switch.reloaded and not self.switch.started_nginx:  # the undo reloads too: out again first
+                await self.lb_in_recovery(self.lb.detach, "take it out of")
             if restored := await self.switch.undo(self.report.live or "its previous content", self.stacks.stop_nginx):
                 self.report.rolled_back = self.switch.reloaded and not self.switch.started_nginx
                 if self.report.rolled_back:
@@ -742,8 +724,8 @@ class Deployer:
                     self.report.exposed = self.proxy.reloaded_at - switched_at
                     restored += f"; the new upstream served for {self.report.exposed:.2f}s"
                 self.report.restored.append(restored)
-            if await self.lb_attach(self.report.live):
-                self.report.restored.append(f"{label(self.cfg.host, self.cfg.port)} put back into the load balancer")
+            if self.lb.detached and await self.lb_in_recovery(self.lb.attach, "put it back into"):
+                self.report.restored.append(f"{self.lb.name} put back into the load balancer")
             if self.switched_back:  # the new color served real traffic: journal the way back, then drain it
                 self.report.switched, self.report.rolled_back = False, True
                 await self.record_switched_back()
@@ -773,11 +755,39 @@ class Deployer:
                 await self.record("failed")
         except Exception as err:
             known = isinstance(err, (RemoteError, CommandFailed, NginxError, DeployError))
+            if self.lb.detached:
+                self.report.restored.append(f"{self.lb.name} may still be out of the load balancer")
             cause = self.recovery_error = str(err) if known else f"unexpected error: {describe(err)}"
             if isinstance(err, LockLost):
                 self.mark_uncertain()
             self.report.restored.append(f"recovery did not finish: {cause}")
             self.out.error(f"recovery did not finish: {cause}", "Recovery incomplete")
+
+    async def out_for_settling(self) -> bool:
+        """Before the live color is found: a run that died mid-switch has its switch undone by a reload
+        (Switch.settle_interrupted), and one that died while the host was out of the load balancer
+        left it out. With the hooks set, the host leaves (again) before that reload, and is put back
+        after; without them, a note left by an earlier run is dropped. Whether a run left it out."""
+        left_out = await self.lb.left_out()
+        if not self.lb.active:
+            if left_out:
+                await self.lb.forget()
+            return False
+        if left_out or await self.switch.interrupted():
+            await self.lb.detach(None)
+        return left_out
+
+    async def lb_in_recovery(self, hook: Callable[[Color | None], Awaitable[None]], what: str) -> bool:
+        """A load balancer hook during the recovery: a failure is said and the recovery goes on (putting
+        the old upstream back matters more than the race the hook avoids). Whether it ran through."""
+        self.lb.hurry = self.cancelled
+        try:
+            await hook(self.report.live)
+        except (DeployError, RemoteError) as err:
+            self.report.restored.append(f"could not {what} the load balancer: {err}")
+            self.out.error(f"could not {what} the load balancer: {err}", "Load balancer hook failed")
+            return False
+        return True
 
     async def check_out_back(self, sha: str) -> None:
         """Recovery's checkout of the commit the live color runs, by host-changes' rule too: changes
@@ -800,6 +810,7 @@ class Deployer:
 
     async def close(self) -> None:
         if self.remote is not None:
+            self.lb.release()
             self.lock.release()
             await self.remote.close()
 

@@ -53,6 +53,7 @@ class Fleet:
         size = config.batch_count()
         self.batches = [self.members[i : i + size] for i in range(0, len(self.members), size)]
         self.changed = asyncio.Event()
+        self.lb_slots = asyncio.Semaphore(size)  # hosts out of the load balancer at once: a batch at most
         self.failure: tuple[str, str] | None = None  # (host, what failed): the first failure ends the fleet
         self.error = ""  # a failure of the fleet itself (public-url once every host switched)
         self.driver: asyncio.Task[None] | None = None

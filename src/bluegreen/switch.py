@@ -58,6 +58,10 @@ class Switch:
 
     # -- an interrupted switch --------------------------------------------------------------------
 
+    async def interrupted(self) -> bool:
+        """A dead run's switch is unsettled: its marker is on the host."""
+        return (await self.host.run(commands.read_file(self.marker), check=False)).ok
+
     async def settle_interrupted(self, nginx_running: bool) -> str:
         """Put back the upstream a dead run's switch replaced; returns what was done ("" if nothing)."""
         marker = await self.host.run(commands.read_file(self.marker), check=False)

@@ -363,3 +363,15 @@ def test_every_env_value_and_each_of_its_lines_is_masked_even_when_env_does_not_
     masked = secret_values({"env": 'A=s3cret one\nB="line one\nline two"\n'})
     assert {"s3cret one", "line one\nline two", "line one", "line two"} <= set(masked)
     assert "s3cretline" in secret_values({"env": "A=1\ns3cretline\n"})
+
+
+def test_the_load_balancer_hooks_come_as_a_pair_and_never_take_every_host_out() -> None:
+    hooks = {"lb-detach-command": "lbctl detach", "lb-attach-command": "lbctl attach"}
+    err = error_for(**{"lb-detach-command": "lbctl detach"})
+    assert err.input == "lb-attach-command" and "set both, or neither" in err.fix
+    err = error_for(**hooks)  # one host: out of the load balancer is downtime
+    assert err.input == "lb-detach-command" and "proxy_next_upstream error" in err.fix
+    err = error_for(host="web-1, web-2", **{"batch-size": "100%"}, **hooks)
+    assert err.input == "batch-size" and "give a batch-size smaller than 2" in err.fix
+    config = load_config(raw(host="web-1, web-2", **hooks))
+    assert config.lb_detach_command == ("lbctl", "detach") and config.lb_attach_command == ("lbctl", "attach")

@@ -344,6 +344,72 @@ def test_two_hosts_whose_host_url_fails_in_one_recheck_each_give_their_own_cause
     assert fleet.serves() == dict.fromkeys(HOSTS, "green")
 
 
+LB_HOOKS = {"lb_detach_command": "lbctl detach", "lb_attach_command": "lbctl attach"}
+
+
+class Balancer:
+    """The load balancer the hooks talk to: who is out, and the most hosts ever out at once."""
+
+    def __init__(self, fleet: Fleet3, failing: str = "") -> None:
+        self.out: set[str] = set()
+        self.most = 0
+        self.calls: list[tuple[str, str, str]] = []  # (host, verb, BLUEGREEN_ vars)
+        for app in fleet.apps.values():
+            app.host.slow(["env"], 0.05)  # a hook takes a while: hosts out at once would overlap
+            app.host.on(["env"], self.hook)
+        self.failing = failing
+
+    def hook(self, argv: list[str], _: str | None) -> Result:
+        host, color, verb = argv[1].split("=")[1], argv[2].split("=")[1], argv[-1]
+        self.calls.append((host, verb, color))
+        if verb == self.failing:
+            return Result(1, "", "lb: 503")
+        (self.out.add if verb == "detach" else self.out.discard)(host)
+        self.most = max(self.most, len(self.out))
+        return Result(0, "", "")
+
+
+def test_each_host_leaves_the_load_balancer_around_its_reload_one_batch_at_a_time(fleet: Fleet3) -> None:
+    balancer = Balancer(fleet)
+    report = fleet.run(**LB_HOOKS)
+    assert report.ok, fleet.out.lines
+    assert balancer.calls == [(h, verb, "blue") for h in HOSTS for verb in ("detach", "attach")]
+    assert balancer.most == 1 and balancer.out == set()
+    reloads = [i for i, (_, w) in enumerate(fleet.events) if w == "reload"]
+    assert len(reloads) == 3
+
+
+def test_hosts_the_fleet_switches_back_leave_the_load_balancer_a_batch_at_a_time(fleet: Fleet3) -> None:
+    """web-3's host-url fails: web-1 and web-2 switch back together (rollback-all), but never both out
+    of the load balancer at once, and every host that left comes back."""
+    balancer = Balancer(fleet)
+    fleet.fail_host_url("web-3")
+    report = fleet.run(host_url=HOST_URL, **LB_HOOKS)
+    assert not report.ok
+    assert fleet.serves() == dict.fromkeys(HOSTS, "green")
+    assert balancer.most == 1 and balancer.out == set()
+    assert [v for h, v, _ in balancer.calls if h == "web-1"] == ["detach", "attach", "detach", "attach"]
+
+
+def test_a_detach_that_fails_changes_nothing_and_the_host_is_put_back(fleet: Fleet3) -> None:
+    balancer = Balancer(fleet, failing="detach")
+    report = fleet.run(**LB_HOOKS)
+    assert dict(report.hosts)["web-1"].error.startswith("lb-detach-command failed")
+    assert "reload" not in [w for _, w in fleet.events]
+    assert [v for h, v, _ in balancer.calls if h == "web-1"] == ["detach", "attach"]
+    assert fleet.serves() == dict.fromkeys(HOSTS, "green")
+
+
+def test_a_host_a_dead_run_left_out_of_the_load_balancer_is_put_back_by_the_next(fleet: Fleet3) -> None:
+    balancer = Balancer(fleet)
+    fleet.apps["web-2"].host.files[f"{APP}/.bluegreen/detached"] = "blue\n"
+    report = fleet.run(**LB_HOOKS)
+    assert report.ok, fleet.out.lines
+    assert [v for h, v, _ in balancer.calls if h == "web-2"][:2] == ["detach", "attach"]  # before anything else
+    assert any("a previous run left web-2 out of the load balancer" in line for line in fleet.out.lines)
+    assert f"{APP}/.bluegreen/detached" not in fleet.apps["web-2"].host.files
+
+
 def test_a_host_switched_back_by_the_fleet_leaves_the_load_balancer_around_that_reload_too(fleet: Fleet3) -> None:
     hooks: list[tuple[str, str]] = []
 
@@ -358,6 +424,6 @@ def test_a_host_switched_back_by_the_fleet_leaves_the_load_balancer_around_that_
     report = fleet.run(host_url=HOST_URL, lb_detach_command="lbctl detach", lb_attach_command="lbctl attach")
     assert not report.ok
     assert [w for h, w in hooks if h == "web-1"] == ["detach", "attach", "detach", "attach"]  # switch, switch back
-    assert [w for h, w in hooks if h == "web-2"] == ["detach", "attach"]  # its switch, undone while still out
+    assert [w for h, w in hooks if h == "web-2"] == ["detach", "detach", "attach"]  # out again for the undo
     assert [w for h, w in hooks if h == "web-3"] == []
     assert fleet.serves() == dict.fromkeys(HOSTS, "green")
