@@ -647,17 +647,22 @@ def _choice(name: str, value: str, choices: tuple[_Choice, ...]) -> _Choice:
     raise ConfigError(name, f"{value!r} is not one of {', '.join(choices)}", f"give one of {', '.join(choices)}")
 
 
+def _words(name: str, value: str) -> tuple[str, ...]:
+    """A command line split like a shell splits it (it is run as argv, never by a shell)."""
+    if _CONTROL.search(value):
+        raise ConfigError(name, "contains a newline or control character", "give the command on one line")
+    try:
+        return tuple(shlex.split(value))
+    except ValueError as err:
+        raise ConfigError(name, f"{value!r} cannot be split into words ({err})", "close every quote") from None
+
+
 def _pre_switch_command(value: str) -> tuple[str, ...]:
     """A service name, then the command: split like a shell line, never run by a shell."""
     name = "pre-switch-command"
     if not value:
         return ()
-    if _CONTROL.search(value):
-        raise ConfigError(name, "contains a newline or control character", "give the command on one line")
-    try:
-        words = tuple(shlex.split(value))
-    except ValueError as err:
-        raise ConfigError(name, f"{value!r} cannot be split into words ({err})", "close every quote") from None
+    words = _words(name, value)
     if len(words) < 2:
         raise ConfigError(
             name,
@@ -702,12 +707,7 @@ def _host_command(name: str, value: str) -> tuple[str, ...]:
     """A command run on the host: split like a shell line, run as argv, never by a shell."""
     if not value:
         return ()
-    if _CONTROL.search(value):
-        raise ConfigError(name, "contains a newline or control character", "give the command on one line")
-    try:
-        words = tuple(shlex.split(value))
-    except ValueError as err:
-        raise ConfigError(name, f"{value!r} cannot be split into words ({err})", "close every quote") from None
+    words = _words(name, value)
     if not words or words[0].startswith("-") or "=" in words[0]:
         raise ConfigError(
             name, f"{value!r} does not start with a command", "start with the program, e.g. sh -c 'curl -fsS ...'"
