@@ -49,15 +49,20 @@ class Balancer:
         """A run before this one took the host out and never put it back."""
         return (await self.host.run(commands.read_file(self.state), check=False)).ok
 
-    async def detach(self, color: Color | None) -> None:
+    async def detach(self, color: Color | None, *, wait: bool = True) -> bool:
+        """Take the host out before a reload; whether it went out. `wait=False` (a recovery): if a
+        batch of other hosts is out already, leave it in, since the reload matters more than the race."""
         if not self.active:
-            return
+            return False
         if self.slots is not None and not self._slot:
+            if not wait and self.slots.locked():
+                return False
             await self.slots.acquire()
             self._slot = True
         self.detached = True
         await self.host.run(commands.write_state(self.state), input=f"{color or ''}\n")
         await self._run(self.cfg.lb_detach_command, "lb-detach-command", color)
+        return True
 
     async def attach(self, color: Color | None) -> None:
         await self._run(self.cfg.lb_attach_command, "lb-attach-command", color)
@@ -70,9 +75,11 @@ class Balancer:
         await self.host.run(commands.remove_file(self.state))
 
     def release(self) -> None:
-        if self._slot and self.slots is not None:
+        """Free this host's place in the batch of hosts out, unless it may still be out: then it keeps
+        the place for good (the fleet ends), so no more hosts are ever out at once than a batch."""
+        if self._slot and self.slots is not None and not self.detached:
             self.slots.release()
-        self._slot = False
+            self._slot = False
 
     async def _run(self, argv: tuple[str, ...], name: str, color: Color | None) -> None:
         cfg = self.cfg

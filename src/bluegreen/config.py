@@ -215,7 +215,8 @@ INPUTS: tuple[InputSpec, ...] = (
         "Run on the host just before its nginx reloads (a switch, or a switch back), to take the host out of a "
         "load balancer that keeps connections open: it must return once no request reaches the host through the "
         "load balancer any more. Split like a shell line, run as argv (write sh -c '...' for a shell), with "
-        "BLUEGREEN_HOST (the host as listed) and BLUEGREEN_COLOR (the color nginx goes to) in its environment. "
+        "BLUEGREEN_HOST (the host as the summary names it: name, or name:port) and BLUEGREEN_COLOR (the color nginx "
+        "goes to) in its environment. "
         "Empty means none.",
         "",
     ),

@@ -716,7 +716,7 @@ class Deployer:
             if self.switched_back:  # from here a dead run leaves the marker: the next run settles it
                 await self.switch.begin_back(self.report.target or "", self.run_info.url)
             if self.switch.reloaded and not self.switch.started_nginx:  # the undo reloads too: out again first
-                await self.lb_in_recovery(self.lb.detach, "take it out of")
+                await self.lb_in_recovery(lambda color: self.lb.detach(color, wait=False), "take it out of")
             if restored := await self.switch.undo(self.report.live or "its previous content", self.stacks.stop_nginx):
                 self.report.rolled_back = self.switch.reloaded and not self.switch.started_nginx
                 if self.report.rolled_back:
@@ -763,24 +763,37 @@ class Deployer:
             self.report.restored.append(f"recovery did not finish: {cause}")
             self.out.error(f"recovery did not finish: {cause}", "Recovery incomplete")
 
+    def hurry(self) -> None:
+        """The run was cancelled: load balancer hooks from here get HURRIED_SECONDS each."""
+        if self.remote is not None:
+            self.lb.hurry = True
+
     async def out_for_settling(self) -> bool:
         """Before the live color is found: a run that died mid-switch has its switch undone by a reload
         (Switch.settle_interrupted), and one that died while the host was out of the load balancer
         left it out. With the hooks set, the host leaves (again) before that reload, and is put back
         after; without them, a note left by an earlier run is dropped. Whether a run left it out."""
         left_out = await self.lb.left_out()
-        if not self.lb.active:
+        if left_out and not self.lb.active:
+            await self.lb.forget()
+            self.warn(
+                f"a previous run left {self.lb.name} out of the load balancer, and lb-attach-command is no longer "
+                "set: put it back by hand",
+                "Host left out",
+            )
+            return False
+        if self.stacks.nginx_service:  # nginx is not running: nothing to put back into the load balancer yet
             if left_out:
-                await self.lb.forget()
+                self.warn(f"{self.lb.name} stays out of the load balancer until its nginx runs", "Host left out")
             return False
         if left_out or await self.switch.interrupted():
             await self.lb.detach(None)
         return left_out
 
-    async def lb_in_recovery(self, hook: Callable[[Color | None], Awaitable[None]], what: str) -> bool:
+    async def lb_in_recovery(self, hook: Callable[[Color | None], Awaitable[object]], what: str) -> bool:
         """A load balancer hook during the recovery: a failure is said and the recovery goes on (putting
         the old upstream back matters more than the race the hook avoids). Whether it ran through."""
-        self.lb.hurry = self.cancelled
+        self.lb.hurry = self.lb.hurry or self.cancelled
         try:
             await hook(self.report.live)
         except (DeployError, RemoteError) as err:

@@ -250,6 +250,8 @@ class Fleet:
         """SIGINT/SIGTERM: every host still deploying goes to its recovery; a host that switched waits
         for the fleet's decision (rollback-all switches it back). A signal during recovery is noted."""
         name = sig.name if sig is not None else "a cancel"
+        for m in self.members:  # the runner kills the job soon: load balancer hooks from here get little time
+            m.deployer.hurry()
         if not self.stopping:
             self.fail("the run", "the run was cancelled (SIGINT/SIGTERM)")
         for m in self.members:

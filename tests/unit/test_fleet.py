@@ -358,11 +358,16 @@ class Balancer:
             app.host.slow(["env"], 0.05)  # a hook takes a while: hosts out at once would overlap
             app.host.on(["env"], self.hook)
         self.failing = failing
+        self.failing_for: set[str] = set()  # "attach web-3": that hook fails on that host
 
     def hook(self, argv: list[str], _: str | None) -> Result:
         host, color, verb = argv[1].split("=")[1], argv[2].split("=")[1], argv[-1]
         self.calls.append((host, verb, color))
         if verb == self.failing:
+            return Result(1, "", "lb: 503")
+        if verb == "detach":  # the host is out from here, whatever its attach does later
+            self.out.add(host)
+        if f"{verb} {host}" in self.failing_for:
             return Result(1, "", "lb: 503")
         (self.out.add if verb == "detach" else self.out.discard)(host)
         self.most = max(self.most, len(self.out))
@@ -389,6 +394,21 @@ def test_hosts_the_fleet_switches_back_leave_the_load_balancer_a_batch_at_a_time
     assert fleet.serves() == dict.fromkeys(HOSTS, "green")
     assert balancer.most == 1 and balancer.out == set()
     assert [v for h, v, _ in balancer.calls if h == "web-1"] == ["detach", "attach", "detach", "attach"]
+
+
+def test_a_host_whose_attach_failed_keeps_its_place_so_no_more_hosts_are_ever_out_than_a_batch(
+    fleet: Fleet3,
+) -> None:
+    """web-3's host-url fails and its attach fails in the recovery: it may still be out. web-1 and
+    web-2 switch back, and reload without leaving the load balancer rather than go out beside it."""
+    balancer = Balancer(fleet)
+    balancer.failing_for = {"attach web-3"}
+    fleet.fail_host_url("web-3")
+    report = fleet.run(host_url=HOST_URL, **LB_HOOKS)
+    assert not report.ok
+    assert balancer.most == 1 and balancer.out == {"web-3"}
+    assert fleet.serves() == dict.fromkeys(HOSTS, "green")
+    assert any("could not put it back into the load balancer" in r for r in dict(report.hosts)["web-3"].restored)
 
 
 def test_a_detach_that_fails_changes_nothing_and_the_host_is_put_back(fleet: Fleet3) -> None:

@@ -186,7 +186,7 @@ def test_a_holder_killed_outright_lets_no_new_holder_in_while_its_runs_commands_
     command of its run still runs: no new deploy takes the lock until that command has ended."""
     holder, named = take(tmp_path, 60)
     line = commands.shell_line(
-        ["sh", "-c", ': > "$0.started"; sleep 2', str(tmp_path / "slow")], 30, tied=True, holder=named
+        ["sh", "-c", ': > "$0.started"; sleep 6', str(tmp_path / "slow")], 30, tied=True, holder=named
     )
     running = subprocess.Popen(["sh", "-c", line], stdin=subprocess.PIPE)
     wait_until = time.monotonic() + 10
