@@ -536,7 +536,7 @@ class Deployer:
         out_since = time.monotonic()
         if not self.stacks.nginx_service:  # a reload (not a first start): its old workers close idle connections
             await self.lb.detach(target)
-        await self.switch.begin(previous, target, self.run_info.url)
+        await self.switch.begin(previous, target, self.run_info.url, first=bool(self.stacks.nginx_service))
         old_workers: set[int] = set()
         if self.stacks.nginx_service:
             s.detail = f"nginx started in {await self.switch.start_nginx(content, self.stacks.start_nginx):.1f}s"

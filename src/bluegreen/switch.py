@@ -67,9 +67,14 @@ class Switch:
         marker = await self.host.run(commands.read_file(self.marker), check=False)
         if not marker.ok:
             return ""
-        previous = parse_json(marker.stdout).get("previous")
+        record = parse_json(marker.stdout)
+        previous = record.get("previous")
         done = ""
-        if isinstance(previous, str) and nginx_running:
+        if record.get("first") and nginx_running:
+            # a first deploy died once its nginx ran: nothing served before, and nginx cannot load the
+            # previous (no) upstream, so the switch stands: nginx serves what that run started it on
+            done = f"it was a first deploy and its nginx runs, so that stands (nginx serves {record.get('to')})"
+        elif isinstance(previous, str) and nginx_running:
             await self.proxy.restore(previous)
             done = "the upstream it replaced was put back and reloaded"
         elif isinstance(previous, str):
@@ -80,10 +85,10 @@ class Switch:
 
     # -- the switch -------------------------------------------------------------------------------
 
-    async def begin(self, previous: str, to: str, run_url: str) -> None:
+    async def begin(self, previous: str, to: str, run_url: str, *, first: bool = False) -> None:
         """Note the upstream being replaced (`previous`, the target's content), on the host first: from
-        here a dead run can be undone."""
-        record = {"previous": previous, "to": to, "run": run_url}
+        here a dead run can be undone. `first`: a first deploy, which starts nginx instead of a reload."""
+        record = {"previous": previous, "to": to, "run": run_url, **({"first": True} if first else {})}
         await self.host.run(commands.write_state(self.marker), input=json.dumps(record))
         self.previous = previous
 

@@ -90,6 +90,20 @@ def test_a_dead_runs_marker_puts_the_previous_upstream_back() -> None:
     assert host.files[TARGET] == GREEN and MARKER not in host.files and nginx.reloads == 1
 
 
+def test_a_first_deploy_that_died_once_its_nginx_ran_stands_instead_of_an_empty_upstream() -> None:
+    """Its marker's previous upstream is empty (nothing existed): writing that back would leave nginx
+    an upstream it rejects, on every later run. The first deploy's nginx serves on; the marker goes."""
+    host, nginx, switch = setup()
+    host.files[TARGET] = BLUE
+    host.files[MARKER] = json.dumps({"previous": "", "to": "blue", "first": True})
+    done = asyncio.run(switch.settle_interrupted(nginx_running=True))
+    assert done.endswith("it was a first deploy and its nginx runs, so that stands (nginx serves blue)")
+    assert host.files[TARGET] == BLUE and MARKER not in host.files and nginx.reloads == 0
+    host.files[MARKER] = json.dumps({"previous": "", "to": "blue", "first": True})
+    asyncio.run(switch.settle_interrupted(nginx_running=False))  # died before nginx ran: put back as it was
+    assert host.files[TARGET] == "" and MARKER not in host.files
+
+
 def test_without_a_marker_nothing_is_settled() -> None:
     host, nginx, switch = setup()
     assert asyncio.run(switch.settle_interrupted(nginx_running=True)) == ""
