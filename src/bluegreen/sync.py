@@ -195,7 +195,8 @@ class Checkout:
         result = await self.host.run(commands.paths_in_the_way(app), input="\0".join(items))
         flagged = [item for item in result.stdout.split("\0") if item]
         in_the_way = await self.lost_by_checkout(flagged)
-        in_the_way = [p for p in in_the_way if p not in await self.written_by_cut_short(in_the_way)]
+        written = await self.written_by_cut_short(in_the_way)
+        in_the_way = [p for p in in_the_way if p not in written]
         if in_the_way:
             raise DeployError(
                 f"checking out {sha[:12]} would overwrite what the host has and git does not track, in {app}: "
