@@ -366,7 +366,7 @@ class Config:
     def legacy_projects(self) -> tuple[str, ...]:
         """Projects a host may hold this app under besides project-name: the one compose names after
         app-dir, which the seed's script ran under."""
-        seed = _project_from_dir(self.app_dir)
+        seed = project_from_dir(self.app_dir)
         return (seed,) if seed != self.project_name else ()
 
     def upstream_path(self, color: Color) -> str:
@@ -818,7 +818,7 @@ def _utf8(raw: Mapping[str, str]) -> None:
             ) from None
 
 
-def _project_from_dir(app_dir: str) -> str:
+def project_from_dir(app_dir: str) -> str:
     """The project name compose itself gives files in app-dir (what the seed's script ran under)."""
     name = re.sub(r"[^a-z0-9_-]+", "", posixpath.basename(app_dir).lower()).lstrip("-_")
     return name[:63] or "app"
@@ -869,7 +869,7 @@ def load_config(raw: Mapping[str, str], *, for_deploy: bool = True) -> Config:
         raise ConfigError(
             "ref", f"{ref!r} is not a valid git ref or commit", "give a commit SHA, a branch or a tag name"
         )
-    project = get("project-name") or _project_from_dir(app_dir)
+    project = get("project-name") or project_from_dir(app_dir)
     if not _PROJECT.match(project):
         raise ConfigError(
             "project-name",

@@ -29,7 +29,16 @@ import yaml
 
 from . import commands, envfile
 from .commands import Compose, ComposeVariant
-from .config import COLORS, COMMAND_SECONDS, COMPOSE_SECONDS, STOP_GRACE_MIN_SECONDS, Color, Config, KeepPrevious
+from .config import (
+    COLORS,
+    COMMAND_SECONDS,
+    COMPOSE_SECONDS,
+    STOP_GRACE_MIN_SECONDS,
+    Color,
+    Config,
+    KeepPrevious,
+    project_from_dir,
+)
 from .errors import DeployError, first_few
 from .journal import STATE_DIR
 from .remote import Host, Result, checked, last_line
@@ -356,8 +365,7 @@ class Stacks:
     def suggested_project(self) -> str:
         """A project name from app-dir's last two folders: /srv/staging/app gives staging-app."""
         parent, name = posixpath.split(self.cfg.app_dir.rstrip("/"))
-        both = re.sub(r"[^a-z0-9_-]+", "", f"{posixpath.basename(parent)}-{name}".lower()).strip("-_")
-        return both[:63] or "app-2"
+        return project_from_dir(f"{posixpath.basename(parent)}-{name}")
 
     async def of(self, stack: Stack, refresh: bool = False) -> list[Container]:
         """The stack's containers, under any of its projects."""
