@@ -31,7 +31,6 @@ from .config import (
     TEARDOWN_STOP_SECONDS,
     Color,
     Config,
-    label,
     other_color,
 )
 from .errors import DeployError, FleetStopped, LockLost, describe
@@ -158,6 +157,7 @@ class Deployer:
                 await self.recover()
             else:
                 self.cancelled = True
+                self.hurry()
                 if self.fleet is not None:
                     self.fleet.failed(self, err)
                 self.fail(
@@ -208,7 +208,7 @@ class Deployer:
         self.mark_uncertain()
         if self.remote is not None and self.lb.detached:
             self.report.restored.append(
-                f"{label(self.cfg.host, self.cfg.port)} may still be out of the load balancer (lb-detach-command ran): "
+                f"{self.lb.name} may still be out of the load balancer (lb-detach-command ran): "
                 "put it back once the host serves"
             )
 
@@ -793,7 +793,6 @@ class Deployer:
     async def lb_in_recovery(self, hook: Callable[[Color | None], Awaitable[object]], what: str) -> bool:
         """A load balancer hook during the recovery: a failure is said and the recovery goes on (putting
         the old upstream back matters more than the race the hook avoids). Whether it ran through."""
-        self.lb.hurry = self.lb.hurry or self.cancelled
         try:
             await hook(self.report.live)
         except (DeployError, RemoteError) as err:
