@@ -240,8 +240,15 @@ def git_blobs_at(app_dir: str, sha: str, paths: Sequence[str]) -> Argv:
     return ["git", "-C", app_dir, "--literal-pathspecs", "ls-tree", "-z", sha, "--", *paths]
 
 
-# The blob id git would give each file "$@" of the work tree (an empty line where it cannot), a line each.
-HASH_FILES_SCRIPT = 'cd -- "$1" && shift && for p; do git hash-object -- "$p" 2>/dev/null || echo; done'
+# What git would store for each path "$@" of the work tree, a line each: `l <blob id>` for a symlink
+# (its target, which is what git stores for a link), `f <blob id>` for a file, an empty line where there
+# is neither. A constant: the paths come as "$@".
+HASH_FILES_SCRIPT = (
+    'cd -- "$1" && shift && for p; do '
+    'if [ -L "$p" ]; then printf "l "; printf %s "$(readlink -- "$p")" | git hash-object --stdin || echo; '
+    'elif [ -f "$p" ]; then printf "f "; git hash-object -- "$p" 2>/dev/null || echo; '
+    "else echo; fi; done"
+)
 
 
 def git_hash_files(app_dir: str, paths: Sequence[str]) -> Argv:

@@ -241,43 +241,61 @@ class Checkout:
 
     @property
     def marker(self) -> str:
-        """Names the commit a checkout is under way to, until it has ended: git moves HEAD last, so a
-        checkout cut short (a cancel, a fleet's halt, a dead runner) leaves files of that commit that
-        `git status` shows as changes, and they are the action's own, not hand edits."""
+        """Names the commits checkouts were under way to, until one has ended: git moves HEAD last, so
+        a checkout cut short (a cancel, a fleet's halt, a dead runner) leaves files of its commit that
+        `git status` shows as changes, and they are the action's own, not hand edits. A line per
+        checkout begun, `<HEAD then> <commit>`: a checkout that fails at once (a stale index.lock)
+        adds its line and never hides what an earlier one left."""
         return posixpath.join(self.app, STATE_DIR, "checkout")
 
-    async def cut_short(self) -> str:
-        """The commit an earlier checkout was under way to when it was cut short ("" if none was)."""
-        marker = await self.host.run(commands.read_file(self.marker), check=False)
-        earlier = marker.stdout.strip()
-        return earlier if marker.ok and FULL_SHA.match(earlier) else ""
+    async def begun(self) -> tuple[str, str]:
+        """The marker's text ("" if there is none) and the commit checked out now."""
+        marker, head = await asyncio.gather(self.host.run(commands.read_file(self.marker), check=False), self.head())
+        return (marker.stdout if marker.ok else ""), head
+
+    async def cut_short(self) -> list[str]:
+        """The commits earlier checkouts were under way to when they were cut short (none if no
+        checkout was, or if the last one did end: HEAD moved to its commit, so the whole tree is that
+        commit's and the marker is only a leftover of a run that died before removing it)."""
+        text, head = await self.begun()
+        lines = [line.split() for line in text.splitlines()]
+        begun = [(f[0] if len(f) == 2 else "", f[-1]) for f in lines if f and FULL_SHA.match(f[-1])]
+        if not begun:
+            return []
+        then, last = begun[-1]
+        return [] if head == last and then != last else list(dict.fromkeys(sha for _, sha in begun))
 
     async def own_half_checkout(self, changed: list[str]) -> list[str]:
-        """Of `changed`, the files an earlier checkout cut short did not write: those that differ from
-        the commit it was checking out as well, a file it had removed to write anew excepted (all of
+        """Of `changed`, the files no earlier checkout cut short wrote: those that differ from each
+        commit they were checking out as well, a file one had removed to write anew excepted (all of
         them, if no checkout was cut short)."""
-        if not (earlier := await self.cut_short()):
-            return changed
-        differs = await self.host.run(commands.git_differs_from(self.app, earlier), check=False)
-        if not differs.ok:
-            return changed
-        fields = differs.stdout.split("\0")
-        other = {path for status, path in zip(fields[::2], fields[1::2], strict=False) if status != "D"}
-        return [p for p in changed if p in other]
+        others = []
+        for earlier in await self.cut_short():
+            differs = await self.host.run(commands.git_differs_from(self.app, earlier), check=False)
+            if not differs.ok:
+                return changed
+            fields = differs.stdout.split("\0")
+            others.append({path for status, path in zip(fields[::2], fields[1::2], strict=False) if status != "D"})
+        return [p for p in changed if all(p in other for other in others)]
 
     async def written_by_cut_short(self, paths: list[str]) -> set[str]:
         """Of `paths` (untracked on the host), those an earlier checkout cut short wrote: the same
-        content as the commit it was checking out has there."""
-        if not paths or not (earlier := await self.cut_short()):
+        content, and the same kind (a file or a symlink), as a commit it was checking out has there."""
+        earlier = await self.cut_short() if paths else []
+        if not earlier:
             return set()
-        tree, hashes = await asyncio.gather(
-            self.host.run(commands.git_blobs_at(self.app, earlier, paths), check=False),
+        hashes, *trees = await asyncio.gather(
             self.host.run(commands.git_hash_files(self.app, paths), check=False),
+            *(self.host.run(commands.git_blobs_at(self.app, sha, paths), check=False) for sha in earlier),
         )
-        blobs = dict(entry.split("\t", 1)[::-1] for entry in tree.stdout.split("\0") if "\t" in entry)
-        committed = {path: meta.split()[-1] for path, meta in blobs.items()}
+        committed: set[tuple[str, str]] = set()
+        for tree in trees:
+            for entry in tree.stdout.split("\0"):
+                if "\t" in entry:
+                    meta, path = entry.split("\t", 1)
+                    committed.add((path, ("l " if meta.startswith("120000") else "f ") + meta.split()[-1]))
         found = hashes.stdout.split("\n")
-        return {p for p, h in zip(paths, found, strict=False) if h and committed.get(p) == h}
+        return {p for p, h in zip(paths, found, strict=False) if len(h) > 2 and (p, h) in committed}
 
     async def keep_changes(self, sha: str, exempt: set[str], run: str) -> str:
         """Before a checkout of `sha` discards them: the host's changes to tracked files, as
@@ -310,7 +328,11 @@ class Checkout:
     async def checkout(self, sha: str) -> None:
         """Check `sha` out (forced: keep_changes has dealt with what the host changed), between the
         marker's write and its removal."""
-        await self.host.run(commands.write_state(self.marker), input=sha + "\n")
+        begun, head = await self.begun()
+        begun += "\n" if begun and not begun.endswith("\n") else ""  # a torn line stays a line of its own
+        line = f"{head or '-'} {sha}\n"
+        if not begun.endswith(line):  # a checkout retried after failing at once adds no second line
+            await self.host.run(commands.write_state(self.marker), input=begun + line)
         await checked(
             self.host,
             commands.git_checkout(self.app, sha),

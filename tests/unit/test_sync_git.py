@@ -319,3 +319,66 @@ def test_a_checkout_killed_midway_leaves_files_the_next_checkout_takes_as_its_ow
     (app / ".env.example").unlink()
     asyncio.run(git_.checkout(v2))
     assert git(app, "rev-parse", "HEAD") == v2 and git(app, "status", "--porcelain") == ""
+
+
+def test_a_symlink_a_cut_short_checkout_wrote_is_its_own_and_only_that_link(repos: tuple[Path, Path, str]) -> None:
+    """git stores a symlink as its target: a link the killed checkout made counts as its own; a link
+    elsewhere, or a file whose text is the link's target, is the host's and is refused."""
+    work, app, v1 = repos
+    v2 = commit(work, "v2", {"config/prod.env": "A=1\n"}, links={"current.env": "config/prod.env"})
+    git(app, "fetch", "-q", "origin")
+    (app / ".bluegreen/checkout").write_text(f"{v1} {v2}\n")
+    (app / "current.env").symlink_to("config/prod.env")  # written by the checkout, before it was killed
+    git_ = checkout(app)
+    asyncio.run(git_.check_host_files(v2, ""))
+    for host_own in ("config/other.env", None):
+        (app / "current.env").unlink()
+        if host_own:
+            (app / "current.env").symlink_to(host_own)
+        else:
+            (app / "current.env").write_text("config/prod.env")
+        with pytest.raises(DeployError, match="would overwrite what the host has") as refused:
+            asyncio.run(git_.check_host_files(v2, ""))
+        assert "current.env" in str(refused.value)
+
+
+def test_a_checkout_failing_at_once_keeps_what_an_earlier_cut_short_one_left_its_own(
+    repos: tuple[Path, Path, str],
+) -> None:
+    """A checkout to v2 cut short, then one to v3 that fails at once (a stale index.lock): the files the
+    first wrote are still the action's own at the next run."""
+    work, app, v1 = repos
+    v2 = commit(work, "v2", {"a.py": "a = 2\n"})
+    v3 = commit(work, "v3", {"a.py": "a = 3\n"})
+    git(app, "fetch", "-q", "origin")
+    (app / ".bluegreen/checkout").write_text(f"{v1} {v2}\n")
+    git(app, "checkout", v2, "--", "a.py")  # the part that got done
+    (app / ".git/index.lock").write_text("")  # a git killed earlier left it
+    git_ = checkout(app)
+    with pytest.raises(DeployError, match="git checkout"):
+        asyncio.run(git_.checkout(v3))
+    assert (app / ".bluegreen/checkout").read_text() == f"{v1} {v2}\n{v1} {v3}\n"
+    with pytest.raises(DeployError, match="git checkout"):  # the same failure again adds no line
+        asyncio.run(git_.checkout(v3))
+    assert (app / ".bluegreen/checkout").read_text().count("\n") == 2
+    (app / ".git/index.lock").unlink()
+    assert keep(git_, v3) == ""
+    asyncio.run(git_.checkout(v3))
+    assert git(app, "rev-parse", "HEAD") == v3 and not (app / ".bluegreen/checkout").exists()
+
+
+def test_a_marker_left_after_its_checkout_ended_hides_no_hand_deletion(repos: tuple[Path, Path, str]) -> None:
+    """The run died after git moved HEAD to v2 but before it removed the marker: the whole tree is
+    v2's, so a file deleted by hand later is a hand edit, as is an edited one."""
+    work, app, v1 = repos
+    v2 = commit(work, "v2", {"settings.py": "DEBUG = False\n", "urls.py": "urls = []\n"})
+    git(app, "fetch", "-q", "origin")
+    git(app, "checkout", "-q", "--detach", v2)
+    git_ = checkout(app)
+    for left in (f"{v1} {v2}\n", f"{v2}\n"):  # with HEAD then, and as a marker without it
+        (app / ".bluegreen/checkout").write_text(left)
+        (app / "urls.py").unlink()
+        with pytest.raises(DeployError, match="would discard changes made on the host") as refused:
+            keep(git_, v2)
+        assert "urls.py" in str(refused.value)
+        git(app, "checkout", "--", "urls.py")
