@@ -48,10 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
             if spec.name == "command":
                 continue
             default = "required" if spec.required else f"default {spec.default!r}"
+            boolean = spec.default in ("true", "false")  # a bare --prune means --prune true
             sub.add_argument(
                 f"--{spec.name}",
                 dest=spec.name,
-                metavar="VALUE",
+                metavar="true|false" if boolean else "VALUE",
+                nargs="?" if boolean else None,
+                const="true" if boolean else None,
                 help=f"{spec.description} [env {env_name(spec.name)}; {default}]".replace("%", "%%"),  # %-formatted
             )
         sub.add_argument(

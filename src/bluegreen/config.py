@@ -59,8 +59,8 @@ INPUTS: tuple[InputSpec, ...] = (
     InputSpec(
         "host",
         "SSH host of the server to deploy to: a name or IP address, with :port if it is not port's ([v6]:port). "
-        "Several hosts, comma or newline separated, are one fleet: built and health-checked at once, switched "
-        "batch-size at a time, all or nothing (on-host-failure).",
+        "Several hosts, separated by commas, spaces or newlines, are one fleet: built and health-checked at once, "
+        "switched batch-size at a time, all or nothing (on-host-failure).",
         required=True,
     ),
     InputSpec("port", "SSH port of every host that names none.", "22"),
@@ -76,7 +76,8 @@ INPUTS: tuple[InputSpec, ...] = (
     ),
     InputSpec(
         "fingerprint",
-        "One or more SHA256:... host key fingerprints, newline or comma separated. This or known-hosts is required.",
+        "One or more SHA256:... host key fingerprints, newline or comma separated; a line as ssh-keygen -lf prints "
+        "it is taken whole. This or known-hosts is required.",
         "",
     ),
     InputSpec(
@@ -84,7 +85,9 @@ INPUTS: tuple[InputSpec, ...] = (
         "Set to true to connect without checking the host key (a warning is shown on every run).",
         "false",
     ),
-    InputSpec("connect-timeout", "Seconds to wait for each SSH connection attempt.", "20"),
+    InputSpec(
+        "connect-timeout", "How long to wait for each SSH connection attempt. Times are seconds, or 30s, 10m, 1h.", "20"
+    ),
     InputSpec(
         "connect-retries", "How many times to retry a failed SSH connection, with backoff (1 s, 2 s, 4 s ...).", "2"
     ),
@@ -148,10 +151,12 @@ INPUTS: tuple[InputSpec, ...] = (
         "URLs of the green stack as seen from the host, newline or space separated; all must answer 2xx.",
         required=True,
     ),
-    InputSpec("health-timeout", "Seconds to wait for every health URL to answer 2xx.", "60"),
+    InputSpec(
+        "health-timeout", "How long to wait for every health URL to answer 2xx (a time, as connect-timeout).", "60"
+    ),
     InputSpec(
         "health-interval",
-        "Longest pause in seconds between health probes; they start 0.25 s apart and back off to this.",
+        "Longest pause between health probes (a time); they start 0.25 s apart and back off to this.",
         "2",
     ),
     InputSpec(
@@ -209,7 +214,7 @@ INPUTS: tuple[InputSpec, ...] = (
         "failure restores like a failed health check. Empty means none.",
         "",
     ),
-    InputSpec("pre-switch-timeout", "Seconds pre-switch-command may run before the deploy fails.", "600"),
+    InputSpec("pre-switch-timeout", "How long pre-switch-command may run before the deploy fails (a time).", "600"),
     InputSpec(
         "lb-detach-command",
         "Run on the host just before its nginx reloads (a switch, or a switch back), to take the host out of a "
@@ -226,7 +231,7 @@ INPUTS: tuple[InputSpec, ...] = (
         "like lb-detach-command. Empty means none.",
         "",
     ),
-    InputSpec("lb-timeout", "Seconds lb-detach-command and lb-attach-command may each run.", "300"),
+    InputSpec("lb-timeout", "How long lb-detach-command and lb-attach-command may each run (a time).", "300"),
     InputSpec(
         "env",
         "The app's environment as dotenv lines (NAME=value; a value may be quoted, and quoted may span lines), "
@@ -237,7 +242,7 @@ INPUTS: tuple[InputSpec, ...] = (
     ),
     InputSpec(
         "drain-timeout",
-        "Seconds to wait for old nginx workers to finish in-flight requests before the old color is stopped.",
+        "How long old nginx workers may finish in-flight requests before the old color is stopped (a time).",
         "30",
     ),
     InputSpec(
@@ -252,7 +257,7 @@ INPUTS: tuple[InputSpec, ...] = (
         "uses, never another project's) and build cache unused for a week: true or false.",
         "true",
     ),
-    InputSpec("lock-timeout", "Seconds to wait for another deploy of the same app-dir to finish.", "600"),
+    InputSpec("lock-timeout", "How long to wait for another deploy of the same app-dir to finish (a time).", "600"),
 )
 
 _SPEC = {spec.name: spec for spec in INPUTS}
@@ -481,7 +486,7 @@ def _address(name: str, value: str, default_port: int) -> tuple[str, int]:
 
 
 def _hosts(value: str, default_port: int) -> tuple[tuple[str, int], ...]:
-    items = [item.strip() for item in re.split(r"[,\n]", value) if item.strip()]
+    items = [item for item in re.split(r"[,\s]", value) if item]
     if not items:
         raise ConfigError("host", "is required", "give the host to deploy to, e.g. deploy.example.com")
     hosts = tuple(_address("host", item, default_port) for item in items)
@@ -518,6 +523,23 @@ def _int(name: str, value: str, low: int, high: int) -> int:
     if not low <= number <= high:
         raise ConfigError(name, f"{number} is out of range", f"give a number from {low} to {high}")
     return number
+
+
+_DURATION = re.compile(r"(?:([0-9]{1,6})h)?(?:([0-9]{1,6})m)?(?:([0-9]{1,9})s?)?")
+
+
+def _seconds(name: str, value: str, low: int, high: int) -> int:
+    """A time in whole seconds: `90`, or with units as people write them: `30s`, `10m`, `1h`, `1m30s`."""
+    text = value.strip().lower()
+    match = _DURATION.fullmatch(text)
+    if not text or not match or (not match[3] and text[-1] not in "hm"):
+        raise ConfigError(
+            name, f"{value!r} is not a duration", f"give seconds (e.g. {low}, {high}) or a time like 30s, 10m or 1h"
+        )
+    seconds = int(match[1] or 0) * 3600 + int(match[2] or 0) * 60 + int(match[3] or 0)
+    if not low <= seconds <= high:
+        raise ConfigError(name, f"{value} ({seconds} s) is out of range", f"give from {low} to {high} seconds")
+    return seconds
 
 
 def _bool(name: str, value: str) -> bool:
@@ -608,7 +630,12 @@ def _urls(name: str, value: str, required: bool = True) -> tuple[str, ...]:
 
 
 def _fingerprints(value: str) -> tuple[str, ...]:
-    items = [item.strip() for item in re.split(r"[,\n]", value) if item.strip()]
+    """SHA256:... fingerprints, comma or newline separated; a line as `ssh-keygen -lf` prints it
+    (`256 SHA256:... root@web (ED25519)`) gives its fingerprint."""
+    items = []
+    for item in (item.strip() for item in re.split(r"[,\n]", value) if item.strip()):
+        words = [word for word in item.split() if word.startswith("SHA256:")]
+        items.append(words[0] if len(words) == 1 else item)
     for item in items:
         if not _FINGERPRINT.match(item):
             raise ConfigError(
@@ -907,8 +934,8 @@ def load_config(raw: Mapping[str, str], *, for_deploy: bool = True) -> Config:
             raise ConfigError(
                 name, "is set but proxy-jump is empty", f"set proxy-jump to user@bastion, or clear {name}"
             )
-    health_timeout = _int("health-timeout", get("health-timeout"), 1, 3600)
-    health_interval = _int("health-interval", get("health-interval"), 1, 600)
+    health_timeout = _seconds("health-timeout", get("health-timeout"), 1, 3600)
+    health_interval = _seconds("health-interval", get("health-interval"), 1, 600)
     check_timeouts(health_timeout=health_timeout, health_interval=health_interval)
     detach = _host_command("lb-detach-command", get("lb-detach-command"))
     attach = _host_command("lb-attach-command", get("lb-attach-command"))
@@ -923,7 +950,7 @@ def load_config(raw: Mapping[str, str], *, for_deploy: bool = True) -> Config:
         known_hosts=known_hosts,
         fingerprints=fingerprints,
         insecure_skip_host_key_check=insecure,
-        connect_timeout=_int("connect-timeout", get("connect-timeout"), 1, 600),
+        connect_timeout=_seconds("connect-timeout", get("connect-timeout"), 1, 600),
         connect_retries=_int("connect-retries", get("connect-retries"), 0, 10),
         app_dir=app_dir,
         ref=ref,
@@ -945,13 +972,13 @@ def load_config(raw: Mapping[str, str], *, for_deploy: bool = True) -> Config:
         pre_switch_command=_pre_switch_command(get("pre-switch-command")),
         lb_detach_command=detach,
         lb_attach_command=attach,
-        lb_timeout=_int("lb-timeout", get("lb-timeout"), 1, 86400),
-        pre_switch_timeout=_int("pre-switch-timeout", get("pre-switch-timeout"), 1, 86400),
-        drain_timeout=_int("drain-timeout", get("drain-timeout"), 0, 3600),
+        lb_timeout=_seconds("lb-timeout", get("lb-timeout"), 1, 86400),
+        pre_switch_timeout=_seconds("pre-switch-timeout", get("pre-switch-timeout"), 1, 86400),
+        drain_timeout=_seconds("drain-timeout", get("drain-timeout"), 0, 3600),
         keep_previous=_choice("keep-previous", get("keep-previous"), KEEP_PREVIOUS),
         env=_env(raw.get("env", "")),
         prune=_bool("prune", get("prune")),
-        lock_timeout=_int("lock-timeout", get("lock-timeout"), 0, 86400),
+        lock_timeout=_seconds("lock-timeout", get("lock-timeout"), 0, 86400),
         hosts=hosts,
         batch_size=batch_size,
         on_host_failure=_choice("on-host-failure", get("on-host-failure"), ON_HOST_FAILURE),

@@ -104,4 +104,4 @@ def test_pip_installed_cli_deploys_and_reports_status(
         text=True,
         timeout=60,
     )
-    assert bad.returncode == 2 and "--health-timeout: 'soon' is not a whole number" in bad.stderr
+    assert bad.returncode == 2 and "--health-timeout: 'soon' is not a duration" in bad.stderr

@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from bluegreen.cli import main
+from bluegreen.cli import build_parser, main, raw_inputs
+from bluegreen.config import load_config
 from bluegreen.report import ConsoleReporter, StepRecord
 
 from .test_config import raw
@@ -62,3 +63,14 @@ def test_no_color_keeps_the_step_list_plain(monkeypatch: pytest.MonkeyPatch) -> 
     ConsoleReporter([], plain).step_done(step)
     assert "\033[" in painted.getvalue()
     assert "\033[" not in plain.getvalue() and "✓ Build and start blue (2 services) 1.5s" in plain.getvalue()
+
+
+def test_a_bare_boolean_flag_means_true_and_times_take_units() -> None:
+    args = build_parser().parse_args(
+        ["deploy", "--insecure-skip-host-key-check", "--prune", "false", "--nginx-sudo", "--lock-timeout", "10m"]
+    )
+    inputs = raw_inputs(args, {})
+    assert (inputs["insecure-skip-host-key-check"], inputs["prune"], inputs["nginx-sudo"]) == ("true", "false", "true")
+    flags = {**raw(fingerprint=""), **{k: v for k, v in inputs.items() if v and k not in ("host", "username", "key")}}
+    cfg = load_config(flags)
+    assert cfg.insecure_skip_host_key_check and cfg.nginx_sudo and not cfg.prune and cfg.lock_timeout == 600

@@ -90,6 +90,33 @@ def test_several_fingerprints_newline_or_comma_separated() -> None:
     assert load_config(raw(fingerprint=f"{a}\n{b}, {c}")).fingerprints == (a, b, c)
 
 
+def test_the_line_ssh_keygen_prints_is_taken_as_its_fingerprint() -> None:
+    """What `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` prints, pasted whole, as the error's fix says."""
+    a, b = ("SHA256:" + ch * 43 for ch in "ab")
+    pasted = f"256 {a} root@web-1 (ED25519)\n3072 {b}= root@web-1 (RSA)"
+    assert load_config(raw(fingerprint=pasted)).fingerprints == (a, b)
+    assert error_for(fingerprint="256 MD5:ab:cd root@web-1 (ED25519)").input == "fingerprint"
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"), [("45", 45), ("30s", 30), ("10m", 600), ("1h", 3600), ("1m30s", 90), (" 2M ", 120)]
+)
+def test_times_are_seconds_or_durations_as_people_write_them(value: str, seconds: int) -> None:
+    cfg = load_config(raw(**{"lock-timeout": value, "drain-timeout": value, "health-timeout": "1h"}))
+    assert (cfg.lock_timeout, cfg.drain_timeout) == (seconds, seconds)
+
+
+@pytest.mark.parametrize("value", ["m", "1.5m", "30 s", "1d", "-30s", "1s30m", "30sec"])
+def test_a_time_that_is_no_duration_is_refused_by_name(value: str) -> None:
+    err = error_for(**{"lock-timeout": value})
+    assert err.input == "lock-timeout" and "30s, 10m or 1h" in err.fix
+
+
+def test_a_time_out_of_range_says_it_in_seconds() -> None:
+    err = error_for(**{"health-timeout": "2h"})
+    assert err.input == "health-timeout" and "7200 s" in err.problem and "3600" in err.fix
+
+
 @pytest.mark.parametrize(
     ("name", "value", "words"),
     [
@@ -129,16 +156,16 @@ def test_several_fingerprints_newline_or_comma_separated() -> None:
         ("green-health-urls", "http://u:p@127.0.0.1/", "carries credentials"),
         ("green-health-urls", "http://127.0.0.1:99999/", "invalid port"),
         ("health-timeout", "0", "out of range"),
-        ("health-interval", "-1", "not a whole number"),
+        ("health-interval", "-1", "not a duration"),
         ("nginx-container", "nginx; reboot", "not a container name"),
         ("public-url", "javascript:alert(1)", "not an http(s) URL"),
-        ("drain-timeout", "1e3", "not a whole number"),
-        ("lock-timeout", "`id`", "not a whole number"),
+        ("drain-timeout", "1e3", "not a duration"),
+        ("lock-timeout", "`id`", "not a duration"),
         ("host", "a.example.com, a.example.com:22", "listed twice"),
         ("lb-detach-command", "lbctl\ndetach", "contains a newline"),
         ("lb-attach-command", "--help", "does not start with a command"),
         ("lb-attach-command", "FOO=1 lbctl", "does not start with a command"),
-        ("lb-timeout", "soon", "is not a whole number"),
+        ("lb-timeout", "soon", "is not a duration"),
         ("host", "web-1, WEB-1", "WEB-1:22 is listed twice"),
         ("host", "a.example.com:0", "out of range"),
         ("host", "[::1]x", "text after ']'"),
@@ -174,6 +201,7 @@ def test_several_hosts_each_with_its_own_port_are_one_fleet() -> None:
     assert (cfg.host, cfg.port) == ("web-1.example.com", 2200)
     second = cfg.for_host(1)
     assert (second.host, second.port, second.hosts) == ("web-2.example.com", 2222, (("web-2.example.com", 2222),))
+    assert load_config(raw(host="web-1 web-2\tweb-3", port="22")).hosts == (("web-1", 22), ("web-2", 22), ("web-3", 22))
 
 
 @pytest.mark.parametrize(
