@@ -236,8 +236,14 @@ INPUTS: tuple[InputSpec, ...] = (
         "env",
         "The app's environment as dotenv lines (NAME=value; a value may be quoted, and quoted may span lines), "
         "usually from a secret. The color being built gets them for ${NAME} in its compose file and as "
-        ".bluegreen/<color>.env (mode 0600) for env_file:. Every value is masked; none reaches argv. Empty means "
-        "none.",
+        ".bluegreen/<color>.env (mode 0600) for env_file:. Every value of 6 characters or more is masked in logs; "
+        "none reaches argv. Empty means none.",
+        "",
+    ),
+    InputSpec(
+        "vars",
+        "Plain values for the app, as env's lines and delivered as env's (a name set in one of them only), but "
+        "never masked: for settings that are no secret (DEBUG=false, a hostname).",
         "",
     ),
     InputSpec(
@@ -403,7 +409,32 @@ def secret_values(raw: Mapping[str, str]) -> list[str]:
         env_values = [line.partition("=")[2] or line for line in raw.get("env", "").splitlines()]
     for value in env_values:
         values += [value.strip(), *(line.strip() for line in value.splitlines())]
-    return [value for value in dict.fromkeys(values) if value]
+    return [value for value in dict.fromkeys(values) if maskable(value)]
+
+
+# Values no secret has: masking them would rewrite every line of a job log that holds them.
+COMMON_VALUES = frozenset(
+    [
+        "enabled",
+        "disabled",
+        "default",
+        "production",
+        "development",
+        "staging",
+        "testing",
+        "localhost",
+        "0.0.0.0",
+        "127.0.0.1",
+        "warning",
+        "critical",
+    ]
+)
+
+
+def maskable(value: str) -> bool:
+    """Whether `value` is registered as a mask: not one shorter than 6 characters (`1`, `true`, a
+    port) or one of COMMON_VALUES. A mask of `1` would turn every 1 in the job's log into ***."""
+    return len(value) >= 6 and value.lower() not in COMMON_VALUES
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -775,12 +806,11 @@ def _unescape(text: str) -> str:
     return "".join(out)
 
 
-def _env(text: str) -> tuple[tuple[str, str], ...]:
+def _env(text: str, name_: str = "env") -> tuple[tuple[str, str], ...]:
     """dotenv lines: NAME=value (`export ` allowed), blank lines and `#` lines skipped. An unquoted
     value is the rest of the line, trimmed (a `#` in it is kept); a single-quoted one is literal, a
     double-quoted one knows the escapes \\n \\r \\t \\" \\\\; quoted values may span lines. Errors
     name the line, never its value."""
-    name_ = "env"
     lines = text.replace("\r\n", "\n").split("\n")
     out: dict[str, tuple[int, str]] = {}
     index = 0
@@ -827,6 +857,14 @@ def _env(text: str) -> tuple[tuple[str, str], ...]:
             rest = _unescape(value) if quote == '"' else value
         out[name] = (number, rest)
     return tuple((name, value) for name, (_, value) in out.items())
+
+
+def _app_env(env: str, plain: str) -> tuple[tuple[str, str], ...]:
+    """The app's variables: env's (secret) and vars' (plain), a name in one of them only."""
+    secret, public = _env(env), _env(plain, "vars")
+    if both := sorted({name for name, _ in secret} & {name for name, _ in public}):
+        raise ConfigError("vars", f"sets {', '.join(both)}, which env sets too", "set each name in env or in vars")
+    return secret + public
 
 
 def _utf8(raw: Mapping[str, str]) -> None:
@@ -976,7 +1014,7 @@ def load_config(raw: Mapping[str, str], *, for_deploy: bool = True) -> Config:
         pre_switch_timeout=_seconds("pre-switch-timeout", get("pre-switch-timeout"), 1, 86400),
         drain_timeout=_seconds("drain-timeout", get("drain-timeout"), 0, 3600),
         keep_previous=_choice("keep-previous", get("keep-previous"), KEEP_PREVIOUS),
-        env=_env(raw.get("env", "")),
+        env=_app_env(raw.get("env", ""), raw.get("vars", "")),
         prune=_bool("prune", get("prune")),
         lock_timeout=_seconds("lock-timeout", get("lock-timeout"), 0, 86400),
         hosts=hosts,

@@ -123,6 +123,7 @@ HOSTILE: dict[str, str] = {
     "host-changes": f"stash;{PWN}",
     "lock-timeout": f"`{PWN}`",
     "env": f"APP_MODE=1\n$({PWN})=1",
+    "vars": f"APP_MODE=1\n$({PWN})=1",
     "prune": f"false;{PWN}",
     "batch-size": f"1;{PWN}",
     "on-host-failure": f"stop;{PWN}",

@@ -17,6 +17,7 @@ from bluegreen.config import (
     load_config,
     secret_values,
 )
+from bluegreen.report import Reporter
 
 KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAAline1\nBBBBline2\n-----END OPENSSH PRIVATE KEY-----\n"
 
@@ -403,3 +404,22 @@ def test_the_load_balancer_hooks_come_as_a_pair_and_never_take_every_host_out() 
     assert err.input == "batch-size" and "give a batch-size smaller than 2" in err.fix
     config = load_config(raw(host="web-1, web-2", **hooks))
     assert config.lb_detach_command == ("lbctl", "detach") and config.lb_attach_command == ("lbctl", "attach")
+
+
+def test_no_mask_for_a_value_too_short_or_too_common_to_be_a_secret() -> None:
+    """A mask of `1` would turn every 1 of the job's log into ***, the action's own messages too."""
+    masked = secret_values({"env": "A=1\nDEBUG=true\nMODE=production\nPORT=5432\nTOKEN=s3cr3t-t0ken\n"})
+    assert masked == ["s3cr3t-t0ken"]
+    err = error_for(env="A=1\nA=2\nPASSWORD=hunter2-long\n")
+    scrubbed = Reporter(secret_values({"env": "A=1\nA=2\nPASSWORD=hunter2-long\n"})).scrub(str(err))
+    assert "line 2 sets A again (line 1)" in scrubbed
+
+
+def test_vars_are_the_apps_plain_values_never_masked_and_a_name_is_set_once() -> None:
+    cfg = load_config(raw(env="TOKEN=s3cr3t-t0ken", vars="DEBUG=false\nHOSTNAME=shop.example.com"))
+    assert cfg.env == (("TOKEN", "s3cr3t-t0ken"), ("DEBUG", "false"), ("HOSTNAME", "shop.example.com"))
+    masked = secret_values(raw(env="TOKEN=s3cr3t-t0ken", vars="HOSTNAME=shop.example.com"))
+    assert "s3cr3t-t0ken" in masked and "shop.example.com" not in masked
+    err = error_for(env="TOKEN=s3cr3t-t0ken", vars="TOKEN=plain")
+    assert err.input == "vars" and "TOKEN" in err.problem and "s3cr3t" not in str(err) and "plain" not in str(err)
+    assert error_for(vars="no equals sign").input == "vars"
