@@ -12,7 +12,7 @@ import math
 import posixpath
 import re
 import shlex
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal, TypeVar
 from urllib.parse import urlsplit
@@ -182,15 +182,27 @@ INPUTS: tuple[InputSpec, ...] = (
     ),
     InputSpec(
         "public-url",
-        "If set, the site as users reach it: probed after the switch (with several hosts, once the whole fleet "
-        "has switched); a non-2xx answer switches back.",
+        "If set, the site as users reach it, fetched from the runner: probed after the switch (with several "
+        "hosts, once the whole fleet has switched); an answer public-url-status does not accept switches back. "
+        "Its TLS certificate is verified.",
         "",
+    ),
+    InputSpec(
+        "public-url-status",
+        "The answers of public-url and host-url that mean up: status classes (2xx) or codes (200 302), space or "
+        "comma separated. A redirect is never followed.",
+        "2xx 3xx",
+    ),
+    InputSpec(
+        "public-url-insecure",
+        "Set to true to fetch public-url without verifying its TLS certificate (a warning is shown on every run).",
+        "false",
     ),
     InputSpec(
         "host-url",
         "If set, the site as seen on each host through its own nginx, e.g. http://127.0.0.1:8080/api/v1/, fetched "
-        "through the host's SSH connection: probed after that host's switch (a non-2xx answer switches it back) "
-        "and again after each later batch.",
+        "through the host's SSH connection: probed after that host's switch (an answer public-url-status does "
+        "not accept switches it back) and again after each later batch.",
         "",
     ),
     InputSpec(
@@ -316,6 +328,8 @@ class Config:
     batch_size: tuple[int, bool] = (1, False)  # a count, or (with True) a percentage of the hosts
     on_host_failure: OnHostFailure = "rollback-all"
     host_url: str = ""
+    site_statuses: tuple[str, ...] = ("2xx", "3xx")  # public-url-status: classes (2xx) and codes (302)
+    public_url_insecure: bool = False
     proxy_jump: tuple[str, str, int] | None = None  # (user, host, port) of the bastion
     proxy_key: str = ""
     proxy_known_hosts: str = ""
@@ -355,6 +369,15 @@ class Config:
             hosts=((host, port),),
             **pins,  # type: ignore[arg-type]
         )
+
+    def site_up(self, code: int) -> bool:
+        """Whether public-url or host-url answering `code` means up (public-url-status)."""
+        return status_up(code, self.site_statuses)
+
+    @property
+    def site_answers(self) -> str:
+        """What public-url-status accepts, for a message: "2xx or 3xx"."""
+        return " or ".join(self.site_statuses)
 
     def app_path(self, relative: str) -> str:
         """An input path as an absolute path on the host."""
@@ -658,6 +681,24 @@ def _urls(name: str, value: str, required: bool = True) -> tuple[str, ...]:
     if not urls and required:
         raise ConfigError(name, "is required", "give at least one URL, e.g. http://127.0.0.1:8001/health")
     return urls
+
+
+def _statuses(value: str) -> tuple[str, ...]:
+    """HTTP status classes (2xx) and codes (302), space or comma separated."""
+    items = tuple(item.lower() for item in re.split(r"[,\s]", value) if item)
+    for item in items:
+        if not re.fullmatch(r"[1-5](?:xx|[0-9]{2})", item):
+            raise ConfigError(
+                "public-url-status", f"{item!r} is not an HTTP status or class", "give classes or codes: 2xx 301 302"
+            )
+    if not items:
+        raise ConfigError("public-url-status", "is empty", "give the answers that mean up, e.g. 2xx 3xx")
+    return items
+
+
+def status_up(code: int, statuses: Sequence[str]) -> bool:
+    """Whether HTTP status `code` is one `statuses` (public-url-status) accepts."""
+    return any(str(code) == s or (s.endswith("xx") and str(code)[:1] == s[0]) for s in statuses)
 
 
 def _fingerprints(value: str) -> tuple[str, ...]:
@@ -1021,6 +1062,8 @@ def load_config(raw: Mapping[str, str], *, for_deploy: bool = True) -> Config:
         batch_size=batch_size,
         on_host_failure=_choice("on-host-failure", get("on-host-failure"), ON_HOST_FAILURE),
         host_url=_url("host-url", host_url) if host_url else "",
+        site_statuses=_statuses(get("public-url-status")),
+        public_url_insecure=_bool("public-url-insecure", get("public-url-insecure")),
         proxy_jump=proxy_jump,
         proxy_key=raw.get("proxy-key", "").strip(),
         proxy_known_hosts=proxy_known_hosts,

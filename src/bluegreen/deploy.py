@@ -34,7 +34,7 @@ from .config import (
     other_color,
 )
 from .errors import DeployError, FleetStopped, LockLost, describe
-from .health import wait_healthy, watch_public_url
+from .health import insecure_public_url, wait_healthy, watch_public_url
 from .journal import STATE_DIR, SWITCHED, SWITCHED_BACK, Entry, Journal, collapse, last_switch, now
 from .lock import DeployLock, RunInfo
 from .nginx import Nginx, NginxError
@@ -224,6 +224,8 @@ class Deployer:
     async def steps(self) -> None:
         cfg = self.cfg
         async with self.step("connect", f"Connect to {cfg.username}@{cfg.host}:{cfg.port}") as s:
+            if cfg.public_url and cfg.public_url_insecure:
+                self.warn(insecure_public_url(cfg.public_url), "TLS not verified")
             if cfg.insecure_skip_host_key_check:
                 self.warn(
                     "the host key is not checked (insecure-skip-host-key-check: true); pin it with known-hosts or "
@@ -386,8 +388,8 @@ class Deployer:
             self.fleet.still_on(self)
 
     async def watch_host_url(self) -> str:
-        """host-url, as seen on this host: "" once it answers 2xx, else what it last answered."""
-        return await watch_public_url(self.cfg.host_url, self.host) if self.cfg.host_url else ""
+        """host-url, as seen on this host: "" once it answers up, else what it last answered."""
+        return await watch_public_url(self.cfg.host_url, self.cfg.site_up, self.host) if self.cfg.host_url else ""
 
     async def record_switched_back(self) -> None:
         """The journal: the live color serves again, and the switch this run made does not count."""
@@ -545,15 +547,18 @@ class Deployer:
             s.detail = f"reload took {reload_seconds:.1f}s"
         if cfg.host_url and (last := await self.watch_host_url()):
             raise DeployError(
-                f"host-url {cfg.host_url} did not answer 2xx on {cfg.host} after the switch (last: {last})",
+                f"host-url {cfg.host_url} did not answer {cfg.site_answers} on {cfg.host} after the switch "
+                f"(last: {last})",
                 "check the new upstream file and this host's nginx: host-url must reach the new color through it",
             )
         if self.lb.detached:
             await self.lb.attach(target)
             s.detail += f"; out of the load balancer for {time.monotonic() - out_since:.1f}s"
-        if cfg.public_url and (last := await watch_public_url(cfg.public_url)):
+        if cfg.public_url and (
+            last := await watch_public_url(cfg.public_url, cfg.site_up, verify=not cfg.public_url_insecure)
+        ):
             raise DeployError(
-                f"public-url {cfg.public_url} did not answer 2xx after the switch (last: {last})",
+                f"public-url {cfg.public_url} did not answer {cfg.site_answers} after the switch (last: {last})",
                 "check the new upstream file: it must point at the new color's ports",
             )
         # Committed: the marker goes, and the journal says what now serves, at once, so a rerun after

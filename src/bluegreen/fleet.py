@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from .config import Config, label
 from .deploy import Deployer
 from .errors import FleetStopped, describe
-from .health import watch_public_url
+from .health import insecure_public_url, watch_public_url
 from .lock import RunInfo
 from .report import FleetReport, HostReporter, Reporter
 
@@ -160,8 +160,13 @@ class Fleet:
                 if self.failure is None and number + 1 < len(self.batches):
                     await self.recheck([m for b in self.batches[: number + 1] for m in b if m.holding])
             fleet_url = self.cfg.public_url if self.failure is None and len(self.members) > 1 else ""
-            if fleet_url and (last := await watch_public_url(fleet_url)):
-                self.error = f"public-url {fleet_url} did not answer 2xx once every host switched (last: {last})"
+            if fleet_url and self.cfg.public_url_insecure:
+                self.out.warning(insecure_public_url(fleet_url), "TLS not verified")
+            if fleet_url and (
+                last := await watch_public_url(fleet_url, self.cfg.site_up, verify=not self.cfg.public_url_insecure)
+            ):
+                answers = self.cfg.site_answers
+                self.error = f"public-url {fleet_url} did not answer {answers} once every host switched (last: {last})"
                 self.failure = ("public-url", self.error)
         except asyncio.CancelledError:
             self.fail("the run", "the run was cancelled (SIGINT/SIGTERM)")

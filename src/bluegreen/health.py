@@ -25,7 +25,9 @@ from .remote import Result
 
 FIRST_PAUSE = 0.25
 PUBLIC_URL_EVERY = 0.1  # seconds between probes of public-url after the switch
-PUBLIC_URL_DECIDE = 0.3  # failures for this long, with no 2xx between them, fail
+PUBLIC_URL_DECIDE = 0.3  # failures for this long, with no answer that means up between them, fail
+
+Up = Callable[[int], bool]  # which HTTP statuses mean up
 
 
 class Tunnel(Protocol):
@@ -74,46 +76,64 @@ def _path(url: str) -> str:
     return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
 
 
-def client() -> httpx.AsyncClient:
-    """The probes' client. Its own timeouts are a backstop; `probe` sets each probe's deadline."""
-    return httpx.AsyncClient(timeout=PROBE_SECONDS, verify=False, follow_redirects=False)
+def client(verify: bool = False) -> httpx.AsyncClient:
+    """The probes' client; redirects are answers, never followed. It verifies TLS certificates only
+    with `verify` (public-url, fetched from the runner): a health URL or host-url goes to the host's
+    own ports, where the certificate names the site, not 127.0.0.1. Its own timeouts are a
+    backstop; `probe` sets each probe's deadline."""
+    return httpx.AsyncClient(timeout=PROBE_SECONDS, verify=verify, follow_redirects=False)
 
 
-async def probe(http: httpx.AsyncClient, url: str, seconds: float, host_header: str | None = None) -> tuple[bool, str]:
-    """GET `url` and read only its status line, all within `seconds`; (2xx?, what it answered)."""
+def is_2xx(code: int) -> bool:
+    return 200 <= code < 300
+
+
+async def probe(
+    http: httpx.AsyncClient, url: str, seconds: float, host_header: str | None = None, up: Up = is_2xx
+) -> tuple[bool, str]:
+    """GET `url` and read only its status line, all within `seconds`; (up?, what it answered)."""
     if seconds <= 0:
         return False, "no time left"
     headers = {"Host": host_header} if host_header else None
     try:
         async with asyncio.timeout(seconds), http.stream("GET", url, headers=headers) as response:
-            return 200 <= response.status_code < 300, f"HTTP {response.status_code}"
+            return up(response.status_code), f"HTTP {response.status_code}"
     except TimeoutError:
         return False, f"no answer within {seconds:.1f}s"
-    except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError):
+    except httpx.ConnectError as err:
+        if "CERTIFICATE_VERIFY_FAILED" in str(err):
+            return False, "its TLS certificate did not verify"
+        return False, "connection refused or closed"
+    except (httpx.RemoteProtocolError, httpx.ReadError):
         return False, "connection refused or closed"
     except httpx.HTTPError as err:
         return False, type(err).__name__
 
 
-async def _probe_on_host(host: Tunnel, url: str, seconds: float) -> tuple[bool, str]:
+async def _probe_on_host(host: Tunnel, url: str, seconds: float, up: Up = is_2xx) -> tuple[bool, str]:
     limit = max(1, math.floor(seconds))
     result = await host.run(commands.probe_url(url, limit), timeout=limit + 5, check=False)
     code = result.stdout.strip()
     if result.status != 0 or not code.isdigit() or code == "000":
         return False, f"no answer (curl exit {result.status})"
-    return code.startswith("2"), f"HTTP {code}"
+    return up(int(code)), f"HTTP {code}"
 
 
 Check = Callable[[str, float], Awaitable[tuple[bool, str]]]
 
 
 async def _prober(
-    stack: contextlib.AsyncExitStack, host: Tunnel | None, urls: Sequence[str], forwarding: bool
+    stack: contextlib.AsyncExitStack,
+    host: Tunnel | None,
+    urls: Sequence[str],
+    forwarding: bool,
+    up: Up = is_2xx,
+    verify: bool = False,
 ) -> Check:
     """One check for `urls` as seen from `host`: through an SSH port forward per host:port when
-    `forwarding`, with curl on the host when not; from here when there is no host. The forwards
-    live as long as `stack`."""
-    http = await stack.enter_async_context(client())
+    `forwarding`, with curl on the host when not; from here when there is no host (verifying TLS
+    with `verify`). `up`: which statuses pass. The forwards live as long as `stack`."""
+    http = await stack.enter_async_context(client(verify))
     ports: dict[tuple[str, int], int] = {}
     if host is not None and forwarding:
         for target in {_target(u) for u in urls}:
@@ -121,11 +141,12 @@ async def _prober(
 
     async def check(url: str, seconds: float) -> tuple[bool, str]:
         if host is None:
-            return await probe(http, url, seconds)
+            return await probe(http, url, seconds, up=up)
         if not forwarding:
-            return await _probe_on_host(host, url, seconds)
+            return await _probe_on_host(host, url, seconds, up)
         parts = urlsplit(url)
-        return await probe(http, f"{parts.scheme}://127.0.0.1:{ports[_target(url)]}{_path(url)}", seconds, parts.netloc)
+        local = f"{parts.scheme}://127.0.0.1:{ports[_target(url)]}{_path(url)}"
+        return await probe(http, local, seconds, parts.netloc, up)
 
     return check
 
@@ -170,16 +191,25 @@ async def wait_healthy(host: Tunnel, urls: Sequence[str], timeout: float, interv
             attempt += 1
 
 
-async def watch_public_url(url: str, host: Tunnel | None = None) -> str:
-    """After the switch: probe `url` every 100 ms until it answers 2xx (returns "") or fails for
-    PUBLIC_URL_DECIDE seconds with no 2xx between (returns what it last answered). A probe that
-    hangs counts as a failure after its own deadline, so this ends within a few seconds. With
-    `host`, the URL is as seen from that host (host-url): through an SSH port forward, or with curl
-    there if the host refuses forwarding, so no other host's answer can pass it."""
+def insecure_public_url(url: str) -> str:
+    """The warning every run with public-url-insecure gives."""
+    return (
+        f"public-url {url} is fetched without verifying its TLS certificate (public-url-insecure: true); a site "
+        "with a valid certificate needs no opt-out"
+    )
+
+
+async def watch_public_url(url: str, up: Up, host: Tunnel | None = None, verify: bool = True) -> str:
+    """After the switch: probe `url` every 100 ms until it answers as `up` accepts (returns "") or
+    fails for PUBLIC_URL_DECIDE seconds with no such answer between (returns what it last answered).
+    A probe that hangs counts as a failure after its own deadline, so this ends within a few seconds.
+    With `host`, the URL is as seen from that host (host-url): through an SSH port forward, or with
+    curl there if the host refuses forwarding, so no other host's answer can pass it; without, it is
+    fetched from here (public-url), its TLS certificate verified unless not `verify`."""
     failing_since: float | None = None
     forwarding = host is not None and await host.can_forward(*_target(url))
     async with contextlib.AsyncExitStack() as stack:
-        check = await _prober(stack, host, [url], forwarding)
+        check = await _prober(stack, host, [url], forwarding, up, verify and host is None)
         while True:
             began = time.monotonic()
             ok, last = await check(url, PROBE_SECONDS)

@@ -89,7 +89,7 @@ def test_post_switch_failure_switches_back_within_a_second(
         run = lab.run_action(lab.lab_inputs(ssh_host, app, sha))
     assert run.status != 0
     error = only_error(run)
-    assert "public-url" in error and "did not answer 2xx after the switch (last: HTTP 404)" in error
+    assert "public-url" in error and "did not answer 2xx or 3xx after the switch (last: HTTP 404)" in error
     assert run.outputs["rolled-back"] == "true" and run.outputs["switched"] == "false"
     assert run.outputs["active-color"] == "green"
     assert_serves_alone(app, "green", "v1")

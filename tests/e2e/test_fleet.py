@@ -176,7 +176,7 @@ def test_a_failure_after_the_first_host_switched_puts_it_back(fleet: Fleet) -> N
     first, second, third = rows(run)
     assert first["rolled-back"] is True and second["rolled-back"] is True and third["rolled-back"] is False
     assert run.outputs["active-color"] == "green" and run.outputs["switched"] == "false"
-    assert "host-url http://127.0.0.1:8080/api/v1/ did not answer 2xx" in run.stdout
+    assert "host-url http://127.0.0.1:8080/api/v1/ did not answer 2xx or 3xx" in run.stdout
     journal = fleet.hosts[0].exec("cat", f"{fleet.app.app_dir}/.bluegreen/journal.jsonl")
     assert [json.loads(line)["result"] for line in journal.splitlines()][-2:] == ["switched-back", "failed"]
     # a rerun, once web-2 is fixed, deploys the whole fleet

@@ -113,6 +113,8 @@ HOSTILE: dict[str, str] = {
     "nginx-container": f"--privileged;{PWN}",
     "nginx-sudo": f"true;{PWN}",
     "public-url": f"http://127.0.0.1:1/$({PWN})\n",
+    "public-url-status": f"2xx $({PWN})",
+    "public-url-insecure": f"true;{PWN}",
     "pre-switch-command": f"$({PWN}) migrate",
     "pre-switch-timeout": f"600;{PWN}",
     "lb-detach-command": f"sh -c true\n$({PWN})",

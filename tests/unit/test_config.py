@@ -423,3 +423,15 @@ def test_vars_are_the_apps_plain_values_never_masked_and_a_name_is_set_once() ->
     err = error_for(env="TOKEN=s3cr3t-t0ken", vars="TOKEN=plain")
     assert err.input == "vars" and "TOKEN" in err.problem and "s3cr3t" not in str(err) and "plain" not in str(err)
     assert error_for(vars="no equals sign").input == "vars"
+
+
+def test_public_url_status_takes_classes_and_codes_and_refuses_the_rest() -> None:
+    cfg = load_config(raw(**{"public-url-status": "2xx, 301 302"}))
+    assert cfg.site_statuses == ("2xx", "301", "302") and cfg.site_answers == "2xx or 301 or 302"
+    assert cfg.site_up(204) and cfg.site_up(302) and not cfg.site_up(303) and not cfg.site_up(404)
+    default = load_config(raw())
+    assert default.site_up(302) and default.site_up(200) and not default.site_up(404)
+    assert not default.public_url_insecure
+    for bad in ("ok", "2XX0", "600", "20"):
+        err = error_for(**{"public-url-status": bad})
+        assert err.input == "public-url-status" and "2xx" in err.fix

@@ -309,7 +309,7 @@ def test_a_host_that_cannot_switch_back_says_so_and_the_headline_says_split(flee
     assert any(line.startswith("error: Switch back failed (web-1):") for line in fleet.out.lines), fleet.out.lines
     assert "the fleet is split: web-1 serves blue, web-2 serves green" in report.headline()
     two = dict(report.hosts)["web-2"]
-    assert two.error.startswith(f"host-url {HOST_URL} did not answer 2xx on web-2") and two.rolled_back
+    assert two.error.startswith(f"host-url {HOST_URL} did not answer 2xx or 3xx on web-2") and two.rolled_back
 
 
 def test_a_host_already_live_on_the_commit_says_it_kept_serving_not_that_it_switched_back(fleet: Fleet3) -> None:

@@ -6,11 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
+import ipaddress
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from bluegreen import health
-from bluegreen.config import PROBE_SECONDS
+from bluegreen.config import PROBE_SECONDS, status_up
 from bluegreen.health import probe_pause, wait_healthy, watch_public_url
 from bluegreen.remote import Result
 
@@ -96,8 +105,76 @@ def test_public_url_that_hangs_fails_within_its_probe_deadline() -> None:
     async def go() -> tuple[float, str]:
         async with server(drip) as port:
             started = time.monotonic()
-            last = await watch_public_url(f"http://127.0.0.1:{port}/")
+            last = await watch_public_url(f"http://127.0.0.1:{port}/", health.is_2xx)
             return time.monotonic() - started, last
 
     elapsed, last = asyncio.run(go())
     assert last.startswith("no answer within") and elapsed < PROBE_SECONDS + 1
+
+
+async def redirect_to_login(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """`/` sends to /login, which fails: following the redirect would judge the login page."""
+    request = await reader.readuntil(b"\r\n\r\n")
+    if request.startswith(b"GET / "):
+        writer.write(b"HTTP/1.1 302 Found\r\nLocation: /login\r\nContent-Length: 0\r\n\r\n")
+    else:
+        writer.write(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n")
+    await writer.drain()
+    writer.close()
+
+
+def test_a_redirect_means_up_unless_public_url_status_narrows_it_and_is_never_followed() -> None:
+    async def go(statuses: tuple[str, ...]) -> str:
+        async with server(redirect_to_login) as port:
+            return await watch_public_url(f"http://127.0.0.1:{port}/", lambda code: status_up(code, statuses))
+
+    assert asyncio.run(go(("2xx", "3xx"))) == ""
+    assert asyncio.run(go(("2xx",))) == "HTTP 302"
+    assert asyncio.run(go(("200", "302"))) == ""
+
+
+def self_signed(tmp_path: Path) -> ssl.SSLContext:
+    """A TLS server context whose certificate no CA signed."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .sign(key, hashes.SHA256())
+    )
+    (tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "key.pem").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    return context
+
+
+async def ok(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await reader.readuntil(b"\r\n\r\n")
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    await writer.drain()
+    writer.close()
+
+
+def test_public_url_verifies_its_tls_certificate_unless_the_opt_out_says_not(tmp_path: Path) -> None:
+    context = self_signed(tmp_path)
+
+    async def go(verify: bool) -> str:
+        listening = await asyncio.start_server(ok, "127.0.0.1", 0, ssl=context)
+        try:
+            port = listening.sockets[0].getsockname()[1]
+            return await watch_public_url(f"https://127.0.0.1:{port}/", health.is_2xx, verify=verify)
+        finally:
+            listening.close()
+
+    assert asyncio.run(go(True)) == "its TLS certificate did not verify"
+    assert asyncio.run(go(False)) == ""
