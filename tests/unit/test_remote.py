@@ -39,8 +39,27 @@ async def run_with_sh(process: asyncssh.SSHServerProcess[bytes]) -> None:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    await process.redirect(stdin=shell.stdin, stdout=shell.stdout, stderr=shell.stderr)
-    process.exit(await shell.wait())
+    stdin, stdout, stderr = shell.stdin, shell.stdout, shell.stderr
+    assert stdin and stdout and stderr
+
+    async def feed() -> None:
+        """The client's stdin to the shell's, as sshd passes it: a shell that exits without reading
+        it (a refused command) costs a broken pipe here, never the session's exit status."""
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            while data := await process.stdin.read(65536):
+                stdin.write(data)
+                await stdin.drain()
+            stdin.close()
+
+    async def copy(source: asyncio.StreamReader, to: asyncssh.SSHWriter[bytes]) -> None:
+        while data := await source.read(65536):
+            to.write(data)
+
+    feeding = asyncio.create_task(feed())
+    await asyncio.gather(copy(stdout, process.stdout), copy(stderr, process.stderr))
+    status = await shell.wait()
+    feeding.cancel()
+    process.exit(status)
 
 
 class Open(asyncssh.SSHServer):
