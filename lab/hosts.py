@@ -269,17 +269,18 @@ LB_DETACH = f"sh -c 'curl -fsS -X POST http://lb:{LB_CONTROL_PORT}/detach/$(host
 LB_ATTACH = f"sh -c 'curl -fsS -X POST http://lb:{LB_CONTROL_PORT}/attach/$(hostname)'"
 
 
-def start_keepalive_load_balancer(hosts: list[Host]) -> LoadBalancer:
+def start_keepalive_load_balancer(hosts: list[Host], latency_ms: int = 20) -> LoadBalancer:
     """A load balancer that keeps connections to the hosts open (lab/lb.py), on the lab network as
-    `lb`, its port published on 127.0.0.1; it never retries a failed request on another host. Its
-    control API takes a host out and puts it back (LB_DETACH, LB_ATTACH)."""
+    `lb`, its port published on 127.0.0.1; it never retries a failed request on another host, and
+    reaches each host `latency_ms` away, each way, as across a real network. Its control API takes
+    a host out and puts it back (LB_DETACH, LB_ATTACH)."""
     container = f"bluegreen-lab-lb-{secrets.token_hex(3)}"
     script = Path(__file__).parent / "lb.py"
     servers = [f"{h.name}={h.name}:{WEB_PORT}" for h in hosts]
     lab.sh(
         "docker", "run", "--detach", "--name", container, "--network", NETWORK, "--network-alias", "lb",
         "--publish", f"127.0.0.1::{LB_PORT}", "-v", f"{script}:/lb.py:ro", lab.LAB_IMAGE,
-        "python3", "-u", "/lb.py", str(LB_PORT), str(LB_CONTROL_PORT), *servers,
+        "python3", "-u", "/lb.py", str(LB_PORT), str(LB_CONTROL_PORT), str(latency_ms), *servers,
     )  # fmt: skip
     balancer = LoadBalancer(container, _published(container, LB_PORT))
     lab.wait_for(lambda: _answers(balancer.url("/api/v1/")), "the keep-alive load balancer to serve", 30)

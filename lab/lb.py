@@ -5,11 +5,19 @@ lab network, as a cloud load balancer's API: POST /detach/NAME marks that host d
 /attach/NAME puts it back. Each answers once nginx has reloaded and its old workers (with their
 connections to the hosts) are gone, so no request reaches a detached host any more.
 
-    python3 lb.py LISTEN_PORT CONTROL_PORT NAME=HOST:PORT ...
+With LATENCY_MS, each host is reached through a proxy that delivers every chunk and every end of a
+connection that long after it came, each way: the network a real load balancer has between it and
+the hosts. A host that closes an idle keep-alive connection is then seen to close it only that much
+later, and a request sent on it meanwhile fails, as it does in a cloud; on one machine's bridge the
+window is microseconds and the race is almost never lost.
+
+    python3 lb.py LISTEN_PORT CONTROL_PORT LATENCY_MS NAME=HOST:PORT ...
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import http.server
 import os
 import subprocess
@@ -18,6 +26,60 @@ import threading
 import time
 
 CONF = "/tmp/lb.conf"
+PROXY_PORTS = 20000  # the latency proxies listen on 127.0.0.1 from here, one port a host
+
+
+async def one_way(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay: float) -> None:
+    """Copy `reader` to `writer`, each chunk and the end delivered `delay` s after it was read."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+
+    async def deliver() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                at, data = await queue.get()
+                await asyncio.sleep(max(0.0, at + delay - loop.time()))
+                if not data:
+                    writer.write_eof()
+                    return
+                writer.write(data)
+                await writer.drain()
+
+    delivering = asyncio.create_task(deliver())
+    with contextlib.suppress(OSError):
+        while data := await reader.read(65536):
+            queue.put_nowait((loop.time(), data))
+    queue.put_nowait((loop.time(), b""))
+    await delivering
+
+
+async def latency_proxy(port: int, host: str, target: int, delay: float) -> None:
+    async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(host, target)
+        except OSError:
+            writer.close()
+            return
+        await asyncio.gather(one_way(reader, up_writer, delay), one_way(up_reader, writer, delay))
+        for w in (writer, up_writer):
+            w.close()
+
+    server = await asyncio.start_server(connection, "127.0.0.1", port)
+    await server.serve_forever()
+
+
+def start_latency_proxies(servers: dict[str, str], delay: float) -> dict[str, str]:
+    """A latency proxy per host, on a thread of its own; the addresses nginx reaches them at."""
+    proxied = {name: f"127.0.0.1:{PROXY_PORTS + i}" for i, name in enumerate(servers)}
+
+    async def run_all() -> None:
+        targets = [address.rsplit(":", 1) for address in servers.values()]
+        await asyncio.gather(
+            *(latency_proxy(PROXY_PORTS + i, host, int(port), delay) for i, (host, port) in enumerate(targets))
+        )
+
+    threading.Thread(target=asyncio.run, args=(run_all(),), daemon=True).start()
+    return proxied
 
 
 def workers() -> set[int]:
@@ -62,8 +124,11 @@ class Balancer:
 
 
 def main() -> None:
-    listen, control = int(sys.argv[1]), int(sys.argv[2])
-    balancer = Balancer(listen, dict(arg.split("=", 1) for arg in sys.argv[3:]))
+    listen, control, latency_ms = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+    servers = dict(arg.split("=", 1) for arg in sys.argv[4:])
+    if latency_ms:
+        servers = start_latency_proxies(servers, latency_ms / 1000)
+    balancer = Balancer(listen, servers)
     balancer.write()
     subprocess.Popen(["nginx", "-c", CONF, "-g", "daemon off;"])
 
