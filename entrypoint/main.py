@@ -9,7 +9,7 @@ import sys
 from bluegreen.config import ConfigError, inputs_from_env, load_config, secret_values
 from bluegreen.fleet import Fleet, deploy_with_signals
 from bluegreen.lock import RunInfo
-from bluegreen.report import GitHubReporter
+from bluegreen.report import EXIT_USAGE, GitHubReporter
 
 
 def main() -> int:
@@ -19,9 +19,9 @@ def main() -> int:
         config = load_config(raw)
     except ConfigError as err:
         reporter.error(str(err), f"Invalid input: {err.input}")
-        return 1
+        return EXIT_USAGE
     report = asyncio.run(deploy_with_signals(Fleet(config, reporter, RunInfo.from_env(os.environ))))
-    return 0 if report.ok else 1
+    return report.exit_code
 
 
 if __name__ == "__main__":

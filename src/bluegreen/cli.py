@@ -17,13 +17,13 @@ from importlib import metadata
 from pathlib import Path
 
 from . import commands
-from .config import INPUTS, Config, ConfigError, label, load_config, secret_values
+from .config import INPUTS, Config, ConfigError, label, load_config, missing_inputs, secret_values
 from .fleet import Fleet, deploy_with_signals
 from .journal import STATE_DIR, Journal
 from .lock import RunInfo, lock_status
 from .nginx import Nginx, NginxError, live_color
 from .remote import Remote, RemoteError
-from .report import ConsoleReporter
+from .report import EXIT_FAILED, EXIT_USAGE, ConsoleReporter
 from .stacks import STACKS, Stacks, by_stack, read_files
 from .sync import Checkout
 
@@ -72,6 +72,7 @@ def raw_inputs(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[str
         value = values.get(spec.name)
         raw[spec.name] = value if value is not None else environ.get(env_name(spec.name), spec.default)
     raw["command"] = args.command if args.command != "status" else "deploy"
+    raw["ref"] = raw["ref"] or environ.get("GITHUB_SHA", "")  # as the action's ref does, in any CI that sets it
     if args.key_file:
         try:
             raw["key"] = Path(args.key_file).read_text()
@@ -127,6 +128,16 @@ async def fleet_status(config: Config) -> dict[str, object]:
     return {label(host, port): status for (host, port), status in zip(config.hosts, found, strict=True)}
 
 
+def flag_for(name: str) -> str:
+    """A missing input as the CLI takes it: its flag, and its environment variable."""
+    return {
+        "key": "--key-file PATH (or --key, BLUEGREEN_KEY)",
+        "known-hosts": "--fingerprint or --known-hosts, the host key pin (or BLUEGREEN_FINGERPRINT, "
+        "BLUEGREEN_KNOWN_HOSTS; --insecure-skip-host-key-check to go without)",
+        "ref": "--ref, a commit, branch or tag (or BLUEGREEN_REF, GITHUB_SHA)",
+    }.get(name, f"--{name} (or {env_name(name)})")
+
+
 def flag_words(err: ConfigError) -> str:
     """An input's error as the CLI says it: --app-dir for the input app-dir."""
     return str(err).replace("input '", "--", 1).replace("':", ":", 1)
@@ -138,23 +149,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         raw = raw_inputs(args, os.environ)
     except ConfigError as err:
         ConsoleReporter([]).error(flag_words(err), "invalid option")
-        return 2
+        return EXIT_USAGE
     out = ConsoleReporter(secret_values(raw))
+    if missing := missing_inputs(raw, for_deploy=args.command != "status"):
+        out.error("missing: " + "; ".join(flag_for(name) for name in missing), "missing options")
+        return EXIT_USAGE
     try:
         config = load_config(raw, for_deploy=args.command != "status")
     except ConfigError as err:
         out.error(flag_words(err), "invalid option")
-        return 2
+        return EXIT_USAGE
     if args.command == "status":
         try:
             status = asyncio.run(fleet_status(config))
         except (RemoteError, NginxError) as err:
             out.error(str(err), "status")
-            return 1
+            return EXIT_FAILED
         out.emit(json.dumps(status, indent=2))
         return 0
     report = asyncio.run(deploy_with_signals(Fleet(config, out, RunInfo.from_env(os.environ))))
-    return 0 if report.ok else 1
+    return report.exit_code
 
 
 if __name__ == "__main__":

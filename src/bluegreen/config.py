@@ -934,21 +934,52 @@ def project_from_dir(app_dir: str) -> str:
 DEPLOY_ONLY = ("ref", "blue-health-urls", "green-health-urls")
 
 
+def _given(raw: Mapping[str, str], name: str) -> str:
+    """An input's value as given ("" for none): stripped, but for the key, whose text is kept whole."""
+    value = raw.get(name, "")
+    return value if name == "key" else value.strip()
+
+
+# What a missing input's error says; "is required" for the rest.
+_MISSING = {
+    "known-hosts": (
+        "neither known-hosts nor fingerprint is set",
+        "pin the host key: set known-hosts to the output of 'ssh-keyscan -p PORT HOST' or fingerprint to 'SHA256:...'",
+    ),
+    "ref": ("is empty and GITHUB_SHA is not set", "set ref to a commit, branch or tag"),
+}
+
+
+def missing_inputs(raw: Mapping[str, str], *, for_deploy: bool = True) -> list[str]:
+    """Every input a run needs that `raw` lacks, in the schema's order, so that all are reported at
+    once: the required ones; known-hosts, for a host key pin (it or fingerprint, unless
+    insecure-skip-host-key-check); ref, for a deploy."""
+    missing = [
+        spec.name
+        for spec in INPUTS
+        if spec.required and not _given(raw, spec.name) and (for_deploy or spec.name not in DEPLOY_ONLY)
+    ]
+    insecure = _given(raw, "insecure-skip-host-key-check").lower() in _TRUE
+    if not _given(raw, "known-hosts") and not _given(raw, "fingerprint") and not insecure:
+        missing.append("known-hosts")
+    if for_deploy and _given(raw, "command") in ("", "deploy") and not _given(raw, "ref"):
+        missing.append("ref")
+    return sorted(missing, key=[spec.name for spec in INPUTS].index)
+
+
 def load_config(raw: Mapping[str, str], *, for_deploy: bool = True) -> Config:
     """Validate raw input values (keyed by input name) into a Config. Unknown keys are ignored."""
 
     _utf8(raw)
+    if missing := missing_inputs(raw, for_deploy=for_deploy):
+        problem, fix = _MISSING.get(missing[0], ("is required", f"set '{missing[0]}' in the step's with: block"))
+        others = f" (missing too: {', '.join(missing[1:])})" if missing[1:] else ""
+        raise ConfigError(missing[0], problem + others, fix)
 
     def get(name: str) -> str:
-        spec = _SPEC[name]
-        value = raw.get(name, "")
-        value = value if name == "key" else value.strip()
+        value = _given(raw, name)
         if not value:
-            if not for_deploy and name in DEPLOY_ONLY:
-                return ""
-            if spec.required:
-                raise ConfigError(name, "is required", f"set '{name}' in the step's with: block")
-            return spec.default
+            return "" if not for_deploy and name in DEPLOY_ONLY else _SPEC[name].default
         return value
 
     app_dir = _app_dir(get("app-dir"))
@@ -960,17 +991,10 @@ def load_config(raw: Mapping[str, str], *, for_deploy: bool = True) -> Config:
     known_hosts = _known_hosts(get("known-hosts"))
     fingerprints = _fingerprints(get("fingerprint"))
     insecure = _bool("insecure-skip-host-key-check", get("insecure-skip-host-key-check"))
-    if not known_hosts and not fingerprints and not insecure:
-        raise ConfigError(
-            "known-hosts",
-            "neither known-hosts nor fingerprint is set",
-            "pin the host key: set known-hosts to the output of 'ssh-keyscan -p PORT HOST' or fingerprint to "
-            "'SHA256:...'",
-        )
+    if not known_hosts and not fingerprints and not insecure:  # given, but only separators: no pin all the same
+        raise ConfigError("known-hosts", *_MISSING["known-hosts"])
     command = _choice("command", get("command"), COMMANDS)
     ref = get("ref")
-    if not ref and for_deploy and command == "deploy":
-        raise ConfigError("ref", "is empty and GITHUB_SHA is not set", "set ref to a commit, branch or tag")
     if ref and (not _REF.match(ref) or ".." in ref or "@{" in ref or ref.endswith((".lock", "/", "."))):
         raise ConfigError(
             "ref", f"{ref!r} is not a valid git ref or commit", "give a commit SHA, a branch or a tag name"

@@ -201,6 +201,7 @@ class Deployer:
         if self.fleet is not None:
             self.fleet.failed(self, err)
         self.fail(str(err), err.fix)
+        self.report.unfinished = "the deploy lock was lost, so nothing was recovered"
         self.report.restored.append(
             "nothing: this run no longer holds the deploy lock, so it left the host as it was"
             + (f" (it had reached '{self.report.failed_step}')" if self.report.failed_step else "")
@@ -765,6 +766,7 @@ class Deployer:
             cause = self.recovery_error = str(err) if known else f"unexpected error: {describe(err)}"
             if isinstance(err, LockLost):
                 self.mark_uncertain()
+            self.report.unfinished = cause
             self.report.restored.append(f"recovery did not finish: {cause}")
             self.out.error(f"recovery did not finish: {cause}", "Recovery incomplete")
 

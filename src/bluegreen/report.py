@@ -30,6 +30,10 @@ class StepRecord:
     detail: str = ""
 
 
+# How a run ends, as its exit status (the CLI's and the action's): documented in the README.
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNRECOVERED = 0, 1, 2, 3
+
+
 @dataclass
 class Report:
     ref: str
@@ -56,10 +60,19 @@ class Report:
     adopted: bool = False  # a rollback to a color the action adopted: its commit is the checkout's, not verified
     journal: list[dict[str, object]] = field(default_factory=list)
     uncertain: str = ""  # why this run cannot tell what nginx serves (the lock was lost mid-switch)
+    unfinished: str = ""  # why the recovery did not finish, or did not run (the lock was lost)
 
     @property
     def ok(self) -> bool:
         return not self.error
+
+    @property
+    def exit_code(self) -> int:
+        """EXIT_OK; EXIT_FAILED: failed, and the host restored; EXIT_UNRECOVERED: failed, and the
+        recovery did not finish (or what nginx serves is unknown): look at the host."""
+        if self.ok:
+            return EXIT_OK
+        return EXIT_UNRECOVERED if self.unfinished or self.uncertain else EXIT_FAILED
 
     @property
     def active_color(self) -> Color | None:
@@ -199,6 +212,12 @@ class FleetReport:
     @property
     def ok(self) -> bool:
         return not self.error and all(report.ok for _, report in self.hosts)
+
+    @property
+    def exit_code(self) -> int:
+        """The worst of the hosts' (the codes grow worse: EXIT_UNRECOVERED over EXIT_FAILED); the fleet's
+        own failure is EXIT_FAILED."""
+        return max([*(report.exit_code for _, report in self.hosts), EXIT_FAILED if self.error else EXIT_OK])
 
     def host_rows(self) -> list[dict[str, object]]:
         """hosts-json: each host's outputs, its booleans as JSON ones."""

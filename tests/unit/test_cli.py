@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
 
@@ -74,3 +75,24 @@ def test_a_bare_boolean_flag_means_true_and_times_take_units() -> None:
     flags = {**raw(fingerprint=""), **{k: v for k, v in inputs.items() if v and k not in ("host", "username", "key")}}
     cfg = load_config(flags)
     assert cfg.insecure_skip_host_key_check and cfg.nginx_sudo and not cfg.prune and cfg.lock_timeout == 600
+
+
+def test_every_missing_flag_is_named_at_once_in_cli_words(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in [n for n in os.environ if n.startswith("BLUEGREEN_") or n == "GITHUB_SHA"]:
+        monkeypatch.delenv(name)
+    assert main(["deploy", "--host", "web-1"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    for words in (
+        "--username (or BLUEGREEN_USERNAME)",
+        "--key-file PATH",
+        "--app-dir",
+        "--fingerprint or --known-hosts",
+    ):
+        assert words in err
+    assert "--ref, a commit" in err and "with: block" not in err and "--host" not in err
+    monkeypatch.setenv("GITHUB_SHA", "0123456789abcdef0123456789abcdef01234567")  # any CI's commit: ref is given
+    assert main(["deploy", "--host", "web-1"]) == 2
+    assert "--ref" not in capsys.readouterr().err

@@ -15,6 +15,7 @@ from bluegreen.config import (
     ConfigError,
     inputs_from_env,
     load_config,
+    missing_inputs,
     secret_values,
 )
 from bluegreen.report import Reporter
@@ -435,3 +436,17 @@ def test_public_url_status_takes_classes_and_codes_and_refuses_the_rest() -> Non
     for bad in ("ok", "2XX0", "600", "20"):
         err = error_for(**{"public-url-status": bad})
         assert err.input == "public-url-status" and "2xx" in err.fix
+
+
+def test_every_missing_input_is_named_at_once() -> None:
+    err = error_for(host="", username="", key="", fingerprint="", ref="")
+    assert err.input == "host"
+    assert "(missing too: username, key, known-hosts, ref)" in err.problem
+    assert missing_inputs({"command": "deploy"}, for_deploy=False) == [
+        "host",
+        "username",
+        "key",
+        "known-hosts",
+        "app-dir",
+    ]
+    assert error_for(fingerprint=" , ").input == "known-hosts"  # separators only: still no pin

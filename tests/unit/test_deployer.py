@@ -22,7 +22,7 @@ from bluegreen.errors import LockLost
 from bluegreen.fleet import Fleet, deploy_with_signals
 from bluegreen.lock import RunInfo
 from bluegreen.remote import Remote, Result
-from bluegreen.report import Reporter
+from bluegreen.report import EXIT_FAILED, EXIT_UNRECOVERED, Reporter
 from bluegreen.stacks import Container
 
 from .fakes import FakeDocker, FakeNginx, FakeRemote, FakeRepo
@@ -344,6 +344,7 @@ def test_a_lost_lock_ends_the_run_where_it_is_and_recovery_changes_nothing(app: 
     assert not [a for a in after[first_refused + 1 :] if a[:2] in (["docker", "rm"], ["docker", "stop"])]
     assert app.host.files.get(f"{APP}/.bluegreen/journal.jsonl", "") == journal
     assert app.host.files[TARGET] == SEED["nginx/upstream.green.conf"]
+    assert report.exit_code == EXIT_UNRECOVERED  # the host was left as it was: look at it
 
 
 def test_an_unexpected_error_is_recovered_from_and_shown_as_its_type_never_its_repr(app: App) -> None:
@@ -367,6 +368,7 @@ def test_an_unexpected_error_is_recovered_from_and_shown_as_its_type_never_its_r
     assert app.host.files[TARGET] == SEED["nginx/upstream.green.conf"]
     journal = app.host.files[f"{APP}/.bluegreen/journal.jsonl"].splitlines()
     assert json.loads(journal[-1])["result"] == "failed"
+    assert report.exit_code == EXIT_FAILED  # failed, and restored
 
 
 def test_a_lock_lost_mid_switch_says_what_nginx_serves_is_unknown_never_the_old_color(app: App) -> None:

@@ -163,3 +163,14 @@ def test_no_text_from_outside_reaches_the_log_as_a_command(capsys: pytest.Captur
 def test_plain_text_is_printed_as_it_is(capsys: pytest.CaptureFixture[str]) -> None:
     GitHubReporter([]).info("compose: docker compose (v2)")
     assert capsys.readouterr().out == "compose: docker compose (v2)\n"
+
+
+def test_the_exit_status_says_ok_failed_and_restored_or_recovery_not_finished() -> None:
+    ok = Report(ref="main", sha="a" * 40, live="green", target="blue", switched=True)
+    restored = Report(ref="main", error="health failed", restored=["blue containers removed"])
+    unfinished = Report(ref="main", error="health failed", unfinished="docker rm failed")
+    unknown = Report(ref="main", error="lost the deploy lock", uncertain="nginx may serve blue")
+    assert [r.exit_code for r in (ok, restored, unfinished, unknown)] == [0, 1, 3, 3]
+    assert FleetReport([("web-1", ok), ("web-2", restored), ("web-3", unfinished)]).exit_code == 3
+    assert FleetReport([("web-1", ok), ("web-2", restored)]).exit_code == 1
+    assert FleetReport([("web-1", ok), ("web-2", ok)], error="public-url failed").exit_code == 1
