@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from pathlib import Path
 
-from bluegreen.config import ConfigError, inputs_from_env, load_config, secret_values
+from bluegreen.config import ConfigError, inputs_from_env, load_config, secret_values, with_settings_file
 from bluegreen.fleet import Fleet, deploy_with_signals
 from bluegreen.lock import RunInfo
 from bluegreen.report import EXIT_USAGE, GitHubReporter
@@ -16,7 +17,7 @@ def main() -> int:
     raw = inputs_from_env(os.environ)
     reporter = GitHubReporter(secret_values(raw))
     try:
-        config = load_config(raw)
+        config = load_config(with_settings_file(raw, Path(os.environ.get("GITHUB_WORKSPACE", "."))))
     except ConfigError as err:
         reporter.error(str(err), f"Invalid input: {err.input}")
         return EXIT_USAGE

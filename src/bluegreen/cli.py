@@ -17,7 +17,16 @@ from importlib import metadata
 from pathlib import Path
 
 from . import commands
-from .config import INPUTS, Config, ConfigError, label, load_config, missing_inputs, secret_values
+from .config import (
+    INPUTS,
+    Config,
+    ConfigError,
+    label,
+    load_config,
+    missing_inputs,
+    secret_values,
+    with_settings_file,
+)
 from .fleet import Fleet, deploy_with_signals
 from .journal import STATE_DIR, Journal
 from .lock import RunInfo, lock_status
@@ -146,7 +155,7 @@ def flag_words(err: ConfigError) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        raw = raw_inputs(args, os.environ)
+        raw = with_settings_file(raw_inputs(args, os.environ), Path.cwd())
     except ConfigError as err:
         ConsoleReporter([]).error(flag_words(err), "invalid option")
         return EXIT_USAGE

@@ -7,6 +7,7 @@ sync). `load_config` turns raw values (from `INPUT_*` variables) into a validate
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import math
 import posixpath
@@ -14,10 +15,12 @@ import re
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Literal, TypeVar
 from urllib.parse import urlsplit
 
 import asyncssh
+import yaml
 
 Color = Literal["blue", "green"]
 COLORS: tuple[Color, Color] = ("blue", "green")
@@ -56,6 +59,14 @@ class InputSpec:
 
 
 INPUTS: tuple[InputSpec, ...] = (
+    InputSpec(
+        "config",
+        "A YAML settings file in the repository (relative to its root; check the repository out first), with the "
+        "inputs' names as keys: a deploy and a rollback workflow share it. An input set in with: wins over it; one "
+        "left empty or at its default takes the file's. Secrets (key, passphrase, proxy-key, env) and the run's "
+        "own (ref, command) never go in it.",
+        "",
+    ),
     InputSpec(
         "host",
         "SSH host of the server to deploy to: a name or IP address, with :port if it is not port's ([v6]:port). "
@@ -1093,6 +1104,77 @@ def load_config(raw: Mapping[str, str], *, for_deploy: bool = True) -> Config:
         proxy_known_hosts=proxy_known_hosts,
         host_changes=_choice("host-changes", get("host-changes"), HOST_CHANGES),
     )
+
+
+# Inputs a settings file never holds: secrets belong in the repository's secrets, and a ref or a
+# command is the run's own.
+NOT_IN_SETTINGS = ("config", "key", "passphrase", "proxy-key", "env", "ref", "command")
+
+
+def _setting(value: object) -> str | None:
+    """A settings file's value as an input's text: a list is one item a line (hosts, URLs); None if
+    it is neither text, a number, true/false nor a list of those."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (str, int, float)):
+        return str(value)
+    if isinstance(value, list):
+        items = [None if isinstance(item, list) else _setting(item) for item in value]
+        return None if None in items else "\n".join(item for item in items if item is not None)
+    return None
+
+
+def with_settings_file(raw: Mapping[str, str], folder: Path) -> dict[str, str]:
+    """`raw`, every input it leaves empty or at its default taken from the settings file `config`
+    names (relative to `folder`: the workspace, or the CLI's working directory), when it names one.
+    The file is validated as a whole first: an unknown key, a secret, or a value that is not text
+    is an error naming it; nothing is read from a file with one."""
+    name = _given(raw, "config")
+    if not name:
+        return dict(raw)
+    fix = "give the settings file's path relative to the repository's root, and check the repository out first"
+    try:
+        text = (folder / name).read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError("config", f"{name} cannot be read ({err.strerror or 'not a file'})", fix) from None
+    except UnicodeDecodeError:
+        raise ConfigError("config", f"{name} is not UTF-8 text", "save it as UTF-8") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise ConfigError("config", f"{name} is not valid YAML{where}", "fix its syntax") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError("config", f"{name} is not a mapping", "write one 'input-name: value' a line")
+    settings = {}
+    for key, value in data.items():
+        if key not in _SPEC:
+            close = difflib.get_close_matches(str(key), list(_SPEC), 1)
+            raise ConfigError(
+                "config",
+                f"{name} sets {str(key)!r}, which is no input",
+                f"did you mean {close[0]}?" if close else "use the inputs' names (README, Inputs)",
+            )
+        if key in NOT_IN_SETTINGS:
+            secret = key not in ("config", "ref", "command")
+            raise ConfigError(
+                "config",
+                f"{name} sets {key}, which " + ("is a secret" if secret else "a settings file never holds"),
+                f"give {key} in the step's with: block" + (", from the repository's secrets" if secret else ""),
+            )
+        if (setting := _setting(value)) is None:
+            raise ConfigError(
+                "config", f"{name} sets {key} to a {type(value).__name__}", "give text, a number, true/false or a list"
+            )
+        settings[key] = setting
+    merged = dict(raw)
+    for key, setting in settings.items():
+        if _given(raw, key) in ("", _SPEC[key].default):
+            merged[key] = setting
+    return merged
 
 
 def inputs_from_env(environ: Mapping[str, str]) -> dict[str, str]:

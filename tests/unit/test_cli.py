@@ -6,6 +6,7 @@ import io
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -96,3 +97,18 @@ def test_every_missing_flag_is_named_at_once_in_cli_words(
     monkeypatch.setenv("GITHUB_SHA", "0123456789abcdef0123456789abcdef01234567")  # any CI's commit: ref is given
     assert main(["deploy", "--host", "web-1"]) == 2
     assert "--ref" not in capsys.readouterr().err
+
+
+def test_config_reads_the_settings_file_from_the_working_directory(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    for name in [n for n in os.environ if n.startswith("BLUEGREEN_") or n == "GITHUB_SHA"]:
+        monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bluegreen.yml").write_text("host: web-1\nusername: deploy\napp-dir: /srv/app\n")
+    assert main(["status", "--config", "bluegreen.yml"]) == 2
+    err = capsys.readouterr().err
+    assert "--key-file" in err and "--host" not in err and "--username" not in err and "--app-dir" not in err
+    (tmp_path / "bluegreen.yml").write_text("hostname: web-1\n")
+    assert main(["status", "--config", "bluegreen.yml"]) == 2
+    assert "--config: bluegreen.yml sets 'hostname', which is no input" in capsys.readouterr().err

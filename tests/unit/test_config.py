@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -17,6 +19,7 @@ from bluegreen.config import (
     load_config,
     missing_inputs,
     secret_values,
+    with_settings_file,
 )
 from bluegreen.report import Reporter
 
@@ -450,3 +453,53 @@ def test_every_missing_input_is_named_at_once() -> None:
         "app-dir",
     ]
     assert error_for(fingerprint=" , ").input == "known-hosts"  # separators only: still no pin
+
+
+SETTINGS = """\
+host: [web-1.example.com, web-2.example.com]
+username: deploy
+app-dir: /srv/app
+drain-timeout: 1m
+prune: false
+port: 2222
+"""
+
+
+def test_a_settings_file_fills_every_input_left_empty_or_at_its_default(tmp_path: Path) -> None:
+    (tmp_path / "deploy").mkdir()
+    (tmp_path / "deploy/bluegreen.yml").write_text(SETTINGS)
+    given = raw(config="deploy/bluegreen.yml", host="", username="ops", port="22")
+    cfg = load_config(with_settings_file(given, tmp_path))
+    assert cfg.hosts == (("web-1.example.com", 2222), ("web-2.example.com", 2222))  # port at its default: the file's
+    assert cfg.username == "ops"  # set in with: wins
+    assert cfg.drain_timeout == 60 and not cfg.prune
+    assert with_settings_file(raw(), tmp_path) == raw()  # no config: nothing read
+
+
+@pytest.mark.parametrize(
+    ("text", "words", "fix"),
+    [
+        ("hots: web-1\n", "sets 'hots', which is no input", "did you mean host?"),
+        ("key: |\n  -----BEGIN\n", "sets key, which is a secret", "from the repository's secrets"),
+        ("env: A=1\n", "sets env, which is a secret", "with: block"),
+        ("ref: main\n", "sets ref, which a settings file never holds", "with: block"),
+        ("host: {a: 1}\n", "sets host to a dict", "a list"),
+        ("host: [[web-1]]\n", "sets host to a list", "a list"),
+        ("- web-1\n", "is not a mapping", "input-name: value"),
+        ("host: [web-1\n", "is not valid YAML (line 2)", "syntax"),
+    ],
+)
+def test_a_settings_file_is_refused_whole_by_what_is_wrong(tmp_path: Path, text: str, words: str, fix: str) -> None:
+    (tmp_path / "s.yml").write_text(text)
+    with pytest.raises(ConfigError) as refused:
+        with_settings_file(raw(config="s.yml"), tmp_path)
+    assert refused.value.input == "config" and f"s.yml {words}" in refused.value.problem
+    assert fix in refused.value.fix
+    assert "BEGIN" not in str(refused.value)
+
+
+def test_a_settings_file_that_cannot_be_read_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as refused:
+        with_settings_file(raw(config="nowhere.yml"), tmp_path)
+    assert "nowhere.yml cannot be read (No such file or directory)" in str(refused.value)
+    assert "check the repository out" in refused.value.fix
