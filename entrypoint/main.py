@@ -10,6 +10,7 @@ from pathlib import Path
 from bluegreen.config import ConfigError, inputs_from_env, load_config, secret_values, with_settings_file
 from bluegreen.fleet import Fleet, deploy_with_signals
 from bluegreen.lock import RunInfo
+from bluegreen.plan import plan_fleet
 from bluegreen.report import EXIT_USAGE, GitHubReporter
 
 
@@ -21,6 +22,8 @@ def main() -> int:
     except ConfigError as err:
         reporter.error(str(err), f"Invalid input: {err.input}")
         return EXIT_USAGE
+    if config.plan:
+        return asyncio.run(plan_fleet(config, reporter))
     report = asyncio.run(deploy_with_signals(Fleet(config, reporter, RunInfo.from_env(os.environ))))
     return report.exit_code
 

@@ -31,6 +31,7 @@ from .fleet import Fleet, deploy_with_signals
 from .journal import STATE_DIR, Journal
 from .lock import RunInfo, lock_status
 from .nginx import Nginx, NginxError, live_color
+from .plan import plan_fleet
 from .remote import Remote, RemoteError
 from .report import EXIT_FAILED, EXIT_USAGE, ConsoleReporter
 from .stacks import STACKS, Stacks, by_stack, read_files
@@ -50,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in (
         ("deploy", "deploy a ref to the idle color and switch nginx to it"),
         ("rollback", "switch back to the previous color, at the commit it last ran, with no build"),
+        ("plan", "show what a deploy of a ref would do; nothing on the host changes (not the lock, not the journal)"),
         ("status", "show the live color, the stacks and the last deploys"),
     ):
         sub = commands.add_parser(name, help=text, description=text)
@@ -80,7 +82,9 @@ def raw_inputs(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[str
     for spec in INPUTS:
         value = values.get(spec.name)
         raw[spec.name] = value if value is not None else environ.get(env_name(spec.name), spec.default)
-    raw["command"] = args.command if args.command != "status" else "deploy"
+    raw["command"] = args.command if args.command in ("deploy", "rollback") else "deploy"
+    if args.command == "plan":
+        raw["plan"] = "true"
     raw["ref"] = raw["ref"] or environ.get("GITHUB_SHA", "")  # as the action's ref does, in any CI that sets it
     if args.key_file:
         try:
@@ -176,6 +180,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_FAILED
         out.emit(json.dumps(status, indent=2))
         return 0
+    if config.plan:
+        return asyncio.run(plan_fleet(config, out))
     report = asyncio.run(deploy_with_signals(Fleet(config, out, RunInfo.from_env(os.environ))))
     return report.exit_code
 

@@ -211,6 +211,12 @@ def git_fetch_ref(app_dir: str, ref: str) -> Argv:
     return ["git", "-C", app_dir, "fetch", "--quiet", "origin", ref]
 
 
+def git_ls_remote(app_dir: str, names: Sequence[str]) -> Argv:
+    """What origin's refs `names` point at now, `<sha>\t<name>` a line (a tag's `<name>^{}` line is
+    its commit); reads origin, changes nothing in the clone."""
+    return ["git", "-C", app_dir, "ls-remote", "--quiet", "origin", *names]
+
+
 def git_resolve(app_dir: str, name: str) -> Argv:
     """The commit `name` (a full ref name, a SHA or FETCH_HEAD) points at; fails if none."""
     return ["git", "-C", app_dir, "rev-parse", "--verify", "--quiet", name + "^{commit}"]

@@ -128,6 +128,12 @@ INPUTS: tuple[InputSpec, ...] = (
         "deploy",
     ),
     InputSpec(
+        "plan",
+        "Set to true to show what a deploy would do instead of deploying: only its read-only steps run, and the "
+        "summary shows the plan. Nothing on the host changes, not even the lock or the journal.",
+        "false",
+    ),
+    InputSpec(
         "host-changes",
         "Tracked files changed by hand on the host (edited, deleted or staged) when a checkout would discard them: "
         "refuse (the deploy stops before anything changes, naming them), stash (git stash them under a message "
@@ -339,6 +345,7 @@ class Config:
     batch_size: tuple[int, bool] = (1, False)  # a count, or (with True) a percentage of the hosts
     on_host_failure: OnHostFailure = "rollback-all"
     host_url: str = ""
+    plan: bool = False  # show what a deploy would do, changing nothing (plan.py)
     site_statuses: tuple[str, ...] = ("2xx", "3xx")  # public-url-status: classes (2xx) and codes (302)
     public_url_insecure: bool = False
     proxy_jump: tuple[str, str, int] | None = None  # (user, host, port) of the bastion
@@ -692,6 +699,13 @@ def _urls(name: str, value: str, required: bool = True) -> tuple[str, ...]:
     if not urls and required:
         raise ConfigError(name, "is required", "give at least one URL, e.g. http://127.0.0.1:8001/health")
     return urls
+
+
+def _plan(value: str, command: str) -> bool:
+    plan = _bool("plan", value)
+    if plan and command != "deploy":
+        raise ConfigError("plan", f"is for deploys, and command is {command}", "set command: deploy, or plan: false")
+    return plan
 
 
 def _statuses(value: str) -> tuple[str, ...]:
@@ -1097,6 +1111,7 @@ def load_config(raw: Mapping[str, str], *, for_deploy: bool = True) -> Config:
         batch_size=batch_size,
         on_host_failure=_choice("on-host-failure", get("on-host-failure"), ON_HOST_FAILURE),
         host_url=_url("host-url", host_url) if host_url else "",
+        plan=_plan(get("plan"), command),
         site_statuses=_statuses(get("public-url-status")),
         public_url_insecure=_bool("public-url-insecure", get("public-url-insecure")),
         proxy_jump=proxy_jump,

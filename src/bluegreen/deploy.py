@@ -51,6 +51,18 @@ JOURNAL_LOOKBACK = 200  # entries read: what each color last served, and the sum
 RETIRE_TITLE = {"stopped": "Stop", "running": "Keep running:", "none": "Stop and remove"}
 
 
+def own_files(app_dir: str, upstream_target: str) -> set[str]:
+    """The tracked files the action itself writes, which a checkout may overwrite: the live upstream
+    file `upstream_target` (set aside meanwhile) and .active_env."""
+    return {p for p in (relative_to(app_dir, upstream_target), ".active_env") if p}
+
+
+def earlier_commits(head: str, journal: list[Entry], sha: str) -> list[str]:
+    """The commits the host ran before `sha`: what is checked out, and what each color last served."""
+    refs = [head, *(str((last_switch(journal, c) or {}).get("ref", "")) for c in ("blue", "green"))]
+    return [ref for ref in dict.fromkeys(refs) if ref and ref != sha]
+
+
 class Gate(Protocol):
     """The fleet this host's deploy is part of (`fleet.Fleet`): when it may switch, whether it stays."""
 
@@ -421,10 +433,7 @@ class Deployer:
             self.stacks.nginx_service = self.preflight.nginx_service_in(current["base"])
 
     def earlier_commits(self, sha: str) -> list[str]:
-        """The commits the host ran before: what is checked out, and what each color last served."""
-        journal = self.journal_tail or []
-        refs = [self.head, *(str((last_switch(journal, c) or {}).get("ref", "")) for c in ("blue", "green"))]
-        return [ref for ref in dict.fromkeys(refs) if ref and ref != sha]
+        return earlier_commits(self.head, self.journal_tail or [], sha)
 
     async def checkout(self, sha: str) -> None:
         """Check `sha` out, once nothing the host owns is in its way; the live upstream file is set
@@ -456,9 +465,7 @@ class Deployer:
         self.out.info(what)
 
     def own_files(self) -> set[str]:
-        """The tracked files the action itself writes, which a checkout may overwrite: the live
-        upstream file (set aside meanwhile) and .active_env."""
-        return {p for p in (relative_to(self.cfg.app_dir, self.proxy.target), ".active_env") if p}
+        return own_files(self.cfg.app_dir, self.proxy.target)
 
     async def already_live(self) -> bool:
         """A rerun of a deploy that got as far as the switch: the live color already runs this commit.

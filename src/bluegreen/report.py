@@ -327,6 +327,10 @@ class Reporter:
     def write(self, line: str) -> None:
         print(line, flush=True)
 
+    def summary(self, markdown: str) -> None:
+        """Text for the job summary (the CLI prints it)."""
+        self.emit(markdown)
+
     def info(self, message: str) -> None:
         self.emit(message)
 
@@ -405,6 +409,11 @@ class GitHubReporter(Reporter):
 
     def error(self, message: str, title: str) -> None:
         self.write(workflow.error(self.scrub(message), self.scrub(title)))
+
+    def summary(self, markdown: str) -> None:
+        self.emit(markdown)
+        if os.environ.get("GITHUB_STEP_SUMMARY"):
+            gha.append_job_summary(self.scrub(markdown))
 
     def finish(self, report: FleetReport) -> None:
         if os.environ.get("GITHUB_OUTPUT"):

@@ -118,6 +118,47 @@ class Checkout:
             "push the commit first, or give an existing commit, branch or tag as ref",
         )
 
+    async def resolve_on_origin(self, ref: str) -> tuple[str, str, bool]:
+        """What `ref` means on origin now, without a fetch (a plan): (its commit, what the ref turned
+        out to be, whether the clone has that commit already). A ref origin does not have, or a
+        short SHA the clone lacks, is a DeployError, as in `resolve`."""
+        names = ref_names(ref)
+        on_origin = {
+            name.replace("refs/remotes/origin/", "refs/heads/", 1): how for name, how in names if how != "commit"
+        }
+        if ref.startswith("refs/") and not names:
+            on_origin[ref] = f"ref {ref}"
+        found: dict[str, str] = {}
+        if on_origin:
+            listed = await checked(
+                self.host,
+                commands.git_ls_remote(self.app, list(on_origin)),
+                "git ls-remote",
+                f"check that {self.cfg.username} can reach the app's origin remote in {self.app}",
+            )
+            refs: dict[str, str] = {}
+            for line in listed.splitlines():
+                sha, _, name = line.partition("\t")
+                if name.removesuffix("^{}") in on_origin and (name.endswith("^{}") or name not in refs):
+                    refs[name.removesuffix("^{}")] = sha  # a tag's peeled line wins: the commit
+            found = {sha: on_origin[name] for name, sha in refs.items()}
+        if len(found) > 1:
+            raise DeployError(
+                f"ref {ref} is ambiguous: " + ", ".join(f"{how} is {sha[:12]}" for sha, how in found.items()),
+                f"give refs/heads/{ref} for the branch or refs/tags/{ref} for the tag",
+            )
+        if found:
+            sha, how = next(iter(found.items()))
+            return sha, how, bool(await self.commit(sha))
+        if (FULL_SHA.match(ref) or SHORT_SHA.match(ref)) and (local := await self.commit(ref)):
+            return local, "commit", True
+        if FULL_SHA.match(ref):
+            return ref, "commit", False
+        raise DeployError(
+            f"ref {ref} was not found in the origin of {self.app}",
+            "push the commit first, or give an existing commit, branch or tag as ref",
+        )
+
     async def commit(self, name: str) -> str:
         return (await self.host.run(commands.git_resolve(self.app, name), check=False)).stdout.strip()
 

@@ -89,6 +89,7 @@ def test_encrypted_key_with_passphrase(live_app: lab.LabApp, ssh_host: lab.SshHo
 
 
 HOSTILE: dict[str, str] = {
+    "plan": f"true$({PWN})",
     "config": f"settings$({PWN}).yml",
     "host": f"127.0.0.1;{PWN}",
     "port": f"22$({PWN})",

@@ -17,7 +17,9 @@ from bluegreen.report import ConsoleReporter, StepRecord
 from .test_config import raw
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["deploy", "--help"], ["rollback", "--help"], ["status", "--help"]])
+@pytest.mark.parametrize(
+    "argv", [["--help"], ["deploy", "--help"], ["rollback", "--help"], ["plan", "--help"], ["status", "--help"]]
+)
 def test_help_works_for_every_subcommand(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as done:
         main(argv)
