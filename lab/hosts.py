@@ -26,7 +26,7 @@ NETWORK = "bluegreen-lab-hosts"
 PREFIX = "bluegreen-lab-host-"
 PLUGIN_INSIDE = "/opt/lab/docker-compose"  # the Compose v2 plugin, mounted read-only
 PLUGIN_LINK = f"/home/{lab.DEPLOY_USER}/.docker/cli-plugins/docker-compose"
-IMAGE_TAR = Path("/var/cache/bluegreen-lab/lab-image.tar")
+IMAGE_CACHE = Path("/var/cache/bluegreen-lab/images")  # images saved for the hosts' dockerds, by id
 WEB_PORT = 8080  # each host's nginx, inside the host
 PORTS = {  # the seed's ports: every host has them to itself
     "PUBLIC_PORT": WEB_PORT,
@@ -118,6 +118,25 @@ def _published(container: str, port: int) -> int:
     return int(lab.sh("docker", "port", container, f"{port}/tcp").splitlines()[0].rsplit(":", 1)[1])
 
 
+def load_images(host: Host, *images: str) -> None:
+    """Give the host's dockerd images of this machine's (no registry can give them): each saved
+    once per image id, then loaded."""
+    for image in images:
+        image_id = lab.sh("docker", "image", "inspect", "--format", "{{.Id}}", image).strip().split(":")[-1]
+        tar = IMAGE_CACHE / f"{image_id[:16]}.tar"
+        if not tar.exists():
+            IMAGE_CACHE.mkdir(parents=True, exist_ok=True)
+            lab.sh("docker", "save", "--output", f"{tar}.part", image)
+            Path(f"{tar}.part").rename(tar)
+        with tar.open("rb") as stream:
+            subprocess.run(
+                ["docker", "exec", "--interactive", host.container, "docker", "load"],
+                stdin=stream,
+                check=True,
+                capture_output=True,
+            )
+
+
 def start_host(name: str, authorized_keys: str, *, dockerd: bool = True, publish_ssh: bool = True) -> Host:
     """A machine of its own on the lab network, ready once its dockerd and sshd run."""
     with contextlib.suppress(RuntimeError):
@@ -151,15 +170,7 @@ def start_host(name: str, authorized_keys: str, *, dockerd: bool = True, publish
         f"{key[0]} {key[1]}",
     )
     if dockerd:
-        if not IMAGE_TAR.exists():
-            lab.sh("docker", "save", "--output", IMAGE_TAR, lab.LAB_IMAGE)
-        with IMAGE_TAR.open("rb") as tar:
-            subprocess.run(
-                ["docker", "exec", "--interactive", container, "docker", "load"],
-                stdin=tar,
-                check=True,
-                capture_output=True,
-            )
+        load_images(host, lab.LAB_IMAGE)
     if publish_ssh:
         lab.wait_port(host.ssh_port)
     return host

@@ -768,11 +768,17 @@ class RunningAction:
     """A `docker run` of the action in progress; its stdout goes to a file that can be polled."""
 
     def __init__(
-        self, inputs: Mapping[str, str], extra_env: Mapping[str, str] | None = None, image: str = ACTION_IMAGE
+        self,
+        inputs: Mapping[str, str],
+        extra_env: Mapping[str, str] | None = None,
+        image: str = ACTION_IMAGE,
+        workspace: Path | None = None,
     ) -> None:
         self.inputs = dict(inputs)
         self.workdir = LAB_ROOT / f"run-{uuid.uuid4().hex[:8]}"
         self.env, volumes = action_env(inputs, self.workdir, extra_env)
+        if workspace is not None:  # what actions/checkout left in the job's workspace
+            shutil.copytree(workspace, self.workdir / "workspace", dirs_exist_ok=True)
         self.name = self.workdir.name
         self.stdout_path = self.workdir / "stdout"
         with self.stdout_path.open("w") as out:
@@ -857,8 +863,9 @@ def run_action(
     extra_env: Mapping[str, str] | None = None,
     image: str = ACTION_IMAGE,
     timeout: float = 600,
+    workspace: Path | None = None,
 ) -> ActionRun:
-    return RunningAction(inputs, extra_env, image).wait(timeout)
+    return RunningAction(inputs, extra_env, image, workspace).wait(timeout)
 
 
 def with_hosts_json(ssh: SshHost, outputs: dict[str, str]) -> dict[str, str]:

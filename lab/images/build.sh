@@ -29,6 +29,12 @@ if ! docker image inspect python:3.12-slim >/dev/null 2>&1 \
   rm -rf "$ctx"
 fi
 
+if ! docker image inspect nginx:1.27-alpine >/dev/null 2>&1 \
+   || [ "$(docker image inspect -f '{{index .Config.Labels "bluegreen-lab.stand-in"}}' nginx:1.27-alpine)" != "1" ]; then
+  echo "images: tagging the nginx:1.27-alpine stand-in"
+  docker build --quiet -t nginx:1.27-alpine -f "$here/nginx-standin.Dockerfile" "$here" >/dev/null
+fi
+
 # The separate-host lab (lab/hosts.py): a machine image with its own dockerd, sshd, git and both
 # Composes' needs (Debian's v1; v2 is the lab's plugin, mounted in), from Debian packages.
 init_sum=$(sha256sum "$here/host-init.sh" | cut -c1-16)

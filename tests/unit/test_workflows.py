@@ -10,7 +10,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-WORKFLOWS = [*sorted((ROOT / ".github/workflows").glob("*.yml")), ROOT / "examples/deploy.yml"]
+WORKFLOWS = [
+    *sorted((ROOT / ".github/workflows").glob("*.yml")),
+    *sorted((ROOT / "examples/starter/.github/workflows").glob("*.yml")),
+]
 
 
 def run(*argv: str | Path) -> subprocess.CompletedProcess[str]:
