@@ -229,8 +229,9 @@ def git_checkout(app_dir: str, sha: str) -> Argv:
 def git_changes(app_dir: str) -> Argv:
     """Tracked files changed on the host, staged or not (untracked ones are another check's):
     NUL-separated `XY PATH` entries, a rename or copy followed by its source path."""
-    return [
-        "git", "-C", app_dir, "status", "--porcelain=v1", "-z", "--untracked-files=no", "--no-renames",
+    return [  # --no-optional-locks: status would rewrite the index to refresh it; a read changes nothing
+        "git", "-C", app_dir, "--no-optional-locks", "status", "--porcelain=v1", "-z", "--untracked-files=no",
+        "--no-renames",
         "--ignore-submodules=all",  # a checkout never touches a submodule's tree, so nothing there is lost
     ]  # fmt: skip
 

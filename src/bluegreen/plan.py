@@ -1,6 +1,7 @@
 """`plan`: what a deploy would do, from the read-only steps alone. Nothing on the host changes: no
-lock, no fetch, no journal line, no state folder; only reads (files, git objects, docker ps, nginx -T,
-the reachability probe from nginx's own network view).
+lock, no fetch, no journal line, no state folder; only reads (files, git objects, docker ps, nginx -T).
+Whether nginx reaches the target's servers can only be known once the target runs: a deploy checks
+it then, before the switch.
 
 A deploy's own steps settle what a dead run left (a switch marker, an upstream set aside) and fetch
 before they resolve the ref; a plan says that they would, resolves the ref on origin with
@@ -132,10 +133,10 @@ class Planner:
         if cfg.pre_switch_command:
             service, argv = cfg.pre_switch_for(target)
             self.say(f"pre-switch-command: {' '.join(argv)} in {service}")
-        upstream = (await git.read(at, [cfg.upstream_file_for(target)], on_disk=True))[cfg.upstream_file_for(target)]
-        if upstream is not None and not facts.nginx_service:
-            await switch.check_reachable(upstream, cfg.upstream_file_for(target), target, self.note)
-        self.say(f"switch: {cfg.upstream_file_for(target)} becomes {cfg.upstream_target}, then nginx reloads")
+        self.say(
+            f"switch: {cfg.upstream_file_for(target)} becomes {cfg.upstream_target} once nginx reaches its servers "
+            f"(checked when {target} runs), then nginx reloads"
+        )
         if live:
             retire = RETIRE_TITLE[cfg.keep_previous].rstrip(":").lower()
             self.say(f"then: drain the old nginx workers (up to {cfg.drain_timeout}s), and {retire} {live}")

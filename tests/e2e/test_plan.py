@@ -28,6 +28,15 @@ def snapshot(app: lab.LabApp) -> tuple[object, ...]:
     return sorted(files), containers, (app.app_dir / "nginx/conf.d/upstream.conf").read_text()
 
 
+def changed(before: tuple[object, ...], after: tuple[object, ...]) -> list[object]:
+    """What differs between two snapshots, for the assertion's message."""
+    return [
+        sorted(set(a) ^ set(b)) if isinstance(a, list) and isinstance(b, list) else (a, b)
+        for a, b in zip(before, after, strict=True)
+        if a != b
+    ]
+
+
 def test_a_plan_says_what_a_deploy_would_do_and_changes_nothing(ssh_host: lab.SshHost, app: lab.LabApp) -> None:
     app.bootstrap("green")
     sha = app.version("v2")  # pushed to origin, not yet fetched by the host's clone
@@ -39,7 +48,7 @@ def test_a_plan_says_what_a_deploy_would_do_and_changes_nothing(ssh_host: lab.Ss
     assert f"ref {sha}: commit at {sha[:12]} (not fetched yet" in run.summary
     assert "build: " in run.summary and "backend_blue" in run.summary
     assert "Verdict:** a deploy would switch green → blue" in run.summary
-    assert snapshot(app) == before
+    assert snapshot(app) == before, changed(before, snapshot(app))
 
     (app.app_dir / "app/VERSION").write_text("hotfix\n")  # a hand edit to a tracked file
     before = snapshot(app)
@@ -47,4 +56,4 @@ def test_a_plan_says_what_a_deploy_would_do_and_changes_nothing(ssh_host: lab.Ss
     assert refused.status == 1, refused.log
     assert "A deploy would be refused:** the host has changes to tracked files" in refused.summary
     assert "app/VERSION" in refused.summary
-    assert snapshot(app) == before
+    assert snapshot(app) == before, changed(before, snapshot(app))
