@@ -1,5 +1,9 @@
 FROM python:3.12-slim
 
+LABEL org.opencontainers.image.source="https://github.com/bluegreen-action/bluegreen-action" \
+      org.opencontainers.image.description="Zero-downtime blue-green deploys of a docker-compose app behind nginx, over SSH." \
+      org.opencontainers.image.licenses="MIT"
+
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
