@@ -79,12 +79,13 @@ class Load:
 
     url: str
     pause: float = 0.02
+    clients: int = 1  # threads sending at once, each waiting `pause` between its requests
     statuses: list[int] = field(default_factory=list)
     failed_at: list[float] = field(default_factory=list)  # monotonic times of failed requests
     bodies: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
+    _threads: list[threading.Thread] = field(default_factory=list)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -101,18 +102,19 @@ class Load:
             self._stop.wait(self.pause)
 
     def __enter__(self) -> Load:
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(self.clients)]
+        for thread in self._threads:
+            thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        assert self._thread is not None
-        self._thread.join(15)
+        for thread in self._threads:
+            thread.join(15)
 
     def failure_window(self) -> float:
         """Seconds from the first failed request to the last one."""
-        return self.failed_at[-1] - self.failed_at[0] if self.failed_at else 0.0
+        return max(self.failed_at) - min(self.failed_at) if self.failed_at else 0.0
 
     @property
     def failures(self) -> list[str]:

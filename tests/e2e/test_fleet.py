@@ -328,16 +328,17 @@ def test_behind_a_keepalive_load_balancer_the_hosts_leave_it_around_each_reload(
     """A load balancer that keeps connections to the hosts open (and retries nothing): a reload closes
     the old workers' idle connections, racing its requests. With lb-detach-command and
     lb-attach-command each host leaves the load balancer before its reload and comes back once
-    confirmed, one at a time: a rolling deploy of three hosts under load has no failed request.
-    (This lab's load has not reproduced the race without the hooks; the test holds the order.)"""
+    confirmed, one at a time: a rolling deploy of three hosts under load has no failed request. The
+    load balancer is 20 ms from the hosts, as across a network, so the race is real here: without the
+    hooks this test fails (bench/keepalive.py: 98 of 480 requests failed per deploy; with them, 0)."""
     balancer = hosts.start_keepalive_load_balancer(fleet.hosts)
     try:
         sha = fleet.app.version("v2")
         inputs = fleet.inputs(sha, lb_detach_command=hosts.LB_DETACH, lb_attach_command=hosts.LB_ATTACH)
-        with Load(balancer.url("/api/v1/")) as load:
+        with Load(balancer.url("/api/v1/"), clients=6) as load:
             run = lab.run_action(inputs, timeout=900)
         assert run.status == 0, run.log
-        assert load.failures == [] and len(load.statuses) > 50
+        assert load.failures == [] and len(load.statuses) > 200
         served_everywhere(fleet, "blue", "v2")
         log = balancer.log()
         order = [line for line in log.splitlines() if line.startswith(("detached ", "attached "))]
