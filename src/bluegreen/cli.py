@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
+from typing import TextIO
 
 from . import commands
 from .config import (
@@ -32,10 +34,17 @@ from .journal import STATE_DIR, Journal
 from .lock import RunInfo, lock_status
 from .nginx import Nginx, NginxError, live_color
 from .plan import plan_fleet
-from .remote import Remote, RemoteError
+from .remote import Remote, RemoteError, encrypted
 from .report import EXIT_FAILED, EXIT_USAGE, ConsoleReporter
 from .stacks import STACKS, Stacks, by_stack, read_files
 from .sync import Checkout
+
+# Flags that read an input's text from a file, so that it stays off the command line: flag -> (input, help).
+FILE_FLAGS = {
+    "key-file": ("key", "read the private key from this file instead of --key (it stays in memory)"),
+    "env-file": ("env", "read env (the app's secrets, dotenv lines) from this file instead of --env"),
+    "known-hosts-file": ("known-hosts", "read known-hosts from this file, e.g. ~/.ssh/known_hosts"),
+}
 
 
 def env_name(input_name: str) -> str:
@@ -68,11 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
                 const="true" if boolean else None,
                 help=f"{spec.description} [env {env_name(spec.name)}; {default}]".replace("%", "%%"),  # %-formatted
             )
-        sub.add_argument(
-            "--key-file",
-            metavar="PATH",
-            help="read the private key from this file instead of --key (it stays in memory)",
-        )
+        for flag, (_, help_text) in FILE_FLAGS.items():
+            sub.add_argument(f"--{flag}", metavar="PATH", help=help_text)
     return parser
 
 
@@ -86,15 +92,23 @@ def raw_inputs(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[str
     if args.command == "plan":
         raw["plan"] = "true"
     raw["ref"] = raw["ref"] or environ.get("GITHUB_SHA", "")  # as the action's ref does, in any CI that sets it
-    if args.key_file:
-        try:
-            raw["key"] = Path(args.key_file).read_text()
-        except (OSError, UnicodeDecodeError) as err:
-            reason = err.strerror if isinstance(err, OSError) and err.strerror else "it is not a text key file"
-            raise ConfigError(
-                "key-file", f"{args.key_file} cannot be read ({reason})", "give the path of the private key"
-            ) from None
+    for flag, (name, _) in FILE_FLAGS.items():
+        if path := getattr(args, flag.replace("-", "_")):
+            try:
+                raw[name] = Path(path).expanduser().read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as err:
+                reason = err.strerror if isinstance(err, OSError) and err.strerror else "it is not UTF-8 text"
+                raise ConfigError(
+                    flag, f"{path} cannot be read ({reason})", f"give the path of the {name} file"
+                ) from None
     return raw
+
+
+def ask_passphrase(raw: dict[str, str], stdin: TextIO, ask: Callable[[str], str] = getpass.getpass) -> None:
+    """On a terminal, an encrypted key without --passphrase is asked for, never echoed (a pipe or a CI
+    gets the usual error instead)."""
+    if not raw.get("passphrase") and stdin.isatty() and encrypted(raw.get("key", "")):
+        raw["passphrase"] = ask("Passphrase for the key: ")
 
 
 async def host_status(config: Config) -> dict[str, object]:
@@ -163,6 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         ConsoleReporter([]).error(flag_words(err), "invalid option")
         return EXIT_USAGE
+    ask_passphrase(raw, sys.stdin)
     out = ConsoleReporter(secret_values(raw))
     if missing := missing_inputs(raw, for_deploy=args.command != "status"):
         out.error("missing: " + "; ".join(flag_for(name) for name in missing), "missing options")

@@ -136,6 +136,19 @@ def load_key(config: Config) -> asyncssh.SSHKey:
         ) from None
 
 
+def encrypted(text: str) -> bool:
+    """Whether private key `text` needs a passphrase (False for anything else, a bad paste too)."""
+    try:
+        asyncssh.import_private_key(text.strip() + "\n")
+    except asyncssh.KeyEncryptionError:
+        return True
+    except asyncssh.KeyImportError as err:
+        return "Passphrase must be specified" in str(err)
+    except ValueError:
+        return False
+    return False
+
+
 def _encrypted_without_passphrase(name: str) -> RemoteError:
     return RemoteError(
         f"input '{name}' is encrypted and no passphrase was given", "set the passphrase input from a secret"

@@ -8,9 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import asyncssh
 import pytest
 
-from bluegreen.cli import build_parser, main, raw_inputs
+from bluegreen.cli import ask_passphrase, build_parser, main, raw_inputs
 from bluegreen.config import load_config
 from bluegreen.report import ConsoleReporter, StepRecord
 
@@ -114,3 +115,42 @@ def test_config_reads_the_settings_file_from_the_working_directory(
     (tmp_path / "bluegreen.yml").write_text("hostname: web-1\n")
     assert main(["status", "--config", "bluegreen.yml"]) == 2
     assert "--config: bluegreen.yml sets 'hostname', which is no input" in capsys.readouterr().err
+
+
+def test_secrets_and_pins_come_from_files_so_they_stay_off_the_command_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / ".ssh").mkdir()
+    (tmp_path / ".ssh/known_hosts").write_text("web-1 ssh-ed25519 AAAA\n")
+    (tmp_path / "prod.env").write_text("DB_PASSWORD=s3cr3t-value\n")
+    args = build_parser().parse_args(
+        ["deploy", "--env-file", str(tmp_path / "prod.env"), "--known-hosts-file", "~/.ssh/known_hosts"]
+    )
+    inputs = raw_inputs(args, {})
+    assert inputs["env"] == "DB_PASSWORD=s3cr3t-value\n" and inputs["known-hosts"] == "web-1 ssh-ed25519 AAAA\n"
+    assert main(["deploy", "--env-file", str(tmp_path / "nowhere.env")]) == 2
+    assert "--env-file: " in capsys.readouterr().err
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_an_encrypted_key_is_asked_for_its_passphrase_on_a_terminal_only() -> None:
+    key = asyncssh.generate_private_key("ssh-ed25519").export_private_key(passphrase="pw").decode()
+    asked: list[str] = []
+
+    def ask(prompt: str) -> str:
+        asked.append(prompt)
+        return "pw"
+
+    inputs = {"key": key, "passphrase": ""}
+    ask_passphrase(inputs, io.StringIO(), ask)  # a pipe, a CI: never asked
+    assert asked == [] and inputs["passphrase"] == ""
+    ask_passphrase(inputs, Terminal(), ask)
+    assert asked == ["Passphrase for the key: "] and inputs["passphrase"] == "pw"
+    plain = {"key": asyncssh.generate_private_key("ssh-ed25519").export_private_key().decode(), "passphrase": ""}
+    ask_passphrase(plain, Terminal(), ask)
+    assert len(asked) == 1 and plain["passphrase"] == ""

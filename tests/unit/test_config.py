@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import asyncssh
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -503,3 +504,9 @@ def test_a_settings_file_that_cannot_be_read_is_named(tmp_path: Path) -> None:
         with_settings_file(raw(config="nowhere.yml"), tmp_path)
     assert "nowhere.yml cannot be read (No such file or directory)" in str(refused.value)
     assert "check the repository out" in refused.value.fix
+
+
+def test_known_hosts_takes_what_ssh_keyscan_prints_comments_and_all() -> None:
+    key = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode().split()
+    scanned = f"# web-1:22 SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3\nweb-1 {key[0]} {key[1]}\n"
+    assert load_config(raw(fingerprint="", **{"known-hosts": scanned})).known_hosts == scanned.strip()
