@@ -151,7 +151,7 @@ class Nginx:
             if "password is required" in probe.stderr or "not allowed" in probe.stderr or probe.status == 127:
                 raise NginxError(
                     f"the deploy user may not run 'sudo -n nginx -t' on the host: {last_line(probe.stderr)}",
-                    "add the sudoers line from the README (nginx -t, nginx -T and nginx -s reload, NOPASSWD)",
+                    "add the sudoers line from docs/host-layout.md (nginx -t, nginx -T and nginx -s reload, NOPASSWD)",
                 )
         else:
             probe = await self.host.run(commands.nginx("", "-v"), check=False)

@@ -288,8 +288,8 @@ def test_a_hostile_pre_switch_command_runs_nothing_on_the_host(
 
 def test_host_nginx_with_a_root_master_through_sudo(action_image: str, ssh_host: lab.SshHost, app: lab.LabApp) -> None:
     """nginx from the distribution's package, master owned by root; the deploy user may run only
-    `sudo -n nginx -t|-T|-s reload` (the README's sudoers line)."""
-    assert lab.SUDOERS_LINE in (lab.REPO_ROOT / "README.md").read_text()
+    `sudo -n nginx -t|-T|-s reload` (the sudoers line of docs/host-layout.md)."""
+    assert lab.SUDOERS_LINE in (lab.REPO_ROOT / "docs/host-layout.md").read_text()
     app.host_nginx_layout()
     app.write_live("green")
     nginx = lab.HostNginx(app)
