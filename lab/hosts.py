@@ -124,10 +124,11 @@ def load_images(host: Host, *images: str) -> None:
     for image in images:
         image_id = lab.sh("docker", "image", "inspect", "--format", "{{.Id}}", image).strip().split(":")[-1]
         tar = IMAGE_CACHE / f"{image_id[:16]}.tar"
-        if not tar.exists():
-            IMAGE_CACHE.mkdir(parents=True, exist_ok=True)
-            lab.sh("docker", "save", "--output", f"{tar}.part", image)
-            Path(f"{tar}.part").rename(tar)
+        with lab.lab_lock("images"):  # one worker saves it, the others wait and load it
+            if not tar.exists():
+                IMAGE_CACHE.mkdir(parents=True, exist_ok=True)
+                lab.sh("docker", "save", "--output", f"{tar}.part", image)
+                Path(f"{tar}.part").rename(tar)
         with tar.open("rb") as stream:
             subprocess.run(
                 ["docker", "exec", "--interactive", host.container, "docker", "load"],

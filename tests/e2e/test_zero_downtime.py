@@ -55,7 +55,10 @@ def test_adopts_a_host_set_up_by_the_seed_script(action_image: str, ssh_host: la
     app.pull()
     app.bootstrap_seed("green")
     client_names = {
-        c.name for c in docker.from_env().containers.list(filters={"label": f"com.docker.compose.project={app.name}"})
+        c.name
+        for c in docker.from_env().containers.list(
+            ignore_removed=True, filters={"label": f"com.docker.compose.project={app.name}"}
+        )
     }
     assert client_names == {
         f"{app.name}_db",
@@ -78,7 +81,7 @@ def test_adopts_a_host_set_up_by_the_seed_script(action_image: str, ssh_host: la
     remaining = {
         c.name: c.status
         for c in docker.from_env().containers.list(
-            all=True, filters={"label": f"com.docker.compose.project={app.name}"}
+            ignore_removed=True, all=True, filters={"label": f"com.docker.compose.project={app.name}"}
         )
     }
     assert remaining == {
