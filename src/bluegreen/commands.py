@@ -236,24 +236,19 @@ def git_changes(app_dir: str) -> Argv:
     ]  # fmt: skip
 
 
-def git_differs_from(app_dir: str, sha: str) -> Argv:
-    """The paths whose work-tree content differs from commit `sha`, NUL-separated `STATUS\\0PATH`
-    pairs (D: `sha` has it, the work tree does not)."""
-    return ["git", "-C", app_dir, "diff", "--name-status", "-z", "--no-renames", "--ignore-submodules=all", sha, "--"]
-
-
 def git_blobs_at(app_dir: str, sha: str, paths: Sequence[str]) -> Argv:
     """`<mode> blob <id>\\t<path>` entries, NUL-separated, for `paths` at `sha`."""
     return ["git", "-C", app_dir, "--literal-pathspecs", "ls-tree", "-z", sha, "--", *paths]
 
 
 # What git would store for each path "$@" of the work tree, a line each: `l <blob id>` for a symlink
-# (its target, which is what git stores for a link), `f <blob id>` for a file, an empty line where there
-# is neither. A constant: the paths come as "$@".
+# (its target, which is what git stores for a link), `x <blob id>` for an executable file, `f <blob id>`
+# for another file, an empty line where there is neither. A constant: the paths come as "$@".
 HASH_FILES_SCRIPT = (
     'cd -- "$1" && shift && for p; do '
     'if [ -L "$p" ]; then printf "l "; printf %s "$(readlink -- "$p")" | git hash-object --stdin || echo; '
-    'elif [ -f "$p" ]; then printf "f "; git hash-object -- "$p" 2>/dev/null || echo; '
+    'elif [ -f "$p" ]; then if [ -x "$p" ]; then printf "x "; else printf "f "; fi; '
+    'git hash-object -- "$p" 2>/dev/null || echo; '
     "else echo; fi; done"
 )
 

@@ -26,6 +26,7 @@ from .remote import Host, checked
 from .stacks import STACKS, ComposeFile, Stack, by_stack, read_files
 
 FULL_SHA = re.compile(r"^[0-9a-f]{40}$")
+MARKER_LINES = 5  # checkouts begun that the marker remembers; each costs an SSH session where it is read
 SHORT_SHA = re.compile(r"^[0-9a-f]{7,39}$")
 
 
@@ -307,36 +308,44 @@ class Checkout:
         return [] if head == last and then != last else list(dict.fromkeys(sha for _, sha in begun))
 
     async def own_half_checkout(self, changed: list[str]) -> list[str]:
-        """Of `changed`, the files no earlier checkout cut short wrote: those that differ from each
-        commit they were checking out as well, a file one had removed to write anew excepted (all of
-        them, if no checkout was cut short)."""
-        others = []
-        for earlier in await self.cut_short():
-            differs = await self.host.run(commands.git_differs_from(self.app, earlier), check=False)
-            if not differs.ok:
-                return changed
-            fields = differs.stdout.split("\0")
-            others.append({path for status, path in zip(fields[::2], fields[1::2], strict=False) if status != "D"})
-        return [p for p in changed if all(p in other for other in others)]
+        """Of `changed`, the files no earlier checkout cut short wrote: those that are none of the
+        commits' it was checking out, in content and kind; a file missing from the work tree is one
+        it removed, to write anew or for good (all of them, if no checkout was cut short). Read with
+        hash-object and ls-tree: never a command that refreshes, and so rewrites, the index."""
+        earlier = await self.cut_short() if changed else []
+        if not earlier:
+            return changed
+        blobs, committed = await self.compare_with(changed, earlier)
+        return [p for p in changed if blobs.get(p) and (p, blobs[p]) not in committed]
 
     async def written_by_cut_short(self, paths: list[str]) -> set[str]:
         """Of `paths` (untracked on the host), those an earlier checkout cut short wrote: the same
-        content, and the same kind (a file or a symlink), as a commit it was checking out has there."""
+        content, and the same kind (a file, an executable, a symlink), as a commit it was checking
+        out has there."""
         earlier = await self.cut_short() if paths else []
         if not earlier:
             return set()
+        blobs, committed = await self.compare_with(paths, earlier)
+        return {p for p in paths if blobs.get(p) and (p, blobs[p]) in committed}
+
+    async def compare_with(
+        self, paths: list[str], commits: Sequence[str]
+    ) -> tuple[dict[str, str], set[tuple[str, str]]]:
+        """What the work tree has at each of `paths` (`<kind> <blob id>`, "" where there is nothing),
+        and the (path, `<kind> <blob id>`) pairs `commits` have there."""
         hashes, *trees = await asyncio.gather(
             self.host.run(commands.git_hash_files(self.app, paths), check=False),
-            *(self.host.run(commands.git_blobs_at(self.app, sha, paths), check=False) for sha in earlier),
+            *(self.host.run(commands.git_blobs_at(self.app, sha, paths), check=False) for sha in commits),
         )
         committed: set[tuple[str, str]] = set()
         for tree in trees:
             for entry in tree.stdout.split("\0"):
                 if "\t" in entry:
                     meta, path = entry.split("\t", 1)
-                    committed.add((path, ("l " if meta.startswith("120000") else "f ") + meta.split()[-1]))
-        found = hashes.stdout.split("\n")
-        return {p for p, h in zip(paths, found, strict=False) if len(h) > 2 and (p, h) in committed}
+                    kind = {"120000": "l", "100755": "x"}.get(meta.split()[0], "f")
+                    committed.add((path, f"{kind} {meta.split()[-1]}"))
+        found = [line if len(line) > 2 else "" for line in hashes.stdout.split("\n")]
+        return dict(zip(paths, found, strict=False)), committed
 
     async def keep_changes(self, sha: str, exempt: set[str], run: str) -> str:
         """Before a checkout of `sha` discards them: the host's changes to tracked files, as
@@ -373,7 +382,8 @@ class Checkout:
         begun += "\n" if begun and not begun.endswith("\n") else ""  # a torn line stays a line of its own
         line = f"{head or '-'} {sha}\n"
         if not begun.endswith(line):  # a checkout retried after failing at once adds no second line
-            await self.host.run(commands.write_state(self.marker), input=begun + line)
+            kept = begun.splitlines(keepends=True)[-(MARKER_LINES - 1) :]  # the files of older ones count as edits
+            await self.host.run(commands.write_state(self.marker), input="".join(kept) + line)
         await checked(
             self.host,
             commands.git_checkout(self.app, sha),

@@ -6,7 +6,9 @@ host (the same shell lines, run with sh). Refs as a person means them, files rea
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -382,3 +384,19 @@ def test_a_marker_left_after_its_checkout_ended_hides_no_hand_deletion(repos: tu
             keep(git_, v2)
         assert "urls.py" in str(refused.value)
         git(app, "checkout", "--", "urls.py")
+
+
+def test_reading_what_a_cut_short_checkout_wrote_never_rewrites_the_index(repos: tuple[Path, Path, str]) -> None:
+    """`git diff` refreshes the index and writes it back (it takes index.lock, whatever
+    --no-optional-locks says): a plan, and a concurrent checkout, must never see that."""
+    work, app, v1 = repos
+    v2 = commit(work, "v2", {"a.py": "a = 2\n", "tool.sh": "echo\n"})
+    git(app, "fetch", "-q", "origin")
+    (app / ".bluegreen/checkout").write_text(f"{v1} {v2}\n")
+    git(app, "checkout", v2, "--", "a.py")
+    later = time.time() + 5
+    os.utime(app / "docker-compose.blue.yml", (later, later))  # stat-dirty, same content: a refresh writes it
+    index = (app / ".git/index").stat().st_mtime_ns
+    git_ = checkout(app)
+    assert keep(git_, v2) == ""
+    assert (app / ".git/index").stat().st_mtime_ns == index
