@@ -62,9 +62,10 @@ INPUTS: tuple[InputSpec, ...] = (
     InputSpec(
         "config",
         "A YAML settings file in the repository (relative to its root; check the repository out first), with the "
-        "inputs' names as keys: a deploy and a rollback workflow share it. An input set in with: wins over it; one "
-        "left empty or at its default takes the file's. Secrets (key, passphrase, proxy-key, env) and the run's "
-        "own (ref, command) never go in it.",
+        "inputs' names as keys: a deploy and a rollback workflow share it. An input given in with: wins over it, "
+        "unless left empty or at its default (GitHub passes defaults as if set): then the file's value counts. "
+        "Secrets (key, passphrase, proxy-key, env), the run's own (ref, command, plan) and the switches that turn "
+        "a check off (insecure-skip-host-key-check, public-url-insecure) never go in it.",
         "",
     ),
     InputSpec(
@@ -1121,9 +1122,13 @@ def load_config(raw: Mapping[str, str], *, for_deploy: bool = True) -> Config:
     )
 
 
-# Inputs a settings file never holds: secrets belong in the repository's secrets, and a ref or a
-# command is the run's own.
-NOT_IN_SETTINGS = ("config", "key", "passphrase", "proxy-key", "env", "ref", "command")
+# Inputs a settings file never holds: secrets belong in the repository's secrets; a ref, a command
+# or a plan is the run's own; and what turns a check off stays in the workflow, where a reviewer
+# sees it (a file's value overrides a with: value left at its default, which GitHub passes as set).
+SECRETS = ("key", "passphrase", "proxy-key", "env")
+RUNS_OWN = ("config", "ref", "command", "plan")
+CHECKS_OFF = ("insecure-skip-host-key-check", "public-url-insecure")
+NOT_IN_SETTINGS = SECRETS + RUNS_OWN + CHECKS_OFF
 
 
 def _setting(value: object) -> str | None:
@@ -1142,6 +1147,7 @@ def _setting(value: object) -> str | None:
 def with_settings_file(raw: Mapping[str, str], folder: Path) -> dict[str, str]:
     """`raw`, every input it leaves empty or at its default taken from the settings file `config`
     names (relative to `folder`: the workspace, or the CLI's working directory), when it names one.
+    At its default counts as not given: GitHub passes an input's default as if the step had set it.
     The file is validated as a whole first: an unknown key, a secret, or a value that is not text
     is an error naming it; nothing is read from a file with one."""
     name = _given(raw, "config")
@@ -1149,7 +1155,7 @@ def with_settings_file(raw: Mapping[str, str], folder: Path) -> dict[str, str]:
         return dict(raw)
     fix = "give the settings file's path relative to the repository's root, and check the repository out first"
     try:
-        text = (folder / name).read_text(encoding="utf-8")
+        text = (folder / Path(name).expanduser()).read_text(encoding="utf-8")
     except OSError as err:
         raise ConfigError("config", f"{name} cannot be read ({err.strerror or 'not a file'})", fix) from None
     except UnicodeDecodeError:
@@ -1174,16 +1180,15 @@ def with_settings_file(raw: Mapping[str, str], folder: Path) -> dict[str, str]:
                 f"did you mean {close[0]}?" if close else "use the inputs' names (README, Inputs)",
             )
         if key in NOT_IN_SETTINGS:
-            secret = key not in ("config", "ref", "command")
+            why = {key: "is a secret" for key in SECRETS} | {key: "turns a check off" for key in CHECKS_OFF}
             raise ConfigError(
                 "config",
-                f"{name} sets {key}, which " + ("is a secret" if secret else "a settings file never holds"),
-                f"give {key} in the step's with: block" + (", from the repository's secrets" if secret else ""),
+                f"{name} sets {key}, which " + why.get(key, "is the run's own, never a setting"),
+                f"give {key} in the step's with: block" + (", from the repository's secrets" if key in SECRETS else ""),
             )
         if (setting := _setting(value)) is None:
-            raise ConfigError(
-                "config", f"{name} sets {key} to a {type(value).__name__}", "give text, a number, true/false or a list"
-            )
+            kind = "nothing" if value is None else f"a {type(value).__name__}"
+            raise ConfigError("config", f"{name} sets {key} to {kind}", "give text, a number, true/false or a list")
         settings[key] = setting
     merged = dict(raw)
     for key, setting in settings.items():
