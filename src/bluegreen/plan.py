@@ -14,14 +14,15 @@ import asyncio
 from dataclasses import dataclass, field
 
 from . import commands
-from .config import Config, other_color
+from .config import Config, label, other_color
 from .deploy import JOURNAL_LOOKBACK, RETIRE_TITLE, earlier_commits, own_files
 from .errors import DeployError
+from .health import insecure_public_url
 from .journal import STATE_DIR, Journal, last_switch
 from .lock import lock_status
-from .nginx import Nginx, NginxError, live_color
+from .nginx import Nginx, NginxError
 from .preflight import Preflight
-from .remote import Remote, RemoteError
+from .remote import CommandFailed, Remote, RemoteError
 from .report import EXIT_FAILED, EXIT_OK, Reporter
 from .stacks import Stacks, check_files
 from .switch import Switch
@@ -34,6 +35,7 @@ class Plan:
     lines: list[str] = field(default_factory=list)
     verdict: str = ""  # what a deploy would do, in a sentence
     refused: str = ""  # why a deploy would be refused, and the fix ("" if it would go ahead)
+    unverified: list[str] = field(default_factory=list)  # what only the deploy itself can check
     notes: list[str] = field(default_factory=list)  # warnings the read-only steps gave
 
     def markdown(self) -> str:
@@ -42,13 +44,19 @@ class Plan:
         lines.append(
             f"**{'A deploy would be refused' if self.refused else 'Verdict'}:** {self.refused or self.verdict}"
         )
+        if self.unverified and not self.refused:
+            lines.append(f"\nNot checked before the deploy: {'; '.join(self.unverified)}.")
         return "\n".join(lines) + "\n"
 
 
 class Planner:
     def __init__(self, config: Config) -> None:
         self.cfg = config
-        self.plan = Plan(f"{config.username}@{config.host}:{config.port}")
+        self.plan = Plan(f"{config.username}@{label(config.host, config.port)}")
+        if config.insecure_skip_host_key_check:
+            self.note("the host key is not checked (insecure-skip-host-key-check: true)")
+        if config.public_url and config.public_url_insecure:
+            self.note(insecure_public_url(config.public_url))
 
     def say(self, line: str) -> None:
         self.plan.lines.append(line)
@@ -63,6 +71,8 @@ class Planner:
             await self.steps(remote)
         except (DeployError, NginxError) as err:  # what a deploy would fail on, before it changed anything
             self.plan.refused = f"{err}. Fix: {err.fix}" if err.fix else str(err)
+        except CommandFailed as err:  # a read failed or timed out on the host: no verdict
+            self.plan.refused = f"the plan could not finish: {err}"
         finally:
             await remote.close()
         return self.plan
@@ -95,12 +105,7 @@ class Planner:
             self.say("a dead run left " + ("an unsettled switch" if interrupted else "the upstream file set aside")
                      + "; a deploy settles it first, so the live color below may change")  # fmt: skip
 
-        dump, blue, green = await asyncio.gather(
-            proxy.dump() if not facts.nginx_service else _nothing(),
-            remote.run(commands.read_file(cfg.upstream_path("blue")), check=False),
-            remote.run(commands.read_file(cfg.upstream_path("green")), check=False),
-        )
-        live = live_color(dump, {"blue": blue.stdout, "green": green.stdout})
+        live = await preflight.current_live(nginx_runs=not facts.nginx_service)
         target = other_color(live) if live else "blue"
         if facts.nginx_service:
             self.say(f"first deploy: nginx is not running; a deploy builds {target} and starts nginx on it")
@@ -108,18 +113,24 @@ class Planner:
             self.say(f"live: nginx serves {live or 'neither color'}; a deploy builds {target} and switches to it")
 
         sha, how, fetched = await git.resolve_on_origin(cfg.ref)
-        switched = last_switch(journal) or {}
-        if live and switched.get("to") == live and switched.get("ref") == sha:
-            self.plan.verdict = f"nothing to build: {live} already runs {sha[:12]} ({how})"
-            return
         at = sha if fetched else head
         where = "" if fetched else f" (not fetched yet: the files below are read at the checkout, {head[:12]})"
         self.say(f"ref {cfg.ref}: {how} at {sha[:12]}{where}")
+        if not fetched:
+            origin = f"that origin has commit {sha[:12]}, and " if how == "commit" else ""
+            self.plan.unverified.append(f"{origin}the files of {sha[:12]}, which the host's clone does not have yet")
+        switched = last_switch(journal) or {}
+        if live and (switched.get("to"), switched.get("ref")) == (live, sha):
+            self.say(
+                f"the journal says {live} already runs {sha[:12]}: a deploy checks it is healthy and only finishes"
+            )
 
         current, earlier = await git.stack_files(at, target, earlier_commits(head, journal, at))
         check_files(current, earlier, cfg, target, at, pre_switch=True)
         stacks.use_files(current, earlier)
         await stacks.check_project_is_ours()
+        if facts.nginx_service:  # a first deploy: nginx is the base service that makes it, at this commit
+            stacks.nginx_service = preflight.nginx_service_in(current["base"])
         built = sorted(current[target].built)
         self.say(
             f"build: {', '.join(built) or 'nothing (every service of ' + target + ' uses an image)'}; "
@@ -155,10 +166,6 @@ class Planner:
                     "commit them, or stash them on the host (git stash), or set host-changes: stash",
                 )
         self.plan.verdict = f"a deploy would switch {live or 'nothing'} → {target} at {sha[:12]}"
-
-
-async def _nothing() -> str:
-    return ""
 
 
 async def plan_fleet(config: Config, out: Reporter) -> int:

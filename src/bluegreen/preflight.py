@@ -129,6 +129,11 @@ class Preflight:
             )
         if settled := await switch.settle_interrupted(nginx_runs):
             self.warn(settled, "Interrupted switch undone")
+        return await self.current_live(nginx_runs)
+
+    async def current_live(self, nginx_runs: bool) -> Color | None:
+        """The color nginx serves now, read only (`live_color` settles what a dead run left first)."""
+        cfg = self.cfg
         reads = (cfg.upstream_path("blue"), cfg.upstream_path("green"), cfg.app_path(".active_env"))
         dump, (blue, green, active_env) = await asyncio.gather(
             self.proxy.dump() if nginx_runs else _nothing(),

@@ -151,10 +151,9 @@ class Checkout:
         if found:
             sha, how = next(iter(found.items()))
             return sha, how, bool(await self.commit(sha))
-        if (FULL_SHA.match(ref) or SHORT_SHA.match(ref)) and (local := await self.commit(ref)):
-            return local, "commit", True
-        if FULL_SHA.match(ref):
-            return ref, "commit", False
+        if FULL_SHA.match(ref) or SHORT_SHA.match(ref):  # a deploy fetches it (or, short, the branch that has it)
+            local = await self.commit(ref)
+            return local or ref, "commit", bool(local)
         raise DeployError(
             f"ref {ref} was not found in the origin of {self.app}",
             "push the commit first, or give an existing commit, branch or tag as ref",

@@ -49,3 +49,17 @@ def test_a_plan_of_a_deploy_that_would_be_refused_says_why_and_exits_1(app: App)
     assert plan(app, ref="no-such-branch") == 1
     text = "\n".join(app.out.lines)
     assert "A deploy would be refused:** ref no-such-branch was not found in the origin of /srv/app" in text
+
+
+def test_a_commit_the_clone_lacks_is_planned_from_the_checkout_and_said_unverified(app: App) -> None:
+    unknown = "9" * 40
+    assert plan(app, ref=unknown) == 0
+    text = "\n".join(app.out.lines)
+    assert f"ref {unknown}: commit at {unknown[:12]} (not fetched yet" in text
+    assert f"Not checked before the deploy: that origin has commit {unknown[:12]}, and the files" in text
+
+
+def test_a_read_that_fails_on_the_host_ends_the_plan_with_its_cause_never_a_traceback(app: App) -> None:
+    app.host.on(["git", "-C", APP, "cat-file"], lambda argv, _: Result(124, "", "timed out"))
+    assert plan(app, ref="main") == 1
+    assert "A deploy would be refused:** the plan could not finish:" in "\n".join(app.out.lines)
