@@ -437,10 +437,15 @@ def container_exists(container: str) -> Argv:
 
 
 def probe_url(url: str, timeout: int) -> Argv:
-    """Probe a URL from the host itself (the fallback when the host refuses port forwarding)."""
+    """Probe a URL from the host itself (the fallback when the host refuses port forwarding): as the
+    port forward's probe does, TLS unverified (the host's own ports, whose certificate names the
+    site) and no redirect followed."""
     return [
         "curl",
         "--silent",
+        "--insecure",
+        "--proto",
+        "=http,https",
         "--output",
         "/dev/null",
         "--write-out",

@@ -737,6 +737,8 @@ class Deployer:
                     self.report.exposed = self.proxy.reloaded_at - switched_at
                     restored += f"; the new upstream served for {self.report.exposed:.2f}s"
                 self.report.restored.append(restored)
+                if self.switch.started_nginx and not self.switch.nginx_stopped:
+                    self.report.unfinished = "nginx could not be stopped again: it still serves the new upstream"
             if self.lb.detached and await self.lb_in_recovery(self.lb.attach, "put it back into"):
                 self.report.restored.append(f"{self.lb.name} put back into the load balancer")
             if self.switched_back:  # the new color served real traffic: journal the way back, then drain it
@@ -812,6 +814,8 @@ class Deployer:
         except (DeployError, RemoteError) as err:
             self.report.restored.append(f"could not {what} the load balancer: {err}")
             self.out.error(f"could not {what} the load balancer: {err}", "Load balancer hook failed")
+            if hook == self.lb.attach:  # the host stays out of the load balancer: not restored
+                self.report.unfinished = f"could not {what} the load balancer"
             return False
         return True
 
@@ -822,6 +826,7 @@ class Deployer:
             await self.check_out(sha)
         except DeployError as err:
             self.report.restored.append(f"the checkout back at {sha[:12]} was not done: {err}")
+            self.report.unfinished = f"the checkout back at {sha[:12]} was not done"
             return
         self.report.restored.append(f"checkout back at {sha[:12]}, which {self.report.live} runs")
 

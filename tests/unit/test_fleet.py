@@ -409,6 +409,8 @@ def test_a_host_whose_attach_failed_keeps_its_place_so_no_more_hosts_are_ever_ou
     assert balancer.most == 1 and balancer.out == {"web-3"}
     assert fleet.serves() == dict.fromkeys(HOSTS, "green")
     assert any("could not put it back into the load balancer" in r for r in dict(report.hosts)["web-3"].restored)
+    assert dict(report.hosts)["web-3"].exit_code == 3 and report.exit_code == 3  # out of the load balancer: look
+    assert dict(report.hosts)["web-1"].exit_code == 1
 
 
 def test_a_detach_that_fails_changes_nothing_and_the_host_is_put_back(fleet: Fleet3) -> None:
