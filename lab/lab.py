@@ -158,16 +158,13 @@ def compose_command() -> tuple[str, ...]:
 
 def ensure_deploy_user() -> None:
     for user, groups in ((DEPLOY_USER, ["--groups", "docker"]), (OUTSIDER, [])):
-        try:
-            pwd.getpwnam(user)
-        except KeyError:
-            with lab_lock("users"):  # another worker may be making it
-                with contextlib.suppress(KeyError):
-                    pwd.getpwnam(user)
-                    continue
+        with lab_lock("users"):  # the workers share the users: one makes them, once
+            try:
+                pwd.getpwnam(user)
+            except KeyError:
                 sh("useradd", "--create-home", "--shell", "/bin/sh", *groups, user)
-        # A locked password ('!') makes sshd refuse even key logins without PAM; '*' only disables passwords.
-        sh("usermod", "--password", "*", user)
+            # A locked password ('!') makes sshd refuse even key logins without PAM; '*' only disables passwords.
+            sh("usermod", "--password", "*", user)
 
 
 @dataclass

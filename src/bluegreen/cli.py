@@ -44,6 +44,7 @@ FILE_FLAGS = {
     "key-file": ("key", "read the private key from this file instead of --key (it stays in memory)"),
     "env-file": ("env", "read env (the app's secrets, dotenv lines) from this file instead of --env"),
     "known-hosts-file": ("known-hosts", "read known-hosts from this file, e.g. ~/.ssh/known_hosts"),
+    "proxy-key-file": ("proxy-key", "read proxy-key (the bastion's private key) from this file instead of --proxy-key"),
 }
 
 

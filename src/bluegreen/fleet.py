@@ -183,7 +183,7 @@ class Fleet:
         answers = await asyncio.gather(*(m.deployer.watch_host_url() for m in switched), return_exceptions=True)
         for m, last in zip(switched, answers, strict=True):
             if last:
-                cause = f"{m.label}: host-url {url} stopped answering 2xx (last: {last})"
+                cause = f"{m.label}: host-url {url} stopped answering {self.cfg.site_answers} (last: {last})"
                 self.back[m] = cause  # whatever on-host-failure says: host-url failing switches a host back
                 self.fail(m.label, cause)
 

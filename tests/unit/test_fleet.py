@@ -224,7 +224,7 @@ def test_a_host_whose_host_url_fails_between_batches_switches_back_even_with_sto
     assert [h for h, w in fleet.events if w == "reload"] == ["web-1", "web-1"]
     assert report.failed_host == "web-1"
     error = dict(report.hosts)["web-1"].error
-    assert error.endswith("stopped answering 2xx (last: HTTP 502); web-1 switched back to green"), error
+    assert error.endswith("stopped answering 2xx or 3xx (last: HTTP 502); web-1 switched back to green"), error
     assert dict(report.hosts)["web-1"].rolled_back
 
 
