@@ -94,7 +94,9 @@ def raw_inputs(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[str
         raw["plan"] = "true"
     raw["ref"] = raw["ref"] or environ.get("GITHUB_SHA", "")  # as the action's ref does, in any CI that sets it
     for flag, (name, _) in FILE_FLAGS.items():
-        if path := getattr(args, flag.replace("-", "_")):
+        if (path := getattr(args, flag.replace("-", "_"))) and values.get(name) is not None:
+            raise ConfigError(flag, f"is given with --{name} too", f"give one of --{flag} and --{name}")
+        if path:
             try:
                 raw[name] = Path(path).expanduser().read_text(encoding="utf-8")
             except (OSError, UnicodeDecodeError) as err:
@@ -178,11 +180,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         ConsoleReporter([]).error(flag_words(err), "invalid option")
         return EXIT_USAGE
-    ask_passphrase(raw, sys.stdin)
     out = ConsoleReporter(secret_values(raw))
     if missing := missing_inputs(raw, for_deploy=args.command != "status"):
         out.error("missing: " + "; ".join(flag_for(name) for name in missing), "missing options")
         return EXIT_USAGE
+    ask_passphrase(raw, sys.stdin)
+    out = ConsoleReporter(secret_values(raw))  # the passphrase too, if one was asked for
     try:
         config = load_config(raw, for_deploy=args.command != "status")
     except ConfigError as err:

@@ -154,3 +154,9 @@ def test_an_encrypted_key_is_asked_for_its_passphrase_on_a_terminal_only() -> No
     plain = {"key": asyncssh.generate_private_key("ssh-ed25519").export_private_key().decode(), "passphrase": ""}
     ask_passphrase(plain, Terminal(), ask)
     assert len(asked) == 1 and plain["passphrase"] == ""
+
+
+def test_a_key_given_twice_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "key").write_text("-----BEGIN OPENSSH PRIVATE KEY-----\n")
+    assert main(["deploy", "--key", "x", "--key-file", str(tmp_path / "key")]) == 2
+    assert "--key-file: is given with --key too" in capsys.readouterr().err
