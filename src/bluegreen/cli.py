@@ -39,6 +39,26 @@ from .report import EXIT_FAILED, EXIT_USAGE, ConsoleReporter
 from .stacks import STACKS, Stacks, by_stack, read_files
 from .sync import Checkout
 
+# The flags in --help, grouped by purpose (every input is in one group; test_cli checks it).
+HELP_GROUPS = {
+    "connection": (
+        "host", "port", "username", "key", "passphrase", "known-hosts", "fingerprint",
+        "insecure-skip-host-key-check", "connect-timeout", "connect-retries", "proxy-jump", "proxy-key",
+        "proxy-known-hosts",
+    ),
+    "what to deploy": ("config", "app-dir", "ref", "plan", "host-changes", "env", "vars", "lock-timeout"),
+    "compose and nginx": (
+        "project-name", "base-compose-file", "compose-file", "upstream-file", "upstream-target", "nginx-container",
+        "nginx-sudo",
+    ),
+    "checks": (
+        "blue-health-urls", "green-health-urls", "health-timeout", "health-interval", "public-url",
+        "public-url-status", "public-url-insecure", "host-url", "pre-switch-command", "pre-switch-timeout",
+    ),
+    "the switch and after": ("drain-timeout", "keep-previous", "prune"),
+    "several hosts": ("batch-size", "on-host-failure", "lb-detach-command", "lb-attach-command", "lb-timeout"),
+}  # fmt: skip
+
 # Flags that read an input's text from a file, so that it stays off the command line: flag -> (input, help).
 FILE_FLAGS = {
     "key-file": ("key", "read the private key from this file instead of --key (it stays in memory)"),
@@ -65,12 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
         ("status", "show the live color, the stacks and the last deploys"),
     ):
         sub = commands.add_parser(name, help=text, description=text)
+        groups = {title: sub.add_argument_group(title) for title in HELP_GROUPS}
         for spec in INPUTS:
             if spec.name == "command":
                 continue
+            group = next((groups[title] for title, names in HELP_GROUPS.items() if spec.name in names), sub)
             default = "required" if spec.required else f"default {spec.default!r}"
             boolean = spec.default in ("true", "false")  # a bare --prune means --prune true
-            sub.add_argument(
+            group.add_argument(
                 f"--{spec.name}",
                 dest=spec.name,
                 metavar="true|false" if boolean else "VALUE",
@@ -79,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
                 help=f"{spec.description} [env {env_name(spec.name)}; {default}]".replace("%", "%%"),  # %-formatted
             )
         for flag, (_, help_text) in FILE_FLAGS.items():
-            sub.add_argument(f"--{flag}", metavar="PATH", help=help_text)
+            groups["connection"].add_argument(f"--{flag}", metavar="PATH", help=help_text)
     return parser
 
 

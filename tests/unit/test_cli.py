@@ -11,8 +11,8 @@ from pathlib import Path
 import asyncssh
 import pytest
 
-from bluegreen.cli import ask_passphrase, build_parser, main, raw_inputs
-from bluegreen.config import load_config
+from bluegreen.cli import HELP_GROUPS, ask_passphrase, build_parser, main, raw_inputs
+from bluegreen.config import INPUTS, load_config
 from bluegreen.report import ConsoleReporter, StepRecord
 
 from .test_config import raw
@@ -160,3 +160,12 @@ def test_a_key_given_twice_is_a_usage_error(tmp_path: Path, capsys: pytest.Captu
     (tmp_path / "key").write_text("-----BEGIN OPENSSH PRIVATE KEY-----\n")
     assert main(["deploy", "--key", "x", "--key-file", str(tmp_path / "key")]) == 2
     assert "--key-file: is given with --key too" in capsys.readouterr().err
+
+
+def test_help_groups_every_flag_by_purpose_once(capsys: pytest.CaptureFixture[str]) -> None:
+    grouped = [name for names in HELP_GROUPS.values() for name in names]
+    assert sorted(grouped) == sorted(spec.name for spec in INPUTS if spec.name != "command")
+    with pytest.raises(SystemExit):
+        main(["deploy", "--help"])
+    out = capsys.readouterr().out
+    assert all(f"\n{title}:\n" in out for title in HELP_GROUPS)
