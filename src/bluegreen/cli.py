@@ -102,6 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
             )
         for flag, (_, help_text) in FILE_FLAGS.items():
             groups["connection"].add_argument(f"--{flag}", metavar="PATH", help=help_text)
+        groups["connection"].add_argument(
+            "--ssh-agent",
+            action="store_true",
+            help="sign the login with the keys of the running ssh-agent (SSH_AUTH_SOCK) instead of --key: the "
+            "private key never leaves the agent",
+        )
     return parser
 
 
@@ -127,6 +133,19 @@ def raw_inputs(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[str
                     flag, f"{path} cannot be read ({reason})", f"give the path of the {name} file"
                 ) from None
     return raw
+
+
+def ssh_agent(args: argparse.Namespace, raw: Mapping[str, str], environ: Mapping[str, str]) -> str:
+    """With --ssh-agent, the agent's socket ("" without it)."""
+    if not args.ssh_agent:
+        return ""
+    if raw.get("key", "").strip():
+        raise ConfigError("ssh-agent", "is given with a key too", "give --ssh-agent or --key-file, not both")
+    if not (path := environ.get("SSH_AUTH_SOCK", "")):
+        raise ConfigError(
+            "ssh-agent", "SSH_AUTH_SOCK is not set", "start ssh-agent and ssh-add the key, or give --key-file"
+        )
+    return path
 
 
 def ask_passphrase(raw: dict[str, str], stdin: TextIO, ask: Callable[[str], str] = getpass.getpass) -> None:
@@ -202,14 +221,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         ConsoleReporter([]).error(flag_words(err), "invalid option")
         return EXIT_USAGE
+    try:
+        agent = ssh_agent(args, raw, os.environ)
+    except ConfigError as err:
+        ConsoleReporter([]).error(flag_words(err), "invalid option")
+        return EXIT_USAGE
     out = ConsoleReporter(secret_values(raw))
-    if missing := missing_inputs(raw, for_deploy=args.command != "status"):
+    if missing := missing_inputs(raw, for_deploy=args.command != "status", agent=bool(agent)):
         out.error("missing: " + "; ".join(flag_for(name) for name in missing), "missing options")
         return EXIT_USAGE
     ask_passphrase(raw, sys.stdin)
     out = ConsoleReporter(secret_values(raw))  # the passphrase too, if one was asked for
     try:
-        config = load_config(raw, for_deploy=args.command != "status")
+        config = load_config(raw, for_deploy=args.command != "status", agent_path=agent)
     except ConfigError as err:
         out.error(flag_words(err), "invalid option")
         return EXIT_USAGE

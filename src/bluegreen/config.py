@@ -357,6 +357,7 @@ class Config:
     lb_attach_command: tuple[str, ...] = ()
     lb_timeout: int = 300
     key_input: str = "key"  # the input `key` came from, for messages ("proxy-key" on the way to the bastion)
+    agent_path: str = ""  # the CLI's --ssh-agent: sign with the keys of the ssh-agent listening here, not `key`
 
     def for_host(self, index: int) -> Config:
         """This config for one host of the fleet. With several hosts, public-url belongs to the fleet,
@@ -384,6 +385,7 @@ class Config:
             username=user,
             key=self.proxy_key or self.key,
             key_input="proxy-key" if self.proxy_key else "key",
+            agent_path="" if self.proxy_key else self.agent_path,
             proxy_jump=None,
             hosts=((host, port),),
             **pins,  # type: ignore[arg-type]
@@ -976,14 +978,17 @@ _MISSING = {
 }
 
 
-def missing_inputs(raw: Mapping[str, str], *, for_deploy: bool = True) -> list[str]:
+def missing_inputs(raw: Mapping[str, str], *, for_deploy: bool = True, agent: bool = False) -> list[str]:
     """Every input a run needs that `raw` lacks, in the schema's order, so that all are reported at
-    once: the required ones; known-hosts, for a host key pin (it or fingerprint, unless
-    insecure-skip-host-key-check); ref, for a deploy."""
+    once: the required ones (but `key` with an ssh-agent to sign); known-hosts, for a host key pin
+    (it or fingerprint, unless insecure-skip-host-key-check); ref, for a deploy."""
     missing = [
         spec.name
         for spec in INPUTS
-        if spec.required and not _given(raw, spec.name) and (for_deploy or spec.name not in DEPLOY_ONLY)
+        if spec.required
+        and not _given(raw, spec.name)
+        and (for_deploy or spec.name not in DEPLOY_ONLY)
+        and not (agent and spec.name == "key")
     ]
     insecure = _given(raw, "insecure-skip-host-key-check").lower() in _TRUE
     if not _given(raw, "known-hosts") and not _given(raw, "fingerprint") and not insecure:
@@ -993,11 +998,12 @@ def missing_inputs(raw: Mapping[str, str], *, for_deploy: bool = True) -> list[s
     return sorted(missing, key=[spec.name for spec in INPUTS].index)
 
 
-def load_config(raw: Mapping[str, str], *, for_deploy: bool = True) -> Config:
-    """Validate raw input values (keyed by input name) into a Config. Unknown keys are ignored."""
+def load_config(raw: Mapping[str, str], *, for_deploy: bool = True, agent_path: str = "") -> Config:
+    """Validate raw input values (keyed by input name) into a Config. Unknown keys are ignored.
+    `agent_path`: the CLI's ssh-agent, which signs instead of `key`."""
 
     _utf8(raw)
-    if missing := missing_inputs(raw, for_deploy=for_deploy):
+    if missing := missing_inputs(raw, for_deploy=for_deploy, agent=bool(agent_path)):
         problem, fix = _MISSING.get(missing[0], ("is required", f"set '{missing[0]}' in the step's with: block"))
         others = f" (missing too: {', '.join(missing[1:])})" if missing[1:] else ""
         raise ConfigError(missing[0], problem + others, fix)
@@ -1119,6 +1125,7 @@ def load_config(raw: Mapping[str, str], *, for_deploy: bool = True) -> Config:
         proxy_key=raw.get("proxy-key", "").strip(),
         proxy_known_hosts=proxy_known_hosts,
         host_changes=_choice("host-changes", get("host-changes"), HOST_CHANGES),
+        agent_path=agent_path,
     )
 
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import posixpath
 from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import NoReturn, Protocol
 
@@ -220,7 +221,36 @@ def host_key_mismatch(config: Config, presented: Sequence[str]) -> RemoteError:
 
 async def dial(config: Config, tunnel: asyncssh.SSHClientConnection | None = None) -> asyncssh.SSHClientConnection:
     """One pinned connection to config's host (through `tunnel`, a bastion's connection, if given)."""
-    key = load_key(config)
+    async with signing_keys(config) as keys:
+        return await _dial(config, keys, tunnel)
+
+
+@asynccontextmanager
+async def signing_keys(config: Config) -> AsyncIterator[Sequence[asyncssh.SSHKeyPair | asyncssh.SSHKey]]:
+    """The keys that sign the login: `key`, parsed in memory; or, with the CLI's --ssh-agent, the
+    agent's (the private keys never leave it), open for as long as the connection is being made."""
+    if not config.agent_path:
+        yield [load_key(config)]
+        return
+    try:
+        agent = await asyncssh.connect_agent(config.agent_path)
+    except (OSError, asyncssh.Error) as err:
+        raise RemoteError(
+            f"cannot reach the ssh-agent at {config.agent_path} ({err})", "start ssh-agent, or give --key-file"
+        ) from None
+    try:
+        keys = await agent.get_keys()
+        if not keys:
+            raise RemoteError("the ssh-agent holds no key", "add the deploy key to it: ssh-add PATH")
+        yield keys
+    finally:
+        agent.close()
+        await agent.wait_closed()
+
+
+async def _dial(
+    config: Config, keys: Sequence[asyncssh.SSHKeyPair | asyncssh.SSHKey], tunnel: asyncssh.SSHClientConnection | None
+) -> asyncssh.SSHClientConnection:
     client = _PinningClient(config.fingerprints)
     plans = host_key_plans(config)
     delay = 1.0
@@ -238,7 +268,7 @@ async def dial(config: Config, tunnel: asyncssh.SSHClientConnection | None = Non
                             config.host,
                             config.port,
                             username=config.username,
-                            client_keys=[key],
+                            client_keys=keys,
                             known_hosts=known_hosts,
                             client_factory=lambda: client,
                             server_host_key_algs=algs,

@@ -169,3 +169,18 @@ def test_help_groups_every_flag_by_purpose_once(capsys: pytest.CaptureFixture[st
         main(["deploy", "--help"])
     out = capsys.readouterr().out
     assert all(f"\n{title}:\n" in out for title in HELP_GROUPS)
+
+
+def test_ssh_agent_needs_an_agent_and_no_key_beside_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    assert main(["deploy", "--ssh-agent"]) == 2
+    assert "--ssh-agent: SSH_AUTH_SOCK is not set" in capsys.readouterr().err
+    monkeypatch.setenv("SSH_AUTH_SOCK", "/tmp/agent.sock")
+    assert main(["deploy", "--ssh-agent", "--key", "-----BEGIN"]) == 2
+    assert "--ssh-agent: is given with a key too" in capsys.readouterr().err
+    for name in [n for n in os.environ if n.startswith("BLUEGREEN_")]:
+        monkeypatch.delenv(name)
+    assert main(["deploy", "--ssh-agent", "--host", "web-1"]) == 2
+    assert "--key-file" not in capsys.readouterr().err  # the agent signs: no key is missing

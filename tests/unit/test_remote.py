@@ -8,6 +8,8 @@ import asyncio
 import contextlib
 import gc
 import os
+import subprocess
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -15,8 +17,11 @@ import asyncssh
 import pytest
 
 from bluegreen import commands
+from bluegreen.config import load_config
 from bluegreen.errors import LockLost
-from bluegreen.remote import Remote
+from bluegreen.remote import Remote, RemoteError, dial
+
+from .test_config import raw
 
 # asyncssh's server side leaves a queue join unawaited when its redirect is torn down with the session
 pytestmark = pytest.mark.filterwarnings("ignore:coroutine 'Queue.join' was never awaited:RuntimeWarning")
@@ -163,3 +168,77 @@ def test_a_run_that_lost_its_lock_sends_nothing_more_and_a_refused_command_is_a_
     seen = asyncio.run(go())
     assert not marker.exists()
     assert all(s.startswith(f"lost the deploy lock on {tmp_path.parent}: ") for s in seen), seen
+
+
+@contextlib.contextmanager
+def ssh_agent(tmp_path: Path, *keys: asyncssh.SSHKey) -> Iterator[str]:
+    """A real ssh-agent holding `keys` (added with ssh-add); its socket."""
+    sock = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            if sock.exists():
+                break
+            time.sleep(0.05)
+        for number, key in enumerate(keys):
+            path = tmp_path / f"key{number}"
+            key.write_private_key(str(path))
+            path.chmod(0o600)
+            subprocess.run(["ssh-add", "-q", str(path)], env={"SSH_AUTH_SOCK": str(sock)}, check=True)
+            path.unlink()
+        yield str(sock)
+    finally:
+        agent.terminate()
+        agent.wait()
+
+
+class KeysOnly(asyncssh.SSHServer):
+    """Logs in the holder of one key, and nobody else."""
+
+    def __init__(self, allowed: asyncssh.SSHKey) -> None:
+        self.allowed = allowed
+
+    def begin_auth(self, username: str) -> bool:
+        return True
+
+    def public_key_auth_supported(self) -> bool:
+        return True
+
+    def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        return key.public_data == self.allowed.public_data
+
+
+def test_the_cli_ssh_agent_signs_the_login_and_the_key_never_leaves_it(tmp_path: Path) -> None:
+    """--ssh-agent: the agent's key logs in (no key text in the config at all); an agent without the
+    key, or with none, is refused with what to do."""
+    deploy_key, other = asyncssh.generate_private_key("ssh-ed25519"), asyncssh.generate_private_key("ssh-ed25519")
+    host_key = asyncssh.generate_private_key("ssh-ed25519")
+
+    async def go(sock: str) -> str:
+        server = await asyncssh.create_server(
+            lambda: KeysOnly(deploy_key),
+            "127.0.0.1",
+            0,
+            server_host_keys=[host_key],
+            process_factory=run_with_sh,
+            encoding=None,
+        )
+        port = server.sockets[0].getsockname()[1]
+        pin = f"[127.0.0.1]:{port} " + host_key.export_public_key().decode().strip()
+        values = raw(host="127.0.0.1", port=str(port), key="", fingerprint="", **{"known-hosts": pin})
+        config = load_config(values, agent_path=sock)
+        try:
+            conn = await dial(config)
+            try:
+                return (await Remote(conn, "127.0.0.1").run(["echo", "in"])).stdout
+            finally:
+                conn.close()
+        finally:
+            server.close()
+
+    with ssh_agent(tmp_path, deploy_key) as sock:
+        assert asyncio.run(go(sock)) == "in\n"
+    with ssh_agent(tmp_path, other) as sock, pytest.raises(RemoteError, match="authentication refused"):
+        asyncio.run(go(sock))
+    with ssh_agent(tmp_path) as sock, pytest.raises(RemoteError, match="the ssh-agent holds no key"):
+        asyncio.run(go(sock))
