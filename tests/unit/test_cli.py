@@ -178,7 +178,7 @@ def test_ssh_agent_needs_an_agent_and_no_key_beside_it(
     assert main(["deploy", "--ssh-agent"]) == 2
     assert "--ssh-agent: SSH_AUTH_SOCK is not set" in capsys.readouterr().err
     monkeypatch.setenv("SSH_AUTH_SOCK", "/tmp/agent.sock")
-    assert main(["deploy", "--ssh-agent", "--key", "-----BEGIN"]) == 2
+    assert main(["deploy", "--ssh-agent", "--key", "a-key"]) == 2
     assert "--ssh-agent: is given with a key too" in capsys.readouterr().err
     for name in [n for n in os.environ if n.startswith("BLUEGREEN_")]:
         monkeypatch.delenv(name)
