@@ -27,11 +27,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    lab.build_action_image()
-    root = lab.LAB_ROOT / "hosts"
-    root.mkdir(parents=True, exist_ok=True)
-    key, public = lab.client_key(root, "id_bench")
-    made = [hosts.start_host(f"bench-{n}", public) for n in (1, 2, 3)]
+    made, key = hosts.start_bench_hosts()
     results: dict[tuple[int, str], list[tuple[float, float, float]]] = {}
     try:
         for _ in range(args.rounds):

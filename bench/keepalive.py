@@ -25,11 +25,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--latency-ms", type=int, default=20)
     args = parser.parse_args()
-    lab.build_action_image()
-    root = lab.LAB_ROOT / "hosts"
-    root.mkdir(parents=True, exist_ok=True)
-    key, public = lab.client_key(root, "id_bench")
-    made = [hosts.start_host(f"bench-{n}", public) for n in (1, 2, 3)]
+    made, key = hosts.start_bench_hosts()
     results: dict[bool, list[tuple[int, int]]] = {False: [], True: []}
     try:
         for _ in range(args.rounds):

@@ -180,6 +180,15 @@ def start_host(name: str, authorized_keys: str, *, dockerd: bool = True, publish
 # -- the app on every host ------------------------------------------------------------------------
 
 
+def start_bench_hosts() -> tuple[list[Host], str]:
+    """The benchmarks' three hosts (bench-1..3), and the key that logs in to them."""
+    lab.build_action_image()
+    root = lab.LAB_ROOT / "hosts"
+    root.mkdir(parents=True, exist_ok=True)
+    key, public = lab.client_key(root, "id_bench")
+    return [start_host(f"bench-{n}", public) for n in (1, 2, 3)], key
+
+
 def make_fleet_app() -> lab.LabApp:
     """The bridge-network app with the seed's ports, its nginx published on the host's interfaces
     (so the host's published port reaches it); not cloned on this machine."""

@@ -69,6 +69,17 @@ def parse_blobs(output: bytes, names: Sequence[str]) -> dict[str, str | None]:
     return out
 
 
+def only_one(ref: str, found: dict[str, str]) -> tuple[str, str] | None:
+    """The one commit (and what it is) that `ref`'s names point at, of `found` ({sha: what}); None if
+    none does; more than one is ambiguous (a branch and a tag of that name, at different commits)."""
+    if len(found) > 1:
+        raise DeployError(
+            f"ref {ref} is ambiguous: " + ", ".join(f"{how} is {sha[:12]}" for sha, how in found.items()),
+            f"give refs/heads/{ref} for the branch or refs/tags/{ref} for the tag",
+        )
+    return next(iter(found.items()), None)
+
+
 def parents(path: str) -> list[str]:
     """The folders above a relative path: a/b/c -> [a, a/b]."""
     parts = path.split("/")[:-1]
@@ -100,14 +111,8 @@ class Checkout:
             *(self.host.run(commands.git_resolve(self.app, name), check=False) for name, _ in names)
         )
         found = {r.stdout.strip(): how for (_, how), r in zip(names, results, strict=True) if r.ok}
-        if len(found) > 1:
-            raise DeployError(
-                f"ref {ref} is ambiguous: " + ", ".join(f"{how} is {sha[:12]}" for sha, how in found.items()),
-                f"give refs/heads/{ref} for the branch or refs/tags/{ref} for the tag",
-            )
-        if found:
-            sha, how = next(iter(found.items()))
-            return Resolved(sha, how)
+        if one := only_one(ref, found):
+            return Resolved(*one)
         if SHORT_SHA.match(ref) and (short := await self.commit(ref)):
             return Resolved(short, "commit")
         if (await self.host.run(commands.git_fetch_ref(self.app, ref), check=False)).ok:
@@ -143,14 +148,8 @@ class Checkout:
                 if name.removesuffix("^{}") in on_origin and (name.endswith("^{}") or name not in refs):
                     refs[name.removesuffix("^{}")] = sha  # a tag's peeled line wins: the commit
             found = {sha: on_origin[name] for name, sha in refs.items()}
-        if len(found) > 1:
-            raise DeployError(
-                f"ref {ref} is ambiguous: " + ", ".join(f"{how} is {sha[:12]}" for sha, how in found.items()),
-                f"give refs/heads/{ref} for the branch or refs/tags/{ref} for the tag",
-            )
-        if found:
-            sha, how = next(iter(found.items()))
-            return sha, how, bool(await self.commit(sha))
+        if one := only_one(ref, found):
+            return one[0], one[1], bool(await self.commit(one[0]))
         if FULL_SHA.match(ref) or SHORT_SHA.match(ref):  # a deploy fetches it (or, short, the branch that has it)
             local = await self.commit(ref)
             return local or ref, "commit", bool(local)
