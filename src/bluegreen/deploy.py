@@ -349,7 +349,9 @@ class Deployer:
             self.checkout_back = plan.back
             await self.checkout(plan.sha)
         async with self.step("start", f"Start {plan.target}") as s:
-            self.started_ids = await self.stacks.start(plan.containers)
+            # noted before the start: a start that fails (or is cancelled) partway is stopped again too
+            self.started_ids = self.stacks.stopped(plan.containers)
+            await self.stacks.start(self.started_ids)
             self.target_ids = [c.id for c in plan.containers]
             s.detail = f"started {len(self.started_ids)} kept containers" if self.started_ids else "already running"
         async with self.step("health", f"Health-check {plan.target}") as s:
@@ -758,7 +760,7 @@ class Deployer:
             if self.started_ids:
                 await self.stacks.stop_ids(self.started_ids)
                 self.report.restored.append(f"{target}'s kept containers stopped again")
-            if self.checkout_back:
+            if self.checkout_back and self.checked_out:  # a checkout refused before it changed anything: none back
                 await self.check_out_back(self.checkout_back)
             if self.target_touched and target:
                 # The target never served: a short stop keeps recovery inside the runner's cancel window.
@@ -821,9 +823,10 @@ class Deployer:
 
     async def check_out_back(self, sha: str) -> None:
         """Recovery's checkout of the commit the live color runs, by host-changes' rule too: changes
-        made on the host meanwhile are never lost (refused: the checkout is left as it is)."""
+        made on the host meanwhile are never lost (refused: the checkout is left as it is), nor a file
+        the host made that the commit tracks."""
         try:
-            await self.check_out(sha)
+            await self.checkout(sha)
         except DeployError as err:
             self.report.restored.append(f"the checkout back at {sha[:12]} was not done: {err}")
             self.report.unfinished = f"the checkout back at {sha[:12]} was not done"

@@ -261,6 +261,7 @@ class Nginx:
         then confirm it. Returns the workers from before the reload and the reload time."""
         master = await self.master()
         start = time.monotonic()
+        self.reloaded_at = start  # a reload that fails (or is cancelled) may still have taken effect
         on_reload()
         result = await self.host.run(commands.nginx_test_and_reload(self.container, self.sudo, master), check=False)
         if result.status == commands.TEST_FAILED:

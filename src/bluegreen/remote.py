@@ -14,7 +14,7 @@ import asyncssh
 from asyncssh.public_key import get_default_public_key_algs
 
 from .commands import LOCK_LOST_MARK, LOCK_LOST_STATUS, Holder, shell_line
-from .config import CANCEL_GRACE_SECONDS, CLIENT_SLACK_SECONDS, COMMAND_SECONDS, Config
+from .config import CANCEL_GRACE_SECONDS, CLIENT_SLACK_SECONDS, COMMAND_SECONDS, PROBE_SECONDS, Config
 from .errors import DeployError, LockLost
 
 
@@ -413,9 +413,14 @@ class Remote:
         return Held(await self.conn.create_process(shell_line(argv)))
 
     async def can_forward(self, host: str, port: int) -> bool:
-        """True unless the server refuses TCP forwarding (a refused connection still means forwarding works)."""
+        """True unless the server refuses TCP forwarding (a refused connection still means forwarding works).
+        Within PROBE_SECONDS: a server still trying to connect (an address that drops packets) does
+        forward, and the health gate's own deadline must not wait on its TCP timeout."""
         try:
-            _, writer = await self.conn.open_connection(host, port)
+            async with asyncio.timeout(PROBE_SECONDS):
+                _, writer = await self.conn.open_connection(host, port)
+        except TimeoutError:
+            return True
         except asyncssh.ChannelOpenError as err:
             return err.code != asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED
         writer.close()

@@ -480,9 +480,13 @@ class Stacks:
             return found
         return [c for c in found if c.running] if keep == "stopped" else []
 
-    async def start(self, found: list[Container]) -> list[str]:
-        """Start the stopped ones of a kept color's containers; returns their ids."""
-        stopped = [c.id for c in found if not c.running]
+    @staticmethod
+    def stopped(found: list[Container]) -> list[str]:
+        """The ids of the containers of `found` that do not run."""
+        return [c.id for c in found if not c.running]
+
+    async def start(self, stopped: list[str]) -> None:
+        """Start a kept color's stopped containers (`stopped`: their ids)."""
         if stopped:
             await checked(
                 self.host,
@@ -491,7 +495,6 @@ class Stacks:
                 "read 'docker start' output above; deploy the commit again to rebuild the color",
                 COMPOSE_SECONDS,
             )
-        return stopped
 
     async def stop_ids(self, ids: list[str]) -> None:
         """Stop containers a failed rollback started (they were stopped before it)."""

@@ -122,6 +122,7 @@ def test_a_pinned_host_key_connects_to_an_sshd_that_offers_every_kind_of_key(
             {"known_hosts": ed25519_line, "fingerprint": ""},
             {"known_hosts": "", "fingerprint": ed25519_fingerprint},
             {"known_hosts": "", "fingerprint": ecdsa_fingerprint},
+            {"known_hosts": "", "fingerprint": stock.pins["rsa"][1]},
         ]
         for number, pin in enumerate(pins, 2):
             run = lab.run_action(lab.lab_inputs(stock, app, app.version(f"v{number}"), **pin))

@@ -404,3 +404,76 @@ def test_a_lock_lost_while_undoing_the_switch_says_what_nginx_serves_is_unknown(
     assert not report.ok and len(reloads) == 2
     assert report.outputs()["active-color"] == ""
     assert "**Serving now:** unknown (nginx may serve blue" in report.summary_markdown()
+
+
+def journal_results(app: App) -> list[str]:
+    text = app.host.files.get(f"{APP}/.bluegreen/journal.jsonl", "")
+    return [json.loads(line)["result"] for line in text.splitlines()]
+
+
+def test_a_rollback_refused_at_its_checkout_changes_nothing_not_even_the_journal(app: App) -> None:
+    """v1 tracks .env, which the host keeps as its own: the rollback's checkout is refused before it
+    changes anything, so there is nothing to check out back and nothing to journal (exit 1, not 3)."""
+    assert app.run(ref=V2).report.ok
+    app.repo.commits[V1][".env"] = "X=committed\n"
+    app.host.files[f"{APP}/.env"] = "X=production\n"
+    before, checkouts = journal_results(app), len(app.repo.checkouts)
+    report = app.run(command="rollback", ref="").report
+    assert not report.ok and "would overwrite" in report.error and report.exit_code == 1
+    assert journal_results(app) == before and len(app.repo.checkouts) == checkouts
+    assert app.host.files[f"{APP}/.env"] == "X=production\n"
+
+
+def test_a_rollback_refused_for_hand_edits_is_no_unfinished_recovery(app: App) -> None:
+    assert app.run(ref=V2).report.ok
+    app.host.on(["git", "-C", APP, "--no-optional-locks", "status"], lambda argv, _: Result(0, " M app/VERSION\0", ""))
+    before = journal_results(app)
+    report = app.run(command="rollback", ref="").report
+    assert "would discard changes made on the host" in report.error and report.exit_code == 1
+    assert journal_results(app) == before
+
+
+def test_a_rollback_whose_start_fails_partway_stops_what_it_started(app: App) -> None:
+    """`docker start` starts g1, then fails (on another container, or cut short by a cancel): g1 is
+    stopped again, as if none had started."""
+    assert app.run(ref=V2).report.ok
+
+    def start_one(argv: list[str], _: str | None) -> Result:
+        app.docker.containers = [
+            Container(c.id, c.name, True, c.project, c.service, c.working_dir) if c.id == "g1" else c
+            for c in app.docker.containers
+        ]
+        return Result(1, "", "Error response from daemon: cannot start container g9")
+
+    app.host.on(["docker", "start"], start_one)
+    report = app.run(command="rollback", ref="").report
+    assert not report.ok and "green's kept containers stopped again" in report.restored
+    assert not [c for c in app.docker.containers if c.id == "g1" and c.running]
+
+
+def test_recovery_never_checks_out_back_over_a_file_the_host_made(app: App) -> None:
+    """During a rollback to v1 (which lacks app/VERSION) the host writes its own app/VERSION; the
+    health check fails: the checkout back to v2, which tracks that path, is refused, and says so."""
+    assert app.run(ref=V2).report.ok
+
+    def unhealthy(argv: list[str], _: str | None) -> Result:
+        app.host.files[f"{APP}/app/VERSION"] = "the host's own\n"
+        return Result(0, "503", "")
+
+    app.host.on(["curl"], unhealthy)
+    report = app.run(command="rollback", ref="", **{"health-timeout": "2"}).report
+    assert app.host.files[f"{APP}/app/VERSION"] == "the host's own\n"
+    assert any("was not done" in r for r in report.restored) and report.exit_code == 3
+
+
+def test_a_reload_that_fails_reports_how_long_it_may_have_served_from_its_attempt(app: App) -> None:
+    tries: list[int] = []
+    test_and_reload = app.nginx.test_and_reload
+
+    def first_fails(argv: list[str], stdin: str | None) -> Result:
+        tries.append(1)
+        return Result(4, "", "nginx: [alert] kill(1, 1) failed") if len(tries) == 1 else test_and_reload(argv, stdin)
+
+    app.host.on(["docker", "exec", "web", "sh", "-c", commands.TEST_AND_RELOAD_SCRIPT], first_fails)
+    report = app.run(ref=V2).report
+    assert report.rolled_back and 0 <= report.exposed < 60  # not the machine's uptime

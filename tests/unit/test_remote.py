@@ -17,7 +17,7 @@ import asyncssh
 import pytest
 
 from bluegreen import commands
-from bluegreen.config import load_config
+from bluegreen.config import PROBE_SECONDS, load_config
 from bluegreen.errors import LockLost
 from bluegreen.remote import Remote, RemoteError, dial
 
@@ -242,3 +242,18 @@ def test_the_cli_ssh_agent_signs_the_login_and_the_key_never_leaves_it(tmp_path:
         asyncio.run(go(sock))
     with ssh_agent(tmp_path) as sock, pytest.raises(RemoteError, match="the ssh-agent holds no key"):
         asyncio.run(go(sock))
+
+
+def test_a_forward_the_server_is_still_connecting_counts_as_allowed_within_the_probe_deadline() -> None:
+    """sshd confirms a forward only once its own connect ends, minutes later for an address that drops
+    packets: the health gate's deadline must not wait on it."""
+
+    class Connecting:
+        async def open_connection(self, host: str, port: int) -> object:
+            await asyncio.sleep(3600)
+            raise AssertionError("never reached")
+
+    remote = Remote(Connecting(), "127.0.0.1")  # type: ignore[arg-type]
+    started = time.monotonic()
+    assert asyncio.run(remote.can_forward("203.0.113.7", 80))
+    assert time.monotonic() - started < PROBE_SECONDS + 2

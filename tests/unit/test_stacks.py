@@ -328,7 +328,8 @@ def test_a_color_kept_stopped_has_nothing_left_to_retire_and_starts_only_what_is
     assert asyncio.run(stacks.left_to_retire("green", "stopped")) == []
     assert [c.id for c in asyncio.run(stacks.left_to_retire("green", "none"))] == ["g1"]
     found = asyncio.run(stacks.of("green"))
-    assert asyncio.run(stacks.start(found)) == ["g1"]
+    assert stacks.stopped(found) == ["g1"]
+    asyncio.run(stacks.start(stacks.stopped(found)))
     assert host.ran("docker", "start", "g1")
 
 
