@@ -376,7 +376,7 @@ class LabApp:
         own (the frontend from app/Dockerfile.front), with `step` (a Dockerfile line) after the COPY
         of VERSION, so that each version busts the cache from there on; `failing`: a service whose
         build fails (its Dockerfile ends with RUN false)."""
-        base = (TEMPLATE / "app/Dockerfile").read_text()
+        base = self.render((TEMPLATE / "app/Dockerfile").read_text())
         # each Dockerfile its own from the step on: the other's build is never a cache hit for it
         files = {
             "app/Dockerfile": base

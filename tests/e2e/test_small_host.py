@@ -133,8 +133,10 @@ def test_the_apps_secrets_reach_the_color_being_built_and_nowhere_else(action_im
         host.stop()
 
 
-def image_ids() -> set[str]:
-    return set(lab.sh("docker", "image", "ls", "--quiet", "--no-trunc").split())
+def image_ids(app: lab.LabApp) -> set[str]:
+    """The images this app's builds made, tagged or not (other tests build theirs meanwhile)."""
+    mine = f"label=bluegreen-lab.app={app.name}"
+    return set(lab.sh("docker", "image", "ls", "--quiet", "--no-trunc", "--filter", mine).split())
 
 
 @pytest.mark.parametrize("app", [("v2", "bridge")], indirect=True, ids=["v2-bridge"])
@@ -144,14 +146,14 @@ def test_disk_stays_bounded_to_the_images_the_live_and_kept_containers_use(
     (tmp_path / "Dockerfile").write_text(f"FROM {lab.LAB_IMAGE}\nRUN echo {app.name} > /unrelated\n")
     unrelated = f"bglab-unrelated:{app.name}"
     lab.sh("docker", "build", "--quiet", "--tag", unrelated, tmp_path)
-    before = image_ids()
+    before = image_ids(app)
     app.bootstrap("green")
     with Load(app.public_url("/api/v1/")) as load:
         for version in range(2, 8):  # each version a new layer (its VERSION file, this app's own)
             run = lab.run_action(lab.lab_inputs(ssh_host, app, app.version(f"v{version}-{app.name}")))
             assert run.status == 0, run.log
         assert "**Freed:** 1 image this run replaced" in run.summary  # the image both services of a color run
-        made = image_ids() - before
+        made = image_ids(app) - before
         used = {c.image.id for color in ("blue", "green") for c in app.containers(color)}
         assert made == used and len(used) == 2  # the live color's image and the kept one's
         assert docker.from_env().images.get(unrelated)  # another project's image survives
