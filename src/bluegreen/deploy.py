@@ -18,7 +18,7 @@ import asyncio
 import math
 import shlex
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Protocol
 
@@ -38,10 +38,10 @@ from .health import insecure_public_url, wait_healthy, watch_public_url
 from .journal import STATE_DIR, SWITCHED, SWITCHED_BACK, Entry, Journal, collapse, last_switch, now
 from .lock import DeployLock, RunInfo
 from .nginx import Nginx, NginxError
-from .preflight import Preflight
+from .preflight import HostFacts, Preflight
 from .remote import CommandFailed, Remote, RemoteError, checked
 from .report import Report, Reporter, StepRecord
-from .stacks import Stacks, check_files
+from .stacks import Files, Stacks, check_files
 from .switch import Switch
 from .sync import Checkout, relative_to
 
@@ -49,6 +49,28 @@ LOG_TAIL = 50
 PRE_SWITCH_TAIL = 20  # lines of pre-switch-command's output in the job summary
 JOURNAL_LOOKBACK = 200  # entries read: what each color last served, and the summary's recent deploys
 RETIRE_TITLE = {"stopped": "Stop", "running": "Keep running:", "none": "Stop and remove"}
+
+
+def use_host(stacks: Stacks, facts: HostFacts) -> None:
+    """What preflight found on the host, for the stacks: its Compose, a first deploy's nginx service,
+    and app-dir as the host resolves it."""
+    stacks.variant, stacks.nginx_service = facts.compose, facts.nginx_service
+    stacks.app_dirs = (stacks.cfg.app_dir, facts.app_dir)
+
+
+async def use_commit(
+    git: Checkout, stacks: Stacks, preflight: Preflight, sha: str, target: Color, earlier: Sequence[str]
+) -> Files:
+    """Make the stacks' compose files at `sha` their layout (with those of the `earlier` commits the
+    host ran), once checked; returns them. Changes nothing on the host."""
+    cfg = stacks.cfg
+    current, before = await git.stack_files(sha, target, earlier)
+    check_files(current, before, cfg, target, sha, pre_switch=cfg.command == "deploy")
+    stacks.use_files(current, before)
+    await stacks.check_project_is_ours()
+    if stacks.nginx_service:  # a first deploy: nginx is the base service that makes it, at this commit
+        stacks.nginx_service = preflight.nginx_service_in(current["base"])
+    return current
 
 
 def own_files(app_dir: str, upstream_target: str) -> set[str]:
@@ -249,8 +271,7 @@ class Deployer:
             s.detail = "host key verified" if not cfg.insecure_skip_host_key_check else "host key NOT checked"
         async with self.step("preflight", "Check the host"):
             facts = await self.preflight.check_host()
-            self.stacks.variant, self.stacks.nginx_service = facts.compose, facts.nginx_service
-            self.stacks.app_dirs = (cfg.app_dir, facts.app_dir)
+            use_host(self.stacks, facts)
         async with self.step("lock", "Take the deploy lock"):
             await self.lock.take(cfg.lock_timeout, now)
         async with self.step("live", "Find the live color") as s:
@@ -427,12 +448,7 @@ class Deployer:
         before), once checked. Changes nothing on the host."""
         target = self.report.target
         assert target is not None
-        current, earlier = await self.git.stack_files(sha, target, self.earlier_commits(sha))
-        check_files(current, earlier, self.cfg, target, sha, pre_switch=self.cfg.command == "deploy")
-        self.stacks.use_files(current, earlier)
-        await self.stacks.check_project_is_ours()
-        if self.stacks.nginx_service:  # a first deploy: nginx is the base service that makes it, at this commit
-            self.stacks.nginx_service = self.preflight.nginx_service_in(current["base"])
+        await use_commit(self.git, self.stacks, self.preflight, sha, target, self.earlier_commits(sha))
 
     def earlier_commits(self, sha: str) -> list[str]:
         return earlier_commits(self.head, self.journal_tail or [], sha)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from . import commands
 from .config import Config, label, other_color
-from .deploy import JOURNAL_LOOKBACK, RETIRE_TITLE, earlier_commits, own_files
+from .deploy import JOURNAL_LOOKBACK, RETIRE_TITLE, earlier_commits, own_files, use_commit, use_host
 from .errors import DeployError
 from .health import insecure_public_url
 from .journal import STATE_DIR, Journal, last_switch
@@ -24,7 +24,7 @@ from .nginx import Nginx, NginxError
 from .preflight import Preflight
 from .remote import CommandFailed, Remote, RemoteError
 from .report import EXIT_FAILED, EXIT_OK, Reporter
-from .stacks import Stacks, check_files
+from .stacks import Stacks
 from .switch import Switch
 from .sync import Checkout, relative_to
 
@@ -85,8 +85,7 @@ class Planner:
         stacks = Stacks(remote, cfg, lambda _: None)
         git = Checkout(remote, cfg)
         facts = await preflight.check_host()
-        stacks.variant, stacks.nginx_service = facts.compose, facts.nginx_service
-        stacks.app_dirs = (cfg.app_dir, facts.app_dir)
+        use_host(stacks, facts)
         nginx = f"the container {cfg.nginx_container}" if cfg.nginx_container else "on the host"
         self.say(
             f"compose: {'docker compose (v2)' if facts.compose == 'v2' else 'docker-compose (v1)'}; nginx: {nginx}"
@@ -125,12 +124,7 @@ class Planner:
                 f"the journal says {live} already runs {sha[:12]}: a deploy checks it is healthy and only finishes"
             )
 
-        current, earlier = await git.stack_files(at, target, earlier_commits(head, journal, at))
-        check_files(current, earlier, cfg, target, at, pre_switch=True)
-        stacks.use_files(current, earlier)
-        await stacks.check_project_is_ours()
-        if facts.nginx_service:  # a first deploy: nginx is the base service that makes it, at this commit
-            stacks.nginx_service = preflight.nginx_service_in(current["base"])
+        current = await use_commit(git, stacks, preflight, at, target, earlier_commits(head, journal, at))
         built = sorted(current[target].built)
         self.say(
             f"build: {', '.join(built) or 'nothing (every service of ' + target + ' uses an image)'}; "
