@@ -36,12 +36,7 @@ def main() -> None:
                     if count == 1 and batch != "1":
                         continue  # one host: the same deploy
                     targets = made[:count]
-                    for host in targets:
-                        host.reset()
-                        host.use_compose("v2")
-                    app = hosts.make_fleet_app()
-                    for host in targets:
-                        hosts.install(host, app)
+                    app = hosts.fresh_fleet_app(targets)
                     sha = app.version("v2")
                     started = time.monotonic()
                     run = lab.run_action(hosts.fleet_inputs(targets, app, sha, key, batch_size=batch), timeout=900)

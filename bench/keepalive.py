@@ -30,12 +30,7 @@ def main() -> None:
     try:
         for _ in range(args.rounds):
             for hooks in (False, True):
-                for host in made:
-                    host.reset()
-                    host.use_compose("v2")
-                app = hosts.make_fleet_app()
-                for host in made:
-                    hosts.install(host, app)
+                app = hosts.fresh_fleet_app(made)
                 balancer = hosts.start_keepalive_load_balancer(made, args.latency_ms)
                 try:
                     extra = (

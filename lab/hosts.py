@@ -15,6 +15,7 @@ import json
 import secrets
 import shlex
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -187,6 +188,18 @@ def start_bench_hosts() -> tuple[list[Host], str]:
     root.mkdir(parents=True, exist_ok=True)
     key, public = lab.client_key(root, "id_bench")
     return [start_host(f"bench-{n}", public) for n in (1, 2, 3)], key
+
+
+def fresh_fleet_app(targets: list[Host], compose: str = "v2", also_reset: Sequence[Host] = ()) -> lab.LabApp:
+    """A new fleet app, green live on `targets` (each reset first and given `compose`, as are
+    `also_reset`, so no earlier test's app is left on them)."""
+    for host in [*targets, *(h for h in also_reset if h not in targets)]:
+        host.reset()
+        host.use_compose(compose)
+    app = make_fleet_app()
+    for host in targets:
+        install(host, app)
+    return app
 
 
 def make_fleet_app() -> lab.LabApp:

@@ -33,13 +33,8 @@ def fleet(request: pytest.FixtureRequest, lab_hosts: tuple[list[hosts.Host], str
     made, key, jump_key = lab_hosts
     count = getattr(request, "param", ("v2", 3))
     compose, size = count
-    for host in made[:3]:
-        host.reset()
-        host.use_compose(compose)
-    app = hosts.make_fleet_app()
     targets = made[:size]
-    for host in targets:
-        hosts.install(host, app)
+    app = hosts.fresh_fleet_app(targets, compose, also_reset=made[:3])
     balancer = hosts.start_load_balancer(targets)
     yield Fleet(targets, made[3], app, key, jump_key, balancer)
     balancer.stop()
