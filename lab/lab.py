@@ -865,13 +865,12 @@ class RunningAction:
 
 
 def assert_no_secrets(run: ActionRun, inputs: Mapping[str, str]) -> None:
-    """No line of the private key and no passphrase in the log or the summary (the ::add-mask::
-    commands themselves are consumed by the runner, never shown)."""
+    """No line of the private key, no passphrase and no registry password in the log or the summary
+    (the ::add-mask:: commands themselves are consumed by the runner, never shown)."""
     secrets_ = [
         line.strip() for line in inputs.get("key", "").splitlines() if line.strip() and not line.startswith("-----")
     ]
-    if inputs.get("passphrase"):
-        secrets_.append(inputs["passphrase"])
+    secrets_ += [inputs[name] for name in ("passphrase", "registry-password") if inputs.get(name)]
     shown = run.shown + run.summary.splitlines()
     leaked = [line for line in shown if any(secret in line for secret in secrets_)]
     assert not leaked, f"secrets leaked: {leaked[:3]}"
@@ -895,6 +894,7 @@ def with_hosts_json(ssh: SshHost, outputs: dict[str, str]) -> dict[str, str]:
         "deployed-ref": outputs["deployed-ref"],
         "switched": outputs["switched"] == "true",
         "rolled-back": outputs["rolled-back"] == "true",
+        "images": {},  # the lab app pulls no image: its frontend runs the backend's build
     }
     return {**outputs, "hosts-json": json.dumps([row])}
 

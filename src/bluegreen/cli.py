@@ -55,6 +55,7 @@ HELP_GROUPS = {
         "blue-health-urls", "green-health-urls", "health-timeout", "health-interval", "public-url",
         "public-url-status", "public-url-insecure", "host-url", "pre-switch-command", "pre-switch-timeout",
     ),
+    "images": ("pull", "registry", "registry-username", "registry-password"),
     "the switch and after": ("drain-timeout", "keep-previous", "prune"),
     "several hosts": ("batch-size", "on-host-failure", "lb-detach-command", "lb-attach-command", "lb-timeout"),
 }  # fmt: skip
@@ -65,6 +66,10 @@ FILE_FLAGS = {
     "env-file": ("env", "read env (the app's secrets, dotenv lines) from this file instead of --env"),
     "known-hosts-file": ("known-hosts", "read known-hosts from this file, e.g. ~/.ssh/known_hosts"),
     "proxy-key-file": ("proxy-key", "read proxy-key (the bastion's private key) from this file instead of --proxy-key"),
+    "registry-password-file": (
+        "registry-password",
+        "read registry-password from this file instead of --registry-password",
+    ),
 }
 
 

@@ -165,6 +165,10 @@ class Compose:
     def logs(self, tail: int) -> Argv:
         return [*self._base(), "logs", "--no-color", "--tail", str(tail)]
 
+    def config(self) -> Argv:
+        """The file as compose reads it, variables filled in (for the images it names)."""
+        return [*self._base(), "config"]
+
 
 def real_path(path: str) -> Argv:
     """The path as the host resolves it, through every symlink (compose may record this one)."""
@@ -616,3 +620,46 @@ def path_exists(path: str) -> Argv:
 def move(source: str, destination: str) -> Argv:
     """rename(2): the inode moves with the name; a symlink at `destination` is replaced, not followed."""
     return ["mv", "-fT", "--", source, destination]
+
+
+# -- images from a registry (images.py) -----------------------------------------------------------
+
+PULL_LOGIN_FAILED = "bluegreen: registry login failed"
+PULL_FAILED = "bluegreen: pull failed:"
+PULL_MISSING = "bluegreen: not on the host:"
+
+# Gets the colors' images as pull says: "$1" the policy (always, missing, never), "$2" the registry
+# ("" for Docker Hub), "$3" the user ("" for no login), then pairs of what to pull and the name to
+# give it (a digest the fleet pinned, then the tag the compose file names; or the tag twice). With a
+# user, it logs in with the password on stdin into a fresh DOCKER_CONFIG directory (mktemp: mode
+# 0700) that only this command's pulls use, removed when the command ends, however it ends (only a
+# SIGKILL leaves it). Nothing reaches the deploy user's own ~/.docker. A constant: the values come
+# as "$@", the password on stdin.
+PULL_SCRIPT = (
+    "policy=$1; registry=$2; user=$3; shift 3; cfg=; "
+    'd() { if [ -n "$cfg" ]; then docker --config "$cfg" "$@"; else docker "$@"; fi; }; '
+    'if [ -n "$user" ]; then '
+    'cfg=$(mktemp -d "${TMPDIR:-/tmp}/bluegreen-login.XXXXXX") || exit 1; '
+    "trap 'rm -rf -- \"$cfg\"' EXIT; trap 'exit 143' HUP INT TERM; "
+    'if [ -n "$registry" ]; then out=$(d login --username "$user" --password-stdin "$registry" 2>&1); '
+    'else out=$(d login --username "$user" --password-stdin 2>&1); fi || '
+    f'{{ printf "%s\\n" "$out" >&2; echo "{PULL_LOGIN_FAILED}" >&2; exit 4; }}; fi; '
+    'while [ "$#" -ge 2 ]; do ref=$1; tag=$2; shift 2; '
+    'if [ "$policy" != always ] && docker image inspect "$tag" >/dev/null 2>&1; then continue; fi; '
+    f'if [ "$policy" = never ]; then echo "{PULL_MISSING} $tag" >&2; exit 6; fi; '
+    f'd pull --quiet "$ref" >/dev/null || {{ echo "{PULL_FAILED} $ref" >&2; exit 5; }}; '
+    'if [ "$ref" != "$tag" ]; then docker tag "$ref" "$tag" || exit 1; fi; done'
+)
+
+
+def pull_images(policy: str, registry: str, user: str, pairs: Sequence[tuple[str, str]]) -> Argv:
+    """Pull each (what, as) pair as PULL_SCRIPT does; with `user`, the password goes on stdin."""
+    return ["sh", "-c", PULL_SCRIPT, "sh", policy, registry, user, *(word for pair in pairs for word in pair)]
+
+
+IMAGE_RECORD_FORMAT = "{{.Id}}\t{{.Size}}\t{{json .RepoDigests}}"
+
+
+def image_records(names: Sequence[str]) -> Argv:
+    """`<id>\\t<size>\\t<repo digests as JSON>` per image name, in order; a missing one fails."""
+    return ["docker", "image", "inspect", "--format", IMAGE_RECORD_FORMAT, *names]

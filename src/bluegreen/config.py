@@ -30,6 +30,8 @@ KeepPrevious = Literal["stopped", "running", "none"]
 KEEP_PREVIOUS: tuple[KeepPrevious, ...] = ("stopped", "running", "none")
 HostChanges = Literal["refuse", "stash", "discard"]
 HOST_CHANGES: tuple[HostChanges, ...] = ("refuse", "stash", "discard")
+PullPolicy = Literal["always", "missing", "never"]
+PULL_POLICIES: tuple[PullPolicy, ...] = ("always", "missing", "never")
 OnHostFailure = Literal["rollback-all", "stop"]
 ON_HOST_FAILURE: tuple[OnHostFailure, ...] = ("rollback-all", "stop")
 
@@ -158,6 +160,34 @@ INPUTS: tuple[InputSpec, ...] = (
         "Per-color compose file, relative to app-dir (a folder per stack works: deploy/{color}/compose.yml); {color} "
         "becomes blue or green. Relative paths in it resolve from its own folder, as docker compose -f resolves them.",
         "docker-compose.{color}.yml",
+    ),
+    InputSpec(
+        "pull",
+        "Images of the colors' services that name an image: and have no build: (and that no build of the same "
+        "color makes), got before the idle color starts: always (pulled, so a tag that moved, such as :latest, "
+        "deploys as the new image), missing (only images the host lacks) or never. A failed pull stops the deploy "
+        "before any container changes. With several hosts, each tag is resolved to one digest, which every host "
+        "pulls. A rollback never pulls.",
+        "always",
+    ),
+    InputSpec(
+        "registry",
+        "The registry to log in to for pull, host[:port] (ghcr.io, 123456789012.dkr.ecr.eu-west-1.amazonaws.com); "
+        "empty means Docker Hub. Only used with registry-username.",
+        "",
+    ),
+    InputSpec(
+        "registry-username",
+        "Log in to registry as this user for the pulls (with registry-password; for GHCR, github.actor). The login "
+        "lives in a directory of its own (mode 0700) for one command and is removed after it: nothing is written to "
+        "the deploy user's ~/.docker. Empty means no login.",
+        "",
+    ),
+    InputSpec(
+        "registry-password",
+        "The password or token for registry-username (for GHCR, secrets.GITHUB_TOKEN with packages: read). It "
+        "reaches the host on stdin, never on an argv, and is masked in logs.",
+        "",
     ),
     InputSpec(
         "blue-health-urls",
@@ -353,6 +383,10 @@ class Config:
     proxy_key: str = ""
     proxy_known_hosts: str = ""
     host_changes: HostChanges = "refuse"
+    pull: PullPolicy = "always"
+    registry: str = ""  # host[:port]; "" is Docker Hub
+    registry_username: str = ""
+    registry_password: str = ""
     lb_detach_command: tuple[str, ...] = ()  # run on the host, as argv, around each reload of its nginx
     lb_attach_command: tuple[str, ...] = ()
     lb_timeout: int = 300
@@ -445,8 +479,7 @@ def secret_values(raw: Mapping[str, str]) -> list[str]:
     does not parse has every line masked (what follows its first `=`, or all of it)."""
     lines = [line.strip() for name in ("key", "proxy-key") for line in raw.get(name, "").splitlines()]
     values = [line for line in lines if line and not line.startswith("-----")]
-    if raw.get("passphrase", ""):
-        values.append(raw["passphrase"])
+    values += [raw[name] for name in ("passphrase", "registry-password") if raw.get(name, "")]
     try:
         env_values = [value for _, value in _env(raw.get("env", ""))]
     except ConfigError:
@@ -958,6 +991,48 @@ def project_from_dir(app_dir: str) -> str:
     return name[:63] or "app"
 
 
+# A registry as docker login takes it: a host name or address, with :port (no scheme, no path).
+_REGISTRY = re.compile(
+    r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?)(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?)*(?::[0-9]{1,5})?$"
+)
+_REGISTRY_USER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@+=-]{0,255}$")  # no blank, quote or shell character
+
+
+def _registry(registry: str, username: str, password: str) -> dict[str, str]:
+    """registry, registry-username and registry-password: a login needs a user and a password
+    together; a registry without a user is an error rather than a silent anonymous pull."""
+    if registry and not _REGISTRY.match(registry):
+        raise ConfigError(
+            "registry",
+            f"{registry!r} is not a registry host",
+            "give the registry's host and, if not 443, its port, with no https:// and no path: ghcr.io, "
+            "registry.example.com:5000",
+        )
+    if username and not _REGISTRY_USER.match(username):
+        raise ConfigError(
+            "registry-username",
+            f"{username!r} is not a registry user name",
+            "give the user name alone (letters, digits, and . _ - @ + =), e.g. ${{ github.actor }}",
+        )
+    if username and not password:
+        raise ConfigError(
+            "registry-password",
+            "is empty, but registry-username is set",
+            "set registry-password from a secret (for GHCR: ${{ secrets.GITHUB_TOKEN }}), or clear registry-username",
+        )
+    if password and not username:
+        raise ConfigError(
+            "registry-username", "is empty, but registry-password is set", "set the user the password belongs to"
+        )
+    if registry and not username:
+        raise ConfigError(
+            "registry-username",
+            f"is empty, but registry is set ({registry})",
+            "set registry-username and registry-password to log in, or clear registry (public images need no login)",
+        )
+    return {"registry": registry, "registry_username": username, "registry_password": password}
+
+
 # Inputs only a deploy needs; `bluegreen status` runs without them.
 DEPLOY_ONLY = ("ref", "blue-health-urls", "green-health-urls")
 
@@ -1125,6 +1200,8 @@ def load_config(raw: Mapping[str, str], *, for_deploy: bool = True, agent_path: 
         proxy_key=raw.get("proxy-key", "").strip(),
         proxy_known_hosts=proxy_known_hosts,
         host_changes=_choice("host-changes", get("host-changes"), HOST_CHANGES),
+        pull=_choice("pull", get("pull"), PULL_POLICIES),
+        **_registry(get("registry"), get("registry-username"), raw.get("registry-password", "")),
         agent_path=agent_path,
     )
 
@@ -1132,7 +1209,7 @@ def load_config(raw: Mapping[str, str], *, for_deploy: bool = True, agent_path: 
 # Inputs a settings file never holds: secrets belong in the repository's secrets; a ref, a command
 # or a plan is the run's own; and what turns a check off stays in the workflow, where a reviewer
 # sees it (a file's value overrides a with: value left at its default, which GitHub passes as set).
-SECRETS = ("key", "passphrase", "proxy-key", "env")
+SECRETS = ("key", "passphrase", "proxy-key", "env", "registry-password")
 RUNS_OWN = ("config", "ref", "command", "plan")
 CHECKS_OFF = ("insecure-skip-host-key-check", "public-url-insecure")
 NOT_IN_SETTINGS = SECRETS + RUNS_OWN + CHECKS_OFF

@@ -1,15 +1,16 @@
 """The deploy orchestrator: the seed's steps, in its order, with the failure path beside them.
 
-    deploy:   connect → preflight → lock → live color → sync → base → build → health → pre-switch → switch
-              → drain → retire old → record
+    deploy:   connect → preflight → lock → live color → sync → images → base → build → health → pre-switch
+              → switch → drain → retire old → record
     rollback: connect → preflight → lock → live color → plan → checkout → start kept → health → switch
               → drain → retire old → record
 
 Each family of work lives in its own module: `preflight` (what the host has, the live color),
-`sync` (refs and the checkout), `stacks` (the base and the colors: whose containers, start, build,
-stop), `rollback` (what to roll back to), `switch` (the nginx switch and its marker), `lock`,
-`journal`, `health`. Any failure before the switch is committed tears the target color down and
-leaves (or puts back) the previous upstream; the base is never restarted.
+`sync` (refs and the checkout), `images` (pulled from a registry), `stacks` (the base and the
+colors: whose containers, start, build, stop), `rollback` (what to roll back to), `switch` (the
+nginx switch and its marker), `lock`, `journal`, `health`. Any failure before the switch is
+committed tears the target color down and leaves (or puts back) the previous upstream; the base is
+never restarted.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from .config import (
 )
 from .errors import DeployError, FleetStopped, LockLost, describe
 from .health import insecure_public_url, wait_healthy, watch_public_url
+from .images import Images, Pins
 from .journal import STATE_DIR, SWITCHED, SWITCHED_BACK, Entry, Journal, collapse, last_switch, now
 from .lock import DeployLock, RunInfo
 from .nginx import Nginx, NginxError
@@ -102,6 +104,9 @@ class Gate(Protocol):
     @property
     def lb_slots(self) -> asyncio.Semaphore: ...
 
+    @property
+    def pins(self) -> Pins: ...
+
 
 class Deployer:
     def __init__(self, config: Config, out: Reporter, run: RunInfo, fleet: Gate | None = None) -> None:
@@ -141,9 +146,22 @@ class Deployer:
         self.git = Checkout(remote, cfg)
         self.preflight = Preflight(remote, cfg, self.proxy, self.out.info, self.warn)
         self.lb = Balancer(remote, cfg, self.out.host_output, self.fleet.lb_slots if self.fleet else None)
+        self.images = Images(remote, cfg, self.stacks, self.out.info, self.fleet.pins if self.fleet else Pins())
 
-    def parts(self) -> tuple[Nginx | Switch | DeployLock | Journal | Stacks | Checkout | Preflight | Balancer, ...]:
-        return (self.proxy, self.switch, self.lock, self.journal, self.stacks, self.git, self.preflight, self.lb)
+    def parts(
+        self,
+    ) -> tuple[Nginx | Switch | DeployLock | Journal | Stacks | Checkout | Preflight | Balancer | Images, ...]:
+        return (
+            self.proxy,
+            self.switch,
+            self.lock,
+            self.journal,
+            self.stacks,
+            self.git,
+            self.preflight,
+            self.lb,
+            self.images,
+        )
 
     @property
     def host(self) -> Remote:
@@ -303,18 +321,17 @@ class Deployer:
             await self.checkout(resolved.sha)
         if await self.already_live():
             return
+        if self.images.wanted(target):
+            async with self.step("images", f"Pull {target}'s images") as s:
+                await self.write_env(target)
+                s.detail = await self.images.pull(target)
+                self.report.images = self.images.records
         if cfg.base_compose_file:
             async with self.step("base", "Bring up the base stack") as s:
                 s.detail = await self.stacks.base_up()
         async with self.step("build", f"Build and start {target}"):
             self.target_touched = True
-            if cfg.env and (left_out := await self.stacks.write_env(target)):
-                self.warn(
-                    f"Compose v1 cannot hold the values of {', '.join(left_out)} in an env_file (a carriage return, "
-                    f"'${{', or a trailing backslash): .bluegreen/{target}.env leaves them out; they reach {target} "
-                    "only through ${NAME} in its compose file",
-                    "env values left out of the env_file",
-                )
+            await self.write_env(target)
             await self.stacks.build(target)
             self.target_ids = [c.id for c in await self.stacks.of(target, refresh=True)]
         async with self.step("health", f"Health-check {target}") as s:
@@ -325,6 +342,16 @@ class Deployer:
             async with self.step("pre-switch", f"Run pre-switch-command in {service}") as s:
                 await self.pre_switch(target, s)
         await self.switch_and_retire(target)
+
+    async def write_env(self, target: Color) -> None:
+        """The env input as the target's files, once (the images step may have written them)."""
+        if self.cfg.env and target not in self.stacks.environ and (left_out := await self.stacks.write_env(target)):
+            self.warn(
+                f"Compose v1 cannot hold the values of {', '.join(left_out)} in an env_file (a carriage return, "
+                f"'${{', or a trailing backslash): .bluegreen/{target}.env leaves them out; they reach {target} "
+                "only through ${NAME} in its compose file",
+                "env values left out of the env_file",
+            )
 
     async def switch_and_retire(self, target: Color) -> None:
         """Switch, drain, then treat the color that served before as keep-previous says, and record."""
@@ -671,6 +698,8 @@ class Deployer:
             entry["containers"] = self.target_ids  # what a later rollback may start again
         if self.report.host_changes:
             entry["host-changes"] = self.report.host_changes
+        if self.report.images and result in SWITCHED:
+            entry["images"] = {r.service: r.journal() for r in self.report.images}
         return entry
 
     async def record(self, result: str) -> None:

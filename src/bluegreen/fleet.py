@@ -24,6 +24,7 @@ from .config import Config, label
 from .deploy import Deployer
 from .errors import FleetStopped, describe
 from .health import insecure_public_url, watch_public_url
+from .images import Pins
 from .lock import RunInfo
 from .report import FleetReport, HostReporter, Reporter
 
@@ -58,6 +59,7 @@ class Fleet:
         self.error = ""  # a failure of the fleet itself (public-url once every host switched)
         self.driver: asyncio.Task[None] | None = None
         self.back: dict[Member, str] = {}  # hosts that switch back whatever on-host-failure says: their own cause
+        self.pins = Pins()  # one digest per tag for every host (images.py)
 
     def member(self, deployer: Deployer) -> Member:
         return next(m for m in self.members if m.deployer is deployer)
@@ -150,6 +152,8 @@ class Fleet:
     async def drive(self) -> None:
         try:
             await self.until(lambda: self.failure is not None or all(m.waiting or m.done for m in self.members))
+            if self.failure is None and (differ := self.images_differ()):
+                self.fail("the fleet", differ)
             for number, batch in enumerate(self.batches):
                 if self.failure is not None:
                     break
@@ -174,6 +178,29 @@ class Fleet:
             self.fail("the fleet", f"checking the switched hosts failed: {err}")
         finally:
             self.settle()
+
+    def images_differ(self) -> str:
+        """Every host healthy, none switched yet: each pulled service must run one image on every host
+        (a tag that moved between two hosts' pulls, with pull: missing or never, gives two). What
+        differs, in words; "" if nothing does."""
+        seen: dict[str, dict[str, list[str]]] = {}  # service -> image id -> hosts
+        for m in self.members:
+            for record in m.deployer.report.images:
+                seen.setdefault(record.service, {}).setdefault(record.id, []).append(m.label)
+        problems = [
+            f"{service}: "
+            + ", ".join(f"{'/'.join(hosts)} {image_id.removeprefix('sha256:')[:12]}" for image_id, hosts in ids.items())
+            for service, ids in seen.items()
+            if len(ids) > 1
+        ]
+        if not problems:
+            return ""
+        return (
+            "the hosts would serve different images, so none switched ("
+            + "; ".join(problems)
+            + "): a tag moved between their pulls, or a host kept an older image (pull: "
+            + f"{self.cfg.pull}); set pull: always and rerun, or pin the image by digest"
+        )
 
     async def recheck(self, switched: list[Member]) -> None:
         """Between batches: every host switched so far must still answer host-url."""

@@ -126,6 +126,12 @@ class Planner:
 
         current = await use_commit(git, stacks, preflight, at, target, earlier_commits(head, journal, at))
         built = sorted(current[target].built)
+        if pulled := current[target].pulled:
+            images = ", ".join(sorted(set(pulled.values())))
+            login = f", logged in to {cfg.registry or 'Docker Hub'} as {cfg.registry_username}" * bool(
+                cfg.registry_username
+            )
+            self.say(f"images: {images}, pull: {cfg.pull}{login}")
         self.say(
             f"build: {', '.join(built) or 'nothing (every service of ' + target + ' uses an image)'}; "
             f"start {', '.join(current[target].services)}"

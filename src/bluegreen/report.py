@@ -12,13 +12,16 @@ import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import github_action_utils as gha
 
 from . import workflow
 from .config import Color
 from .health import HealthReport
+
+if TYPE_CHECKING:
+    from .images import ImageRecord
 
 
 @dataclass
@@ -61,6 +64,7 @@ class Report:
     journal: list[dict[str, object]] = field(default_factory=list)
     uncertain: str = ""  # why this run cannot tell what nginx serves (the lock was lost mid-switch)
     unfinished: str = ""  # why the recovery did not finish, or did not run (the lock was lost)
+    images: list[ImageRecord] = field(default_factory=list)  # the target's pulled images (images.py)
 
     @property
     def ok(self) -> bool:
@@ -159,6 +163,20 @@ class Report:
                     f"| `{item.url}` | {'✅' if item.healthy else '❌'} {item.last} | {item.attempts} | {after} |"
                 )
             lines += [*[f"> {note}" for note in self.health.notes], ""]
+        if self.images:
+            lines += [
+                f"**Images of {self.target}**",
+                "",
+                "| service | image | id | digest | size | pulled | time |",
+                "| --- | --- | --- | --- | --- | --- | --- |",
+            ]
+            for r in self.images:
+                digest = r.digest.partition("@")[2][:19] or "—"
+                lines.append(
+                    f"| {r.service} | `{r.image}` | `{r.id.removeprefix('sha256:')[:12]}` | `{digest}` | "
+                    f"{size_text(r.size)} | {'yes' if r.pulled else 'no (on the host)'} | {r.seconds:.1f}s |"
+                )
+            lines.append("")
         if self.pre_switch:
             command, status, tail = self.pre_switch
             lines += [
@@ -199,6 +217,14 @@ class Report:
         return "\n".join(lines)
 
 
+def size_text(size: int) -> str:
+    """Bytes as docker shows them: 12.3MB."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if size >= scale:
+            return f"{size / scale:.1f}{unit}"
+    return f"{size}B"
+
+
 @dataclass
 class FleetReport:
     """Every host's report, and the fleet's verdict: one headline, one row per host, then each host's
@@ -231,6 +257,7 @@ class FleetReport:
                     "deployed-ref": one["deployed-ref"],
                     "switched": report.serves_new,
                     "rolled-back": report.rolled_back,
+                    "images": {r.service: r.id for r in report.images},
                 }
             )
         return rows

@@ -84,6 +84,7 @@ class ComposeFile:
     services: tuple[str, ...] = ()
     container_names: Mapping[str, str] = field(default_factory=dict)  # service -> container_name
     built: Mapping[str, str] = field(default_factory=dict)  # service with a build -> its image: ("" if none)
+    pulled: Mapping[str, str] = field(default_factory=dict)  # service with an image: and no build -> that image
 
     @classmethod
     def parse(cls, text: str) -> ComposeFile:
@@ -96,15 +97,20 @@ class ComposeFile:
         services = data.get("services") or {}
         if not isinstance(services, dict):
             raise ComposeFileError("its services: is not a mapping of service names")
-        names, built = {}, {}
+        names, built, pulled = {}, {}, {}
         for name, spec in services.items():
             if not isinstance(spec, dict):
                 continue
             if isinstance(spec.get("container_name"), str):
                 names[str(name)] = spec["container_name"]
+            image = spec["image"] if isinstance(spec.get("image"), str) else ""
             if spec.get("build") is not None:
-                built[str(name)] = spec["image"] if isinstance(spec.get("image"), str) else ""
-        return cls(tuple(str(name) for name in services), names, built)
+                built[str(name)] = image
+            elif image:
+                pulled[str(name)] = image
+        made = set(built.values())  # a service that runs another's build is not pulled
+        pulled = {name: image for name, image in pulled.items() if image not in made}
+        return cls(tuple(str(name) for name in services), names, built, pulled)
 
     def service_of_container(self, container: str, project: str) -> str | None:
         """The service whose container is named `container`: by `container_name`, or by the name

@@ -118,7 +118,8 @@ def test_rolling_three_hosts_builds_all_first_switches_one_at_a_time_and_retires
     outputs = report.outputs()
     assert outputs["active-color"] == "blue" and outputs["switched"] == "true" and outputs["deployed-ref"] == V2
     assert json.loads(outputs["hosts-json"]) == [
-        {"host": h, "active-color": "blue", "deployed-ref": V2, "switched": True, "rolled-back": False} for h in HOSTS
+        {"host": h, "active-color": "blue", "deployed-ref": V2, "switched": True, "rolled-back": False, "images": {}}
+        for h in HOSTS
     ]
     summary = report.summary_markdown()
     assert summary.startswith(f"### ✅ Deployed `{V2[:12]}` on 3 hosts: green → blue")
