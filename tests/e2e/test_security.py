@@ -125,6 +125,9 @@ HOSTILE: dict[str, str] = {
     "drain-timeout": f"1 && {PWN}",
     "keep-previous": f"none;{PWN}",
     "host-changes": f"stash;{PWN}",
+    "pull": f"always;{PWN}",
+    "registry": f"ghcr.io;{PWN}",
+    "registry-username": f"ci$({PWN})",
     "lock-timeout": f"`{PWN}`",
     "env": f"APP_MODE=1\n$({PWN})=1",
     "vars": f"APP_MODE=1\n$({PWN})=1",
@@ -136,8 +139,9 @@ HOSTILE: dict[str, str] = {
     "proxy-key": f"-----BEGIN OPENSSH PRIVATE KEY-----\n$({PWN})\n-----END OPENSSH PRIVATE KEY-----",
     "proxy-known-hosts": f"[127.0.0.1]:22 ssh-ed25519 $({PWN})",
 }
-# A passphrase is secret data: any text is a valid passphrase, and it never reaches the host.
-NOT_VALIDATED = {"passphrase"}
+# A passphrase is secret data: any text is a valid passphrase, and it never reaches the host. A
+# registry password is any text too; it reaches the host only on stdin (tests/unit/test_images.py).
+NOT_VALIDATED = {"passphrase", "registry-password"}
 
 
 def test_every_input_is_covered_by_a_hostile_value() -> None:
