@@ -55,7 +55,7 @@ HELP_GROUPS = {
         "blue-health-urls", "green-health-urls", "health-timeout", "health-interval", "public-url",
         "public-url-status", "public-url-insecure", "host-url", "pre-switch-command", "pre-switch-timeout",
     ),
-    "images": ("pull", "registry", "registry-username", "registry-password"),
+    "images": ("build", "pull", "registry", "registry-username", "registry-password"),
     "the switch and after": ("drain-timeout", "keep-previous", "prune"),
     "several hosts": ("batch-size", "on-host-failure", "lb-detach-command", "lb-attach-command", "lb-timeout"),
 }  # fmt: skip

@@ -32,6 +32,8 @@ HostChanges = Literal["refuse", "stash", "discard"]
 HOST_CHANGES: tuple[HostChanges, ...] = ("refuse", "stash", "discard")
 PullPolicy = Literal["always", "missing", "never"]
 PULL_POLICIES: tuple[PullPolicy, ...] = ("always", "missing", "never")
+BuildWhere = Literal["host", "runner"]
+BUILD_WHERE: tuple[BuildWhere, ...] = ("host", "runner")
 OnHostFailure = Literal["rollback-all", "stop"]
 ON_HOST_FAILURE: tuple[OnHostFailure, ...] = ("rollback-all", "stop")
 
@@ -160,6 +162,13 @@ INPUTS: tuple[InputSpec, ...] = (
         "Per-color compose file, relative to app-dir (a folder per stack works: deploy/{color}/compose.yml); {color} "
         "becomes blue or green. Relative paths in it resolve from its own folder, as docker compose -f resolves them.",
         "docker-compose.{color}.yml",
+    ),
+    InputSpec(
+        "build",
+        "Where the services with build: are built: host (on each host, from its checkout) or runner (once, with "
+        "the runner's docker, from the workspace, which must be checked out at the deployed commit; each host then "
+        "gets the image over the action's SSH connection, only the layers it lacks, and builds nothing).",
+        "host",
     ),
     InputSpec(
         "pull",
@@ -384,6 +393,7 @@ class Config:
     proxy_known_hosts: str = ""
     host_changes: HostChanges = "refuse"
     pull: PullPolicy = "always"
+    build: BuildWhere = "host"
     registry: str = ""  # host[:port]; "" is Docker Hub
     registry_username: str = ""
     registry_password: str = ""
@@ -1201,6 +1211,7 @@ def load_config(raw: Mapping[str, str], *, for_deploy: bool = True, agent_path: 
         proxy_known_hosts=proxy_known_hosts,
         host_changes=_choice("host-changes", get("host-changes"), HOST_CHANGES),
         pull=_choice("pull", get("pull"), PULL_POLICIES),
+        build=_choice("build", get("build"), BUILD_WHERE),
         **_registry(get("registry"), get("registry-username"), raw.get("registry-password", "")),
         agent_path=agent_path,
     )

@@ -36,7 +36,7 @@ from .config import (
 )
 from .errors import DeployError, FleetStopped, LockLost, describe
 from .health import insecure_public_url, wait_healthy, watch_public_url
-from .images import Images, Pins
+from .images import Images, Shared
 from .journal import STATE_DIR, SWITCHED, SWITCHED_BACK, Entry, Journal, collapse, last_switch, now
 from .lock import DeployLock, RunInfo
 from .nginx import Nginx, NginxError
@@ -105,7 +105,7 @@ class Gate(Protocol):
     def lb_slots(self) -> asyncio.Semaphore: ...
 
     @property
-    def pins(self) -> Pins: ...
+    def shared(self) -> Shared: ...
 
 
 class Deployer:
@@ -146,7 +146,9 @@ class Deployer:
         self.git = Checkout(remote, cfg)
         self.preflight = Preflight(remote, cfg, self.proxy, self.out.info, self.warn)
         self.lb = Balancer(remote, cfg, self.out.host_output, self.fleet.lb_slots if self.fleet else None)
-        self.images = Images(remote, cfg, self.stacks, self.out.info, self.fleet.pins if self.fleet else Pins())
+        self.images = Images(
+            remote, cfg, self.stacks, self.out.info, self.fleet.shared if self.fleet else Shared.of(cfg)
+        )
 
     def parts(
         self,
@@ -322,9 +324,9 @@ class Deployer:
         if await self.already_live():
             return
         if self.images.wanted(target):
-            async with self.step("images", f"Pull {target}'s images") as s:
+            async with self.step("images", f"Get {target}'s images") as s:
                 await self.write_env(target)
-                s.detail = await self.images.pull(target)
+                s.detail = await self.images.get(target, self.report.sha)
                 self.report.images = self.images.records
         if cfg.base_compose_file:
             async with self.step("base", "Bring up the base stack") as s:
@@ -332,7 +334,7 @@ class Deployer:
         async with self.step("build", f"Build and start {target}"):
             self.target_touched = True
             await self.write_env(target)
-            await self.stacks.build(target)
+            await self.stacks.build(target, here=cfg.build == "host")
             self.target_ids = [c.id for c in await self.stacks.of(target, refresh=True)]
         async with self.step("health", f"Health-check {target}") as s:
             await self.health_gate(target, s)

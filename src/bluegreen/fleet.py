@@ -24,7 +24,7 @@ from .config import Config, label
 from .deploy import Deployer
 from .errors import FleetStopped, describe
 from .health import insecure_public_url, watch_public_url
-from .images import Pins
+from .images import Shared
 from .lock import RunInfo
 from .report import FleetReport, HostReporter, Reporter
 
@@ -59,7 +59,7 @@ class Fleet:
         self.error = ""  # a failure of the fleet itself (public-url once every host switched)
         self.driver: asyncio.Task[None] | None = None
         self.back: dict[Member, str] = {}  # hosts that switch back whatever on-host-failure says: their own cause
-        self.pins = Pins()  # one digest per tag for every host (images.py)
+        self.shared = Shared.of(config)  # one digest per tag, one build per service, for every host (images.py)
 
     def member(self, deployer: Deployer) -> Member:
         return next(m for m in self.members if m.deployer is deployer)
@@ -273,6 +273,7 @@ class Fleet:
                 self.interrupt()
         self.notify()
         await asyncio.wait([self.driver])
+        self.shared.close()
         for task in tasks:
             if not task.cancelled() and (err := task.exception()) is not None:
                 self.out.error(f"unexpected error: {describe(err)}", "Deploy failed")

@@ -1,6 +1,9 @@
-"""Where the colors' images come from, when a registry has them: pulled before the idle color starts.
+"""Where the colors' images come from, when the host does not build them: shipped from the runner
+(`build: runner`, see `shipping`), or pulled from a registry. Both happen before the idle color starts.
 
-    resolve (compose config) → pin (one digest per tag, fleet-wide) → log in and pull → record
+    ship:  the runner builds each service once → the host pulls it over the SSH connection → tag
+    pull:  resolve (compose config) → pin (one digest per tag, fleet-wide) → log in and pull
+    then:  record each image (id, digest, size, bytes sent, time)
 
 A color service that names an `image:` and has no `build:` is pulled, unless a build of the same
 color makes that image (a frontend that runs the backend's build): pulling that name would fetch
@@ -20,9 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections.abc import Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
 
 import yaml
 
@@ -30,7 +37,15 @@ from . import commands
 from .config import COMPOSE_SECONDS, Color, Config
 from .errors import DeployError
 from .remote import Host, Result, checked, last_line
+from .report import size_text
+from .shipping import Built, Registry, Runner, build_specs
 from .stacks import Stacks
+
+
+class ShipHost(Host, Protocol):
+    """A host the runner's images can reach: through a remote forward of the SSH connection."""
+
+    def reverse_forward(self, port: int) -> AbstractAsyncContextManager[int]: ...
 
 
 @dataclass(frozen=True)
@@ -42,11 +57,13 @@ class ImageRecord:
     id: str  # sha256:...: the same bytes on every host have the same id
     digest: str  # repo@sha256:... as the registry serves it; "" for an image no registry gave
     size: int  # bytes, as docker counts them
-    pulled: str  # what was pulled (the tag, or the fleet's digest for it); "" if nothing was
+    pulled: str  # what was pulled (the tag, the fleet's digest for it, or the runner's); "" if nothing was
     seconds: float
+    sent: int = -1  # bytes the runner sent this host for it (build: runner); -1 when a registry sent them
 
-    def journal(self) -> dict[str, str]:
-        return {"image": self.image, "id": self.id, "digest": self.digest}
+    def journal(self) -> dict[str, str | int]:
+        shipped: dict[str, str | int] = {"sent": self.sent} if self.sent >= 0 else {}
+        return {"image": self.image, "id": self.id, "digest": self.digest, **shipped}
 
 
 @dataclass
@@ -55,6 +72,25 @@ class Pins:
 
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     digests: dict[str, str] = field(default_factory=dict)  # image -> repo@sha256:... ("" if it has none)
+
+
+@dataclass
+class Shared:
+    """What every host of a run shares: the pins, and (build: runner) the runner's builds."""
+
+    pins: Pins = field(default_factory=Pins)
+    runner: Runner | None = None
+
+    @classmethod
+    def of(cls, config: Config) -> Shared:
+        """The runner builds from the job's workspace (GITHUB_WORKSPACE; the CLI's folder)."""
+        if config.build != "runner":
+            return cls()
+        return cls(runner=Runner(Path(os.environ.get("GITHUB_WORKSPACE") or ".").resolve()))
+
+    def close(self) -> None:
+        if self.runner is not None:
+            self.runner.close()
 
 
 def normal_repo(name: str) -> str:
@@ -123,19 +159,94 @@ def parse_records(text: str) -> list[tuple[str, int, list[str]]]:
 
 
 class Images:
-    """The pull step of one host (see the module's docstring)."""
+    """The images step of one host (see the module's docstring)."""
 
-    def __init__(self, host: Host, config: Config, stacks: Stacks, info: Callable[[str], None], pins: Pins) -> None:
+    def __init__(
+        self, host: ShipHost, config: Config, stacks: Stacks, info: Callable[[str], None], shared: Shared
+    ) -> None:
         self.host = host
         self.cfg = config
         self.stacks = stacks
         self.info = info
-        self.pins = pins
+        self.shared = shared
+        self.pins = shared.pins
         self.records: list[ImageRecord] = []
 
     def wanted(self, color: Color) -> bool:
-        """Whether `color`'s compose file names an image it does not build: only then is there a step."""
-        return bool(self.stacks.files[color].pulled)
+        """Whether `color` has images the host does not build (only then is there a step)."""
+        files = self.stacks.files[color]
+        return bool(files.pulled) or (self.cfg.build == "runner" and bool(files.built))
+
+    async def get(self, color: Color, sha: str) -> str:
+        """Ship what the runner builds, then pull what a registry has; returns the step's detail."""
+        done = []
+        if self.cfg.build == "runner" and self.stacks.files[color].built:
+            done.append(await self.ship(color, sha))
+        if self.stacks.files[color].pulled:
+            done.append(await self.pull(color))
+        return "; ".join(done)
+
+    async def ship(self, color: Color, sha: str) -> str:
+        """build: runner. Each service of `color` with a build, built once on the runner, pulled by
+        the host from the runner through its SSH connection (only the layers it lacks) and tagged as
+        compose names it; the host's image id must be the runner's."""
+        runner = self.shared.runner
+        assert runner is not None
+        runner.check_workspace(sha)
+        file = self.cfg.compose_file_for(color)
+        try:
+            text = (runner.workspace / file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            raise DeployError(f"build: runner cannot read {file} in the workspace ({err})", "check it out") from None
+        services = list(self.stacks.files[color].built)
+        specs, ignored = build_specs(text, (runner.workspace / file).parent, services, dict(self.cfg.env), file)
+        if ignored:
+            self.info(
+                f"build: runner builds with context, dockerfile, args and target; it ignores {', '.join(ignored)}"
+            )
+        names = self.stacks.built_images(color)
+        before = await self.host.run(commands.image_ids(list(names.values())), check=False)
+        self.stacks.replaced.update(before.stdout.split())
+        project = self.stacks.compose(color).project
+        repos = {service: f"bluegreen/{project}-{service}".lower() for service in services}
+        built: dict[str, Built] = {}
+        for service, spec in specs.items():
+            built[service] = await runner.build(spec, f"{repos[service]}:{sha[:12]}", service)
+        async with runner.slots:
+            registry = Registry({f"{repos[s]}:{sha[:12]}": b.saved for s, b in built.items()})
+            port = await registry.start()
+            started = time.monotonic()
+            try:
+                async with self.host.reverse_forward(port) as there:
+                    pairs = [(f"127.0.0.1:{there}/{repos[s]}:{sha[:12]}", names[s]) for s in services]
+                    result = await self.host.run(
+                        commands.pull_images("always", "", "", pairs), timeout=COMPOSE_SECONDS, check=False
+                    )
+                    if not result.ok:
+                        raise DeployError(
+                            f"the host could not pull the runner's images: {last_line(result.stderr)}",
+                            "check that the host's dockerd reaches its own 127.0.0.1 (a registry there counts as "
+                            "insecure by default) and has disk space, or set build: host",
+                            result.stderr,
+                            "pulling the runner's images",
+                        )
+                    await self.host.run(["docker", "image", "rm", *dict.fromkeys(p[0] for p in pairs)], check=False)
+            finally:
+                await registry.close()
+            seconds = time.monotonic() - started
+        facts = dict(zip(services, await self.facts([names[s] for s in services]), strict=True))
+        for service in services:
+            image_id, _, size = facts[service]
+            if image_id != built[service].image_id:
+                raise DeployError(
+                    f"{names[service]} on the host is {image_id[:19]}, not the runner's {built[service].image_id[:19]}",
+                    "rerun the job; if it persists, set build: host and report this",
+                )
+            saved = built[service].saved
+            sent = sum(registry.sent_by_digest.get(d, 0) for d in (*saved.blobs, saved.manifest_digest))
+            digest = f"{repos[service]}@{saved.manifest_digest}"
+            self.records.append(ImageRecord(service, names[service], image_id, digest, size, "runner", seconds, sent))
+        return f"built on the runner, {size_text(registry.sent)} sent to the host"
 
     async def resolve(self, color: Color) -> dict[str, str]:
         """service -> image, as compose reads the color's file (variables filled in)."""
@@ -161,19 +272,19 @@ class Images:
         for image in images:
             async with self.pins.lock:
                 if image not in self.pins.digests:  # the first host to get it: the tag itself
-                    timings[image] = await self.get(image, image)
+                    timings[image] = await self.fetch(image, image)
                     self.pins.digests[image] = (await self.facts([image]))[0][1]
                     continue
             pin = self.pins.digests[image] if self.cfg.pull != "never" else ""
-            timings[image] = await self.get(pin or image, image)
+            timings[image] = await self.fetch(pin or image, image)
         facts = dict(zip(images, await self.facts(images), strict=True))
-        self.records = [
+        self.records += [
             ImageRecord(service, image, *facts[image], *timings[image]) for service, image in wanted.items()
         ]
         got = sum(1 for image in images if timings[image][0])
         return f"{got} of {len(images)} pulled ({self.cfg.pull})" if got else f"all {len(images)} on the host already"
 
-    async def get(self, ref: str, image: str) -> tuple[str, float]:
+    async def fetch(self, ref: str, image: str) -> tuple[str, float]:
         """Pull `ref` as `image` (as pull says); returns what was pulled ("" if nothing) and the time."""
         cfg = self.cfg
         started = time.monotonic()

@@ -435,6 +435,22 @@ class Remote:
         finally:
             listener.close()
 
+    @contextlib.asynccontextmanager
+    async def reverse_forward(self, port: int) -> AsyncIterator[int]:
+        """A port on the host's 127.0.0.1 tunnelled back to 127.0.0.1:port here, on the runner
+        (ssh -R); yields the host's port."""
+        try:
+            listener = await self.conn.forward_remote_port("127.0.0.1", 0, "127.0.0.1", port)
+        except (asyncssh.Error, OSError) as err:
+            raise RemoteError(
+                f"{self.host} refused a remote port forward to the runner ({err})",
+                "allow it in the host's sshd_config (AllowTcpForwarding yes, or remote), or set build: host",
+            ) from None
+        try:
+            yield listener.get_port()
+        finally:
+            listener.close()
+
     async def close(self) -> None:
         for conn in (self.conn, self.bastion):
             if conn is not None:

@@ -167,14 +167,14 @@ class Report:
             lines += [
                 f"**Images of {self.target}**",
                 "",
-                "| service | image | id | digest | size | pulled | time |",
+                "| service | image | id | digest | size | from | time |",
                 "| --- | --- | --- | --- | --- | --- | --- |",
             ]
             for r in self.images:
                 digest = r.digest.partition("@")[2][:19] or "—"
                 lines.append(
                     f"| {r.service} | `{r.image}` | `{r.id.removeprefix('sha256:')[:12]}` | `{digest}` | "
-                    f"{size_text(r.size)} | {'yes' if r.pulled else 'no (on the host)'} | {r.seconds:.1f}s |"
+                    f"{size_text(r.size)} | {got(r)} | {r.seconds:.1f}s |"
                 )
             lines.append("")
         if self.pre_switch:
@@ -215,6 +215,13 @@ class Report:
                 )
             lines.append("")
         return "\n".join(lines)
+
+
+def got(record: ImageRecord) -> str:
+    """Where the host got an image from, for the summary."""
+    if record.sent >= 0:
+        return f"the runner ({size_text(record.sent)} sent)"
+    return "the registry" if record.pulled else "the host (already there)"
 
 
 def size_text(size: int) -> str:

@@ -397,24 +397,25 @@ class Stacks:
             )
         return f"started {', '.join(missing)}" if missing else "every service already runs"
 
-    def image_names(self, color: Color) -> list[str]:
-        """The images a build of `color` tags: a service's image:, or the name compose gives it."""
+    def built_images(self, color: Color) -> dict[str, str]:
+        """The image a build of each of `color`'s services tags: its image:, or the name compose gives it."""
         project, sep = self.compose(color).project, "-" if self.variant == "v2" else "_"
-        return [image or f"{project}{sep}{service}" for service, image in self.files[color].built.items()]
+        return {service: image or f"{project}{sep}{service}" for service, image in self.files[color].built.items()}
 
-    async def build(self, color: Color) -> None:
+    async def build(self, color: Color, *, here: bool = True) -> None:
         """Replace whatever `color` has with a fresh build of the checked-out commit: its services'
         builds in parallel (v1: `build --parallel`; v2, which builds a service that depends_on another
         after it: a `build <service>` each, all at once), then `up --no-build`. A failed build is named
-        by its service. The images the build moves its tags from are noted as replaced."""
+        by its service. The images the build moves its tags from are noted as replaced. Not `here`
+        (build: runner): the images are already on the host, and only the `up` runs."""
         await self.remove(color, STOP_GRACE_MIN_SECONDS)
-        if names := self.image_names(color):
+        if (names := list(self.built_images(color).values())) and here:
             tagged = await self.host.run(commands.image_ids(names), check=False)
             self.replaced.update(tagged.stdout.split())
         stack = self.compose(color)
         fix = f"fix the build or {self.cfg.compose_file_for(color)}; the compose output is above"
         at_once = asyncio.Semaphore(PARALLEL_BUILDS)
-        services = list(self.files[color].built)
+        services = list(self.files[color].built) if here else []
         # v1 builds in parallel in one process (each docker-compose costs a Python start); v2 builds
         # where one service depends_on another one after the other, so each gets a build of its own
         batches = [services] if self.variant == "v1" else [[service] for service in services]

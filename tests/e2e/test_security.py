@@ -125,6 +125,7 @@ HOSTILE: dict[str, str] = {
     "drain-timeout": f"1 && {PWN}",
     "keep-previous": f"none;{PWN}",
     "host-changes": f"stash;{PWN}",
+    "build": f"runner;{PWN}",
     "pull": f"always;{PWN}",
     "registry": f"ghcr.io;{PWN}",
     "registry-username": f"ci$({PWN})",
