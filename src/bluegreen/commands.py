@@ -628,33 +628,67 @@ PULL_LOGIN_FAILED = "bluegreen: registry login failed"
 PULL_FAILED = "bluegreen: pull failed:"
 PULL_MISSING = "bluegreen: not on the host:"
 
-# Gets the colors' images as pull says: "$1" the policy (always, missing, never), "$2" the registry
-# ("" for Docker Hub), "$3" the user ("" for no login), then pairs of what to pull and the name to
-# give it (a digest the fleet pinned, then the tag the compose file names; or the tag twice). With a
-# user, it logs in with the password on stdin into a fresh DOCKER_CONFIG directory (mktemp: mode
-# 0700) that only this command's pulls use, removed when the command ends, however it ends (only a
-# SIGKILL leaves it). Nothing reaches the deploy user's own ~/.docker. A constant: the values come
+PULL_DONE = "bluegreen-pulled"  # stdout: `bluegreen-pulled <tag> <digest>` for each image pulled
+
+# Gets the colors' images as pull says. Its first line of stdin is the registry password (empty for
+# no login); then "$1" the policy (always, missing, never), "$2" the registry ("" for Docker Hub),
+# "$3" the user ("" for no login), then pairs of what to pull and the name to give it (the fleet's
+# digest for a tag, then that tag; or the tag twice). The rest of stdin ties it to the SSH session:
+# its end (the run cancelled, the connection gone) stops the pulls, as TIED_TO_SESSION_SCRIPT does.
+#
+# The login happens at the first pull from the registry, into a fresh DOCKER_CONFIG directory
+# (mktemp: mode 0700) holding only that login (`auths` set first, so docker never hands it to a
+# credential helper), used only for pulls from that registry (the deploy user's own config, logins
+# and context stay for the rest), removed when the script ends, however it ends: a signal, a closed
+# pipe (SIGPIPE is ignored) or its time limit; only a SIGKILL leaves it. The password reaches
+# `docker login` through a pipe from the shell's printf, never an argv. A constant: the values come
 # as "$@", the password on stdin.
 PULL_SCRIPT = (
-    "policy=$1; registry=$2; user=$3; shift 3; cfg=; "
-    'd() { if [ -n "$cfg" ]; then docker --config "$cfg" "$@"; else docker "$@"; fi; }; '
-    'if [ -n "$user" ]; then '
+    "IFS= read -r pw || :; policy=$1; registry=$2; user=$3; shift 3; exec 3<&0; "
+    # is "$1" on the registry the login is for?
+    'ours() { f=${1%%/*}; if [ -n "$registry" ]; then [ "$f" = "$registry" ] && [ "$f" != "$1" ]; return; fi; '
+    '[ "$f" = "$1" ] && return 0; case "$f" in docker.io|index.docker.io) return 0;; *.*|*:*|localhost) return 1;; '
+    "esac; return 0; }; "
+    'login() { [ -n "$cfg" ] && return 0; if [ -z "${DOCKER_HOST:-}" ]; then '
+    "DOCKER_HOST=$(docker context inspect --format '{{.Endpoints.docker.Host}}' 2>/dev/null) || DOCKER_HOST=; "
+    "export DOCKER_HOST; fi; "
     'cfg=$(mktemp -d "${TMPDIR:-/tmp}/bluegreen-login.XXXXXX") || exit 1; '
-    "trap 'rm -rf -- \"$cfg\"' EXIT; trap 'exit 143' HUP INT TERM; "
-    'if [ -n "$registry" ]; then out=$(d login --username "$user" --password-stdin "$registry" 2>&1); '
-    'else out=$(d login --username "$user" --password-stdin 2>&1); fi || '
-    f'{{ printf "%s\\n" "$out" >&2; echo "{PULL_LOGIN_FAILED}" >&2; exit 4; }}; fi; '
+    'printf \'{"auths": {"%s": {}}}\\n\' "${registry:-https://index.docker.io/v1/}" > "$cfg/config.json" || exit 1; '
+    'if [ -n "$registry" ]; then out=$(printf "%s" "$pw" | docker --config "$cfg" login --username "$user" '
+    '--password-stdin "$registry" 2>&1); else out=$(printf "%s" "$pw" | docker --config "$cfg" login '
+    '--username "$user" --password-stdin 2>&1); fi || '
+    f'{{ printf "%s\\n" "$out" >&2; echo "{PULL_LOGIN_FAILED}" >&2; exit 4; }}; }}; '
+    "main() { cfg=; trap '' PIPE; trap 'rm -rf -- \"$cfg\"' EXIT; trap 'exit 143' HUP INT TERM; "
     'while [ "$#" -ge 2 ]; do ref=$1; tag=$2; shift 2; '
-    'if [ "$policy" != always ] && docker image inspect "$tag" >/dev/null 2>&1; then continue; fi; '
+    'if [ "$policy" != always ] && docker image inspect -- "$tag" >/dev/null 2>&1; then continue; fi; '
     f'if [ "$policy" = never ]; then echo "{PULL_MISSING} $tag" >&2; exit 6; fi; '
-    f'd pull --quiet "$ref" >/dev/null || {{ echo "{PULL_FAILED} $ref" >&2; exit 5; }}; '
-    'if [ "$ref" != "$tag" ]; then docker tag "$ref" "$tag" || exit 1; fi; done'
+    'if [ -n "$user" ] && ours "$ref"; then login; out=$(docker --config "$cfg" pull -- "$ref" 2>&1); '
+    'else out=$(docker pull -- "$ref" 2>&1); fi || '
+    f'{{ printf "%s\\n" "$out" >&2; echo "{PULL_FAILED} $ref" >&2; exit 5; }}; '
+    "dg=$(printf '%s\\n' \"$out\" | sed -n 's/^Digest: //p' | tail -n 1); "
+    f'echo "{PULL_DONE} $tag $dg"; '
+    'if [ "$ref" != "$tag" ]; then docker tag "$ref" "$tag" || exit 1; fi; done; }; '
+    # the end of stdin stops every process of the command (its group); this shell waits for main's
+    # cleanup, whatever signal comes
+    'main "$@" & c=$!; (cat <&3 >/dev/null; kill -TERM 0) 2>/dev/null & w=$!; '
+    'trap \'\' HUP INT TERM; wait "$c"; s=$?; kill "$w" 2>/dev/null; exit "$s"'
 )
 
 
 def pull_images(policy: str, registry: str, user: str, pairs: Sequence[tuple[str, str]]) -> Argv:
-    """Pull each (what, as) pair as PULL_SCRIPT does; with `user`, the password goes on stdin."""
+    """Pull each (what, as) pair as PULL_SCRIPT does; its stdin: the password line (empty for
+    none), then held open for as long as it runs (remote.Remote.run's hold_stdin)."""
     return ["sh", "-c", PULL_SCRIPT, "sh", policy, registry, user, *(word for pair in pairs for word in pair)]
+
+
+def parse_pulled(stdout: str) -> dict[str, str]:
+    """PULL_SCRIPT's report: tag -> the digest the registry served for it ("" if unknown)."""
+    out = {}
+    for line in stdout.splitlines():
+        fields = line.split()
+        if len(fields) in (2, 3) and fields[0] == PULL_DONE:
+            out[fields[1]] = fields[2] if len(fields) == 3 else ""
+    return out
 
 
 IMAGE_RECORD_FORMAT = "{{.Id}}\t{{.Size}}\t{{json .RepoDigests}}"

@@ -1005,7 +1005,7 @@ def project_from_dir(app_dir: str) -> str:
 _REGISTRY = re.compile(
     r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?)(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?)*(?::[0-9]{1,5})?$"
 )
-_REGISTRY_USER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@+=-]{0,255}$")  # no blank, quote or shell character
+_REGISTRY_USER = re.compile(r"^[A-Za-z0-9_$][A-Za-z0-9_.@+=$-]{0,255}$")  # _json_key, robot$name; no blank
 
 
 def _registry(registry: str, username: str, password: str) -> dict[str, str]:
@@ -1022,8 +1022,10 @@ def _registry(registry: str, username: str, password: str) -> dict[str, str]:
         raise ConfigError(
             "registry-username",
             f"{username!r} is not a registry user name",
-            "give the user name alone (letters, digits, and . _ - @ + =), e.g. ${{ github.actor }}",
+            "give the user name alone (letters, digits, and . _ - @ + = $), e.g. ${{ github.actor }}",
         )
+    if "\n" in password or "\r" in password:
+        raise ConfigError("registry-password", "holds a line break", "give the password or token alone, on one line")
     if username and not password:
         raise ConfigError(
             "registry-password",
@@ -1212,7 +1214,7 @@ def load_config(raw: Mapping[str, str], *, for_deploy: bool = True, agent_path: 
         host_changes=_choice("host-changes", get("host-changes"), HOST_CHANGES),
         pull=_choice("pull", get("pull"), PULL_POLICIES),
         build=_choice("build", get("build"), BUILD_WHERE),
-        **_registry(get("registry"), get("registry-username"), raw.get("registry-password", "")),
+        **_registry(get("registry"), get("registry-username"), raw.get("registry-password", "").strip("\r\n")),
         agent_path=agent_path,
     )
 

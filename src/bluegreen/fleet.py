@@ -180,26 +180,29 @@ class Fleet:
             self.settle()
 
     def images_differ(self) -> str:
-        """Every host healthy, none switched yet: each pulled service must run one image on every host
-        (a tag that moved between two hosts' pulls, with pull: missing or never, gives two). What
-        differs, in words; "" if nothing does."""
-        seen: dict[str, dict[str, list[str]]] = {}  # service -> image id -> hosts
-        for m in self.members:
-            for record in m.deployer.report.images:
-                seen.setdefault(record.service, {}).setdefault(record.id, []).append(m.label)
+        """Every host healthy, none switched yet: each image must be the same on every host that got
+        it (a tag that moved between two hosts' pulls, with pull: missing or never, gives two). Keyed
+        by the image as the compose files name it; compared by the digest the registry served when
+        every host has one (an image id differs between docker's image stores), else by id. What
+        differs, in words; "" if nothing does. A host that was already live got no images."""
+        seen: dict[str, dict[str, list[str]]] = {}  # image -> (digest, else id) -> hosts
+        records = [(m.label, r) for m in self.members for r in m.deployer.report.images]
+        by_digest = {r.image for _, r in records if r.digest} - {r.image for _, r in records if not r.digest}
+        for host, record in records:
+            key = record.digest if record.image in by_digest else record.id
+            seen.setdefault(record.image, {}).setdefault(key, []).append(host)
         problems = [
-            f"{service}: "
-            + ", ".join(f"{'/'.join(hosts)} {image_id.removeprefix('sha256:')[:12]}" for image_id, hosts in ids.items())
-            for service, ids in seen.items()
-            if len(ids) > 1
+            f"{image}: " + ", ".join(f"{'/'.join(hosts)} {key.rpartition(':')[2][:12]}" for key, hosts in found.items())
+            for image, found in seen.items()
+            if len(found) > 1
         ]
         if not problems:
             return ""
         return (
             "the hosts would serve different images, so none switched ("
             + "; ".join(problems)
-            + "): a tag moved between their pulls, or a host kept an older image (pull: "
-            + f"{self.cfg.pull}); set pull: always and rerun, or pin the image by digest"
+            + f"): a host kept an older image under the tag (pull: {self.cfg.pull}); set pull: always and rerun, "
+            "or name the image by digest"
         )
 
     async def recheck(self, switched: list[Member]) -> None:

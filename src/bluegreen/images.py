@@ -24,8 +24,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,10 +121,15 @@ def digest_for(image: str, repo_digests: list[str]) -> str:
     return ""
 
 
-def pulled_images(config_text: str, built: Mapping[str, str]) -> dict[str, str]:
+# An image reference as docker takes it: no blank, no leading "-" (never read as an option).
+_REFERENCE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]*$")
+
+
+def pulled_images(config_text: str, default_name: Callable[[str], str]) -> dict[str, str]:
     """The services of a color that are pulled: service -> image, from `compose config` output (with
-    the color's variables filled in). `built`: the color's services with a build, and the image each
-    names ("" if none); an image one of them makes is never pulled."""
+    the color's variables filled in). A service with a build makes its image: (or the name compose
+    gives it, `default_name`), and an image one of them makes is never pulled. A name docker would
+    not take is refused."""
     try:
         data = yaml.safe_load(config_text) or {}
     except yaml.YAMLError:
@@ -131,14 +137,23 @@ def pulled_images(config_text: str, built: Mapping[str, str]) -> dict[str, str]:
     services = data.get("services") if isinstance(data, dict) else None
     if not isinstance(services, dict):
         return {}
-    made = set(built.values())
+    specs = {str(name): spec for name, spec in services.items() if isinstance(spec, dict)}
+    made = {
+        spec["image"] if isinstance(spec.get("image"), str) and spec["image"] else default_name(name)
+        for name, spec in specs.items()
+        if spec.get("build") is not None
+    }
     out = {}
-    for name, spec in services.items():
-        if not isinstance(spec, dict) or spec.get("build") is not None:
-            continue
+    for name, spec in specs.items():
         image = spec.get("image")
-        if isinstance(image, str) and image and image not in made:
-            out[str(name)] = image
+        if spec.get("build") is not None or not isinstance(image, str) or not image or image in made:
+            continue
+        if not _REFERENCE.match(image):
+            raise DeployError(
+                f"the image of {name} is {image!r}, which is not an image reference",
+                "name the image as registry/repository:tag (or @sha256:...)",
+            )
+        out[name] = image
     return out
 
 
@@ -220,7 +235,11 @@ class Images:
                 async with self.host.reverse_forward(port) as there:
                     pairs = [(f"127.0.0.1:{there}/{repos[s]}:{sha[:12]}", names[s]) for s in services]
                     result = await self.host.run(
-                        commands.pull_images("always", "", "", pairs), timeout=COMPOSE_SECONDS, check=False
+                        commands.pull_images("always", "", "", pairs),
+                        input="\n",
+                        hold_stdin=True,
+                        timeout=COMPOSE_SECONDS,
+                        check=False,
                     )
                     if not result.ok:
                         raise DeployError(
@@ -257,46 +276,59 @@ class Images:
             f"fix {self.cfg.compose_file_for(color)}; 'docker compose config' shows what compose reads",
             COMPOSE_SECONDS,
         )
-        return pulled_images(config, self.stacks.files[color].built)
+        return pulled_images(config, self.stacks.default_image(color))
 
     async def pull(self, color: Color) -> str:
-        """Get `color`'s pulled images as `pull` says (pinned to the fleet's digests) and record
-        them; returns the step's detail. Changes no container."""
+        """Get `color`'s pulled images as `pull` says and record them; returns the step's detail.
+        Changes no container. With `always`, the first host of the run to get a tag pins the digest
+        it got, which every other host pulls; `missing` and `never` pin nothing (a host keeps what
+        it has, and the fleet compares before any switch). An image named with a digest is pulled
+        as it is named."""
         wanted = await self.resolve(color)
         images = list(dict.fromkeys(wanted.values()))
         if not images:
             return "no image to pull"
         before = await self.host.run(commands.image_ids(images), check=False)
         self.stacks.replaced.update(before.stdout.split())  # a tag that moves leaves its old image to prune
-        timings: dict[str, tuple[str, float]] = {}
-        for image in images:
-            async with self.pins.lock:
-                if image not in self.pins.digests:  # the first host to get it: the tag itself
-                    timings[image] = await self.fetch(image, image)
-                    self.pins.digests[image] = (await self.facts([image]))[0][1]
-                    continue
-            pin = self.pins.digests[image] if self.cfg.pull != "never" else ""
-            timings[image] = await self.fetch(pin or image, image)
+        got: dict[str, tuple[str, str, float]] = {}  # image -> (what was pulled, its digest, seconds)
+        if self.cfg.pull != "always":
+            got = await self.fetch([(image, image) for image in images])
+        else:
+            async with self.pins.lock:  # the first host pulls the tags; the others wait for its digests
+                first = [i for i in images if "@" in i or i not in self.pins.digests]
+                if first:
+                    got = await self.fetch([(image, image) for image in first])
+                    for image in first:
+                        digest = got[image][1] if image in got else ""
+                        self.pins.digests.setdefault(image, f"{repository(image)}@{digest}" if digest else "")
+            rest = [i for i in images if i not in first]
+            if rest:
+                got |= await self.fetch([(self.pins.digests[image] or image, image) for image in rest])
         facts = dict(zip(images, await self.facts(images), strict=True))
-        self.records += [
-            ImageRecord(service, image, *facts[image], *timings[image]) for service, image in wanted.items()
-        ]
-        got = sum(1 for image in images if timings[image][0])
-        return f"{got} of {len(images)} pulled ({self.cfg.pull})" if got else f"all {len(images)} on the host already"
+        for service, image in wanted.items():
+            image_id, digest, size = facts[image]
+            pulled, served, seconds = got.get(image, ("", "", 0.0))
+            if served:
+                digest = f"{repository(image)}@{served}"
+            self.records.append(ImageRecord(service, image, image_id, digest, size, pulled, seconds))
+        count = sum(1 for image in images if got.get(image, ("",))[0])
+        return (
+            f"{count} of {len(images)} pulled ({self.cfg.pull})" if count else f"all {len(images)} on the host already"
+        )
 
-    async def fetch(self, ref: str, image: str) -> tuple[str, float]:
-        """Pull `ref` as `image` (as pull says); returns what was pulled ("" if nothing) and the time."""
+    async def fetch(self, pairs: list[tuple[str, str]]) -> dict[str, tuple[str, str, float]]:
+        """Pull each (what, as) pair as `pull` says, in one command (one login); returns, for each
+        image pulled, what was pulled, the digest the registry served and the command's time."""
         cfg = self.cfg
         started = time.monotonic()
-        had = (await self.host.run(commands.image_ids([image]), check=False)).stdout.strip()
-        argv = commands.pull_images(cfg.pull, cfg.registry, cfg.registry_username, [(ref, image)])
-        result = await self.host.run(
-            argv, input=cfg.registry_password if cfg.registry_username else None, timeout=COMPOSE_SECONDS, check=False
-        )
+        argv = commands.pull_images(cfg.pull, cfg.registry, cfg.registry_username, pairs)
+        password = cfg.registry_password if cfg.registry_username else ""
+        result = await self.host.run(argv, input=password + "\n", hold_stdin=True, timeout=COMPOSE_SECONDS, check=False)
         if not result.ok:
-            raise self.refusal(ref, image, result)
-        pulled = ref if cfg.pull == "always" or not had else ""
-        return pulled, time.monotonic() - started
+            raise self.refusal(result)
+        seconds = time.monotonic() - started
+        pulled = commands.parse_pulled(result.stdout)
+        return {image: (ref, pulled[image], seconds) for ref, image in pairs if image in pulled}
 
     async def facts(self, images: list[str]) -> list[tuple[str, str, int]]:
         """(id, digest, size) of each image, in order."""
@@ -316,14 +348,18 @@ class Images:
             for image, (image_id, size, digests) in zip(images, rows, strict=True)
         ]
 
-    def refusal(self, ref: str, image: str, result: Result) -> DeployError:
+    def refusal(self, result: Result) -> DeployError:
+        """The pull script's failure in words: the registry's own answer, and what it was about."""
         cfg = self.cfg
         output = result.stderr.strip()
         answer = last_line("\n".join(line for line in output.splitlines() if not line.startswith("bluegreen: ")))
+        named = [line.split(": ", 2)[-1] for line in output.splitlines() if line.startswith("bluegreen: ")]
+        what = named[-1] if named else "the images"
         where = cfg.registry or "Docker Hub"
+        untouched = "no container was changed"
         if commands.PULL_LOGIN_FAILED in output:
             return DeployError(
-                f"logging in to {where} as {cfg.registry_username} failed: {answer}; nothing was changed",
+                f"logging in to {where} as {cfg.registry_username} failed: {answer}; {untouched}",
                 "check registry, registry-username and registry-password (a token that may read the images; for "
                 "GHCR, GITHUB_TOKEN with permissions: packages: read)",
                 output,
@@ -331,13 +367,20 @@ class Images:
             )
         if commands.PULL_MISSING in output:
             return DeployError(
-                f"{image} is not on the host and pull is never; nothing was changed",
+                f"{what} is not on the host and pull is never; {untouched}",
                 "set pull: missing (or always), or put the image on the host first",
             )
+        if commands.PULL_FAILED not in output:
+            return DeployError(
+                f"pulling the images failed (exit {result.status}): {answer}; {untouched}",
+                "rerun the job; if it persists, check docker on the host",
+                output,
+                "pulling the images",
+            )
         return DeployError(
-            f"pulling {ref} failed: {answer}; nothing was changed",
+            f"pulling {what} failed: {answer}; {untouched}",
             "check that the image exists with that tag and that the registry lets the host read it (registry, "
             "registry-username, registry-password)",
             output,
-            f"pulling {image}",
+            f"pulling {what}",
         )

@@ -84,7 +84,13 @@ class Host(Protocol):
     """What the step modules need of the host: run a command; start one and keep it running."""
 
     async def run(
-        self, argv: Sequence[str], *, input: str | None = None, timeout: int = ..., check: bool = True
+        self,
+        argv: Sequence[str],
+        *,
+        input: str | None = None,
+        timeout: int = ...,
+        check: bool = True,
+        hold_stdin: bool = False,
     ) -> Result: ...
 
     async def start(self, argv: Sequence[str]) -> Holding: ...
@@ -350,13 +356,15 @@ class Remote:
         input: str | None = None,
         timeout: int = COMMAND_SECONDS,
         check: bool = True,
+        hold_stdin: bool = False,
     ) -> Result:
         """Run argv on the host (host-side `timeout`; without input, tied to this session; once the
         deploy lock is held, only while this run's holder holds it: see commands.GUARD_SCRIPT).
         Output is taken as bytes and decoded leniently: one byte that is not UTF-8 never costs the
         connection. A cancelled call closes its channel, so the command is stopped on the host (its
         watcher sees the end of its input) before the caller goes on. Once the lock is lost (or may
-        have lapsed), nothing is sent: LockLost."""
+        have lapsed), nothing is sent: LockLost. `hold_stdin`: stdin stays open after `input`, for
+        a command that reads its input line and then ties itself to the session (commands.PULL_SCRIPT)."""
         self.check_lock()
         line = shell_line(argv, timeout, tied=input is None, holder=self.holder)
         try:
@@ -366,7 +374,8 @@ class Remote:
         try:
             if input is not None:
                 process.stdin.write(input.encode())
-                process.stdin.write_eof()
+                if not hold_stdin:
+                    process.stdin.write_eof()
             await asyncio.wait_for(process.wait_closed(), timeout + CLIENT_SLACK_SECONDS)
         except TimeoutError:
             process.close()

@@ -397,10 +397,15 @@ class Stacks:
             )
         return f"started {', '.join(missing)}" if missing else "every service already runs"
 
+    def default_image(self, color: Color) -> Callable[[str], str]:
+        """The name compose gives the image it builds for a service of `color` that names none."""
+        project, sep = self.compose(color).project, "-" if self.variant == "v2" else "_"
+        return lambda service: f"{project}{sep}{service}"
+
     def built_images(self, color: Color) -> dict[str, str]:
         """The image a build of each of `color`'s services tags: its image:, or the name compose gives it."""
-        project, sep = self.compose(color).project, "-" if self.variant == "v2" else "_"
-        return {service: image or f"{project}{sep}{service}" for service, image in self.files[color].built.items()}
+        name = self.default_image(color)
+        return {service: image or name(service) for service, image in self.files[color].built.items()}
 
     async def build(self, color: Color, *, here: bool = True) -> None:
         """Replace whatever `color` has with a fresh build of the checked-out commit: its services'

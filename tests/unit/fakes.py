@@ -61,7 +61,13 @@ class FakeHost:
         return [argv for argv in self.calls if argv[: len(prefix)] == list(prefix)]
 
     async def run(
-        self, argv: Sequence[str], *, input: str | None = None, timeout: int = 120, check: bool = True
+        self,
+        argv: Sequence[str],
+        *,
+        input: str | None = None,
+        timeout: int = 120,
+        check: bool = True,
+        hold_stdin: bool = False,
     ) -> Result:
         argv = list(argv)
         self.calls.append(argv)

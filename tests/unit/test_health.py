@@ -75,7 +75,13 @@ class Tunnel:
         yield self.port
 
     async def run(
-        self, argv: Sequence[str], *, input: str | None = None, timeout: int = 0, check: bool = True
+        self,
+        argv: Sequence[str],
+        *,
+        input: str | None = None,
+        timeout: int = 0,
+        check: bool = True,
+        hold_stdin: bool = False,
     ) -> Result:
         raise AssertionError("no curl on the host: forwarding works")
 

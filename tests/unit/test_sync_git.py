@@ -28,7 +28,13 @@ class LocalHost:
     """The host, here: each argv quoted into the line SSH would carry, and run with sh."""
 
     async def run(
-        self, argv: Sequence[str], *, input: str | None = None, timeout: int = 120, check: bool = True
+        self,
+        argv: Sequence[str],
+        *,
+        input: str | None = None,
+        timeout: int = 120,
+        check: bool = True,
+        hold_stdin: bool = False,
     ) -> Result:
         done = subprocess.run(
             ["sh", "-c", shell_line(argv, timeout)], input=(input or "").encode(), capture_output=True
