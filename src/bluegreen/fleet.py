@@ -189,7 +189,7 @@ class Fleet:
         records = [(m.label, r) for m in self.members for r in m.deployer.report.images]
         by_digest = {r.image for _, r in records if r.digest} - {r.image for _, r in records if not r.digest}
         for host, record in records:
-            key = record.digest if record.image in by_digest else record.id
+            key = record.digest.rpartition("@")[2] if record.image in by_digest else record.id
             seen.setdefault(record.image, {}).setdefault(key, []).append(host)
         problems = [
             f"{image}: " + ", ".join(f"{'/'.join(hosts)} {key.rpartition(':')[2][:12]}" for key, hosts in found.items())
@@ -275,8 +275,10 @@ class Fleet:
                     current.uncancel()
                 self.interrupt()
         self.notify()
-        await asyncio.wait([self.driver])
-        self.shared.close()
+        try:
+            await asyncio.wait([self.driver])
+        finally:
+            self.shared.close()
         for task in tasks:
             if not task.cancelled() and (err := task.exception()) is not None:
                 self.out.error(f"unexpected error: {describe(err)}", "Deploy failed")

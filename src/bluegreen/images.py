@@ -26,7 +26,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +39,7 @@ from .config import COMPOSE_SECONDS, Color, Config
 from .errors import DeployError
 from .remote import Host, Result, checked, last_line
 from .report import size_text
-from .shipping import Built, Registry, Runner, build_specs
+from .shipping import REGISTRY_USER, Built, Registry, Runner, build_specs
 from .stacks import Stacks
 
 
@@ -157,6 +157,30 @@ def pulled_images(config_text: str, default_name: Callable[[str], str]) -> dict[
     return out
 
 
+def built_names(config_text: str, default_name: Callable[[str], str], services: list[str]) -> dict[str, str]:
+    """The image each of `services` (which have a build) is tagged as, from `compose config`
+    output: its image: with variables filled in, or the name compose gives it."""
+    data = yaml.safe_load(config_text) or {}
+    specs = data.get("services") if isinstance(data, dict) else None
+    specs = specs if isinstance(specs, dict) else {}
+    out = {}
+    for service in services:
+        image = (specs.get(service) or {}).get("image")
+        out[service] = image if isinstance(image, str) and image else default_name(service)
+        if not _REFERENCE.match(out[service]):
+            raise DeployError(
+                f"the image of {service} is {out[service]!r}, which is not an image reference",
+                "name the image as registry/repository:tag",
+            )
+    return out
+
+
+def repository_name(name: str) -> str:
+    """`name` as a registry repository may be named: lower case, separators only between letters."""
+    parts = [re.sub(r"[^a-z0-9]+", "-", part.lower()).strip("-") or "x" for part in name.split("/")]
+    return "/".join(parts)
+
+
 def parse_records(text: str) -> list[tuple[str, int, list[str]]]:
     """commands.image_records lines: (id, size, repo digests)."""
     out = []
@@ -203,8 +227,9 @@ class Images:
 
     async def ship(self, color: Color, sha: str) -> str:
         """build: runner. Each service of `color` with a build, built once on the runner, pulled by
-        the host from the runner through its SSH connection (only the layers it lacks) and tagged as
-        compose names it; the host's image id must be the runner's."""
+        the host from the runner through its SSH connection (only the layers it lacks, logged in to
+        a registry only this pull knows the password of) and tagged as compose names it; the host's
+        image must be the runner's."""
         runner = self.shared.runner
         assert runner is not None
         runner.check_workspace(sha)
@@ -214,19 +239,22 @@ class Images:
         except (OSError, UnicodeDecodeError) as err:
             raise DeployError(f"build: runner cannot read {file} in the workspace ({err})", "check it out") from None
         services = list(self.stacks.files[color].built)
-        specs, ignored = build_specs(text, (runner.workspace / file).parent, services, dict(self.cfg.env), file)
+        folder = (runner.workspace / file).parent
+        specs, ignored = build_specs(text, folder, services, dict(self.cfg.env), file, runner.workspace)
         if ignored:
             self.info(
                 f"build: runner builds with context, dockerfile, args and target; it ignores {', '.join(ignored)}"
             )
-        names = self.stacks.built_images(color)
+        names = built_names(await self.config(color), self.stacks.default_image(color), services)
         before = await self.host.run(commands.image_ids(list(names.values())), check=False)
         self.stacks.replaced.update(before.stdout.split())
         project = self.stacks.compose(color).project
-        repos = {service: f"bluegreen/{project}-{service}".lower() for service in services}
-        built: dict[str, Built] = {}
-        for service, spec in specs.items():
-            built[service] = await runner.build(spec, f"{repos[service]}:{sha[:12]}", service)
+        repos = {service: repository_name(f"bluegreen/{project}-{service}") for service in services}
+        done = await asyncio.gather(
+            *(runner.build(spec, f"{repos[service]}:{sha[:12]}", service) for service, spec in specs.items())
+        )
+        built: dict[str, Built] = dict(zip(specs, done, strict=True))
+        await self.check_platform(built)
         async with runner.slots:
             registry = Registry({f"{repos[s]}:{sha[:12]}": b.saved for s, b in built.items()})
             port = await registry.start()
@@ -234,49 +262,66 @@ class Images:
             try:
                 async with self.host.reverse_forward(port) as there:
                     pairs = [(f"127.0.0.1:{there}/{repos[s]}:{sha[:12]}", names[s]) for s in services]
-                    result = await self.host.run(
-                        commands.pull_images("always", "", "", pairs),
-                        input="\n",
-                        hold_stdin=True,
-                        timeout=COMPOSE_SECONDS,
-                        check=False,
-                    )
+                    try:
+                        result = await self.host.run(
+                            commands.pull_images("always", f"127.0.0.1:{there}", REGISTRY_USER, pairs),
+                            input=registry.password + "\n",
+                            hold_stdin=True,
+                            timeout=COMPOSE_SECONDS,
+                            check=False,
+                        )
+                    finally:  # the transit names, whatever the pull did
+                        transit = list(dict.fromkeys(p[0] for p in pairs))
+                        await self.host.run(["docker", "image", "rm", *transit], check=False)
                     if not result.ok:
                         raise DeployError(
                             f"the host could not pull the runner's images: {last_line(result.stderr)}",
-                            "check that the host's dockerd reaches its own 127.0.0.1 (a registry there counts as "
-                            "insecure by default) and has disk space, or set build: host",
+                            "check that the host's dockerd reaches its own 127.0.0.1 (a rootless docker does not) "
+                            "and has disk space, or set build: host",
                             result.stderr,
                             "pulling the runner's images",
                         )
-                    await self.host.run(["docker", "image", "rm", *dict.fromkeys(p[0] for p in pairs)], check=False)
             finally:
                 await registry.close()
             seconds = time.monotonic() - started
         facts = dict(zip(services, await self.facts([names[s] for s in services]), strict=True))
         for service in services:
             image_id, _, size = facts[service]
-            if image_id != built[service].image_id:
+            saved = built[service].saved
+            if image_id not in (saved.image_id, saved.manifest_digest):  # the containerd store's id: the manifest's
                 raise DeployError(
-                    f"{names[service]} on the host is {image_id[:19]}, not the runner's {built[service].image_id[:19]}",
+                    f"{names[service]} on the host is {image_id[:19]}, not the runner's {saved.image_id[:19]}",
                     "rerun the job; if it persists, set build: host and report this",
                 )
-            saved = built[service].saved
             sent = sum(registry.sent_by_digest.get(d, 0) for d in (*saved.blobs, saved.manifest_digest))
             digest = f"{repos[service]}@{saved.manifest_digest}"
             self.records.append(ImageRecord(service, names[service], image_id, digest, size, "runner", seconds, sent))
         return f"built on the runner, {size_text(registry.sent)} sent to the host"
 
-    async def resolve(self, color: Color) -> dict[str, str]:
-        """service -> image, as compose reads the color's file (variables filled in)."""
-        config = await checked(
+    async def check_platform(self, built: Mapping[str, Built]) -> None:
+        """Refuse, before anything is sent, an image built for another CPU than the host's."""
+        answer = await self.host.run(["docker", "version", "--format", "{{.Server.Os}}/{{.Server.Arch}}"], check=False)
+        host = answer.stdout.strip()
+        for service, one in built.items():
+            if host and one.saved.platform and one.saved.platform != host:
+                raise DeployError(
+                    f"the runner built {service} for {one.saved.platform}, but the host runs {host}",
+                    "run the job on a runner of the host's platform, or set build: host",
+                )
+
+    async def config(self, color: Color) -> str:
+        """The color's compose file as compose reads it on the host (variables filled in)."""
+        return await checked(
             self.host,
             self.stacks.compose(color).config(),
             f"reading {self.cfg.compose_file_for(color)} with compose config",
             f"fix {self.cfg.compose_file_for(color)}; 'docker compose config' shows what compose reads",
             COMPOSE_SECONDS,
         )
-        return pulled_images(config, self.stacks.default_image(color))
+
+    async def resolve(self, color: Color) -> dict[str, str]:
+        """service -> image, as compose reads the color's file (variables filled in)."""
+        return pulled_images(await self.config(color), self.stacks.default_image(color))
 
     async def pull(self, color: Color) -> str:
         """Get `color`'s pulled images as `pull` says and record them; returns the step's detail.

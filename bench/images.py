@@ -1,0 +1,238 @@
+"""Benchmark: where the images come from (build: host against build: runner), on hosts that are
+separate machines (lab/hosts.py: their own dockerd and disk), the runner being this machine.
+
+    .venv/bin/python -m bench.images --rounds 3
+
+(a) A one-line change with build: runner, on one host: the bytes the runner sent the host for the
+    changed image (the journal's `sent`) and the time of the images step; beside them, the changed
+    layer's size and the whole image's.
+(b) The small host: one host limited to 1 CPU (docker update --cpus 1), each color with two
+    services that build, each with a CPU-bound step (--burn million loop turns of python3, about 4 s
+    of one core here for 40; the cache busted every round): the deploy's wall time, and the live
+    color's latency (p50, p99) and failed requests during it, 20 GETs a second, with build: host and
+    with build: runner (the runner: this 2-core machine, unlimited).
+(c) A 3-host fleet: the builds made and the deploy's wall time, with build: host and build: runner.
+
+Prints Markdown tables: medians with min-max over the rounds."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import docker
+from lab import hosts, lab
+
+from bench.fleet import step_seconds
+from bluegreen.shipping import read_saved
+
+
+@dataclass
+class Latency:
+    """GETs at a steady rate on a background thread; each one's time, and the failures."""
+
+    url: str
+    rate: float = 20.0
+    times: list[float] = field(default_factory=list)
+    failed: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                with urllib.request.urlopen(self.url, timeout=10) as response:
+                    response.read()
+                self.times.append(time.monotonic() - started)
+            except (urllib.error.URLError, OSError):
+                self.failed += 1
+            self._stop.wait(max(0.0, 1 / self.rate - (time.monotonic() - started)))
+
+    def __enter__(self) -> Latency:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(15)
+
+    def quantile(self, q: float) -> float:
+        ordered = sorted(self.times)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
+
+
+def spread(values: list[float], unit: str = "s", digits: int = 2) -> str:
+    if not values:
+        return "—"
+    return (
+        f"{statistics.median(values):.{digits}f}{unit} ({min(values):.{digits}f}–{max(values):.{digits}f}), "
+        f"n={len(values)}"
+    )
+
+
+def deploy(inputs: dict[str, str], app: lab.LabApp, what: str) -> tuple[lab.ActionRun, float]:
+    started = time.monotonic()
+    run = lab.run_action(inputs, timeout=1800, workspace=app.work)
+    wall = time.monotonic() - started
+    if run.status != 0:
+        raise SystemExit(f"{what} failed:\n{run.log[-3000:]}")
+    return run, wall
+
+
+def journal_images(host: hosts.Host, app: lab.LabApp) -> dict[str, dict[str, object]]:
+    text = host.deploy("cat", f"{app.app_dir}/.bluegreen/journal.jsonl")
+    images: dict[str, dict[str, object]] = json.loads(text.strip().splitlines()[-1])["images"]
+    return images
+
+
+def image_sizes(old: str, new: str) -> tuple[int, int]:
+    """The bytes of `new`'s layers that `old` lacks, and of all of `new`'s layers (as docker save
+    gives them, uncompressed)."""
+    client = docker.from_env()
+    with tempfile.TemporaryDirectory() as folder:
+        before = read_saved(iter(client.api.get_image(old)), Path(folder) / "old")
+        after = read_saved(iter(client.api.get_image(new)), Path(folder) / "new")
+    layers = json.loads(after.manifest)["layers"]
+    return sum(layer["size"] for layer in layers if layer["digest"] not in before.blobs), after.size
+
+
+def runner_image(app: lab.LabApp, service: str, sha: str) -> str:
+    tag = f"bluegreen/{app.name}-{service}:{sha[:12]}".lower()
+    return lab.sh("docker", "image", "inspect", "--format", "{{.Id}}", tag).strip()
+
+
+def one_line_change(host: hosts.Host, key: str, rounds: int) -> list[str]:
+    sent, seconds, changed, whole = [], [], [], []
+    for n in range(rounds):
+        app = hosts.fresh_fleet_app([host])
+        try:
+            first = app.version(f"a{n}")
+            deploy(hosts.fleet_inputs([host], app, first, key, build="runner"), app, "the first runner build")
+            second = app.version(f"b{n}")
+            run, _ = deploy(hosts.fleet_inputs([host], app, second, key, build="runner"), app, "the one-line change")
+            images = journal_images(host, app)
+            sent.append(float(str(images["backend_green"]["sent"])) / 1000)
+            seconds += step_seconds(run.summary, "Get green's images")
+            layer, size = image_sizes(
+                runner_image(app, "backend_blue", first), runner_image(app, "backend_green", second)
+            )
+            changed.append(layer / 1000)
+            whole.append(size / 1e6)
+        finally:
+            app.teardown()
+    return [
+        "| measure | median (min–max) |",
+        "| --- | --- |",
+        f"| bytes the runner sent the host | {spread(sent, ' kB', 1)} |",
+        f"| the changed layer (uncompressed) | {spread(changed, ' kB', 1)} |",
+        f"| the whole image | {spread(whole, ' MB', 1)} |",
+        f"| images step (build once, save, ship, pull) | {spread(seconds)} |",
+    ]
+
+
+BURN = 'RUN python3 -c "sum(i * i for i in range({millions} * 1000000))"\n'
+
+
+def small_host(host: hosts.Host, key: str, rounds: int, burn: int) -> list[str]:
+    lab.sh("docker", "update", "--cpus", "1", host.container)
+    rows: dict[str, dict[str, list[float]]] = {}
+    try:
+        for n in range(rounds):
+            for mode in ("host", "runner") if n % 2 == 0 else ("runner", "host"):
+                app = hosts.fresh_fleet_app([host])
+                try:
+                    app.commit("each service builds on its own", app.own_builds(BURN.format(millions=burn)))
+                    sha = app.version(f"s{n}{mode}")
+                    with Latency(host.url("/api/v1/")) as load:
+                        _, wall = deploy(hosts.fleet_inputs([host], app, sha, key, build=mode), app, f"build: {mode}")
+                    figures = rows.setdefault(mode, {})
+                    figures.setdefault("wall", []).append(wall)
+                    figures.setdefault("p50", []).append(load.quantile(0.5) * 1000)
+                    figures.setdefault("p99", []).append(load.quantile(0.99) * 1000)
+                    figures.setdefault("failed", []).append(float(load.failed))
+                finally:
+                    app.teardown()
+    finally:
+        lab.sh("docker", "update", "--cpus", "0", host.container)
+    out = [
+        "| build | deploy wall time | live p50 during the deploy | live p99 during the deploy | failed requests |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for mode, figures in rows.items():
+        out.append(
+            f"| {mode} | {spread(figures['wall'])} | {spread(figures['p50'], ' ms', 1)} | "
+            f"{spread(figures['p99'], ' ms', 1)} | {int(sum(figures['failed']))} |"
+        )
+    return out
+
+
+def fleet(targets: list[hosts.Host], key: str, rounds: int) -> list[str]:
+    rows: dict[str, dict[str, list[float]]] = {}
+    for n in range(rounds):
+        for mode in ("host", "runner") if n % 2 == 0 else ("runner", "host"):
+            app = hosts.fresh_fleet_app(targets)
+            try:
+                sha = app.version(f"f{n}{mode}")
+                run, wall = deploy(hosts.fleet_inputs(targets, app, sha, key, build=mode), app, f"fleet, build: {mode}")
+                if mode == "host":  # each host built its own: its image differs from every other's
+                    ids = {
+                        h.exec("docker", "image", "inspect", "--format", "{{.Id}}", f"{app.name}-app:blue")
+                        for h in targets
+                    }
+                    builds = float(len(ids))
+                else:
+                    builds = float(len({runner_image(app, "backend_blue", sha)}))
+                figures = rows.setdefault(mode, {})
+                figures.setdefault("wall", []).append(wall)
+                figures.setdefault("builds", []).append(builds)
+                figures.setdefault("step", []).append(max(step_seconds(run.summary, "Build and start blue") or [0.0]))
+            finally:
+                app.teardown()
+    out = [
+        "| build | builds made (distinct images) | deploy wall time | longest build-and-start step |",
+        "| --- | --- | --- | --- |",
+    ]
+    for mode, figures in rows.items():
+        out.append(
+            f"| {mode} | {statistics.median(figures['builds']):.0f} | {spread(figures['wall'])} | "
+            f"{spread(figures['step'])} |"
+        )
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--burn", type=int, default=40, help="million loop turns of each slow build step")
+    args = parser.parse_args()
+    made, key = hosts.start_bench_hosts()
+    try:
+        tables = [
+            ("(a) a one-line change, build: runner", one_line_change(made[0], key, args.rounds)),
+            (
+                f"(b) a 1-CPU host, 2 services x a CPU-bound build step ({args.burn}M turns)",
+                small_host(made[0], key, args.rounds, args.burn),
+            ),
+            ("(c) a 3-host fleet", fleet(made, key, args.rounds)),
+        ]
+    finally:
+        for host in made:
+            host.stop()
+    for title, rows in tables:
+        print(f"**{title}**\n")
+        print("\n".join(rows) + "\n")
+
+
+if __name__ == "__main__":
+    main()
