@@ -176,8 +176,14 @@ def built_names(config_text: str, default_name: Callable[[str], str], services: 
 
 
 def repository_name(name: str) -> str:
-    """`name` as a registry repository may be named: lower case, separators only between letters."""
-    parts = [re.sub(r"[^a-z0-9]+", "-", part.lower()).strip("-") or "x" for part in name.split("/")]
+    """`name` as a registry repository may be named: lower case; between letters and digits, only
+    ".", "_", "__" or dashes (any other run of characters becomes "-")."""
+
+    def separator(match: re.Match[str]) -> str:
+        run = match.group()
+        return run if run in (".", "_", "__") or set(run) == {"-"} else "-"
+
+    parts = [re.sub(r"[^a-z0-9]+", separator, part.lower()).strip("._-") or "x" for part in name.split("/")]
     return "/".join(parts)
 
 

@@ -19,7 +19,7 @@ from bluegreen import commands
 from bluegreen.commands import shell_line
 from bluegreen.config import load_config
 from bluegreen.errors import DeployError
-from bluegreen.images import Images, Shared, digest_for, pulled_images, repository
+from bluegreen.images import Images, Shared, digest_for, pulled_images, repository, repository_name
 from bluegreen.remote import CommandFailed, Held, Result
 from bluegreen.stacks import ComposeFile, Stacks
 
@@ -341,6 +341,12 @@ def test_an_image_name_that_docker_would_read_as_an_option_is_refused() -> None:
 )
 def test_the_digest_a_host_got_an_image_as(image: str, digests: list[str], expected: str) -> None:
     assert digest_for(image, digests) == expected
+
+
+def test_a_runner_built_image_gets_a_repository_name_a_registry_takes() -> None:
+    assert repository_name("bluegreen/app-backend_blue") == "bluegreen/app-backend_blue"
+    assert repository_name("bluegreen/App-Web.") == "bluegreen/app-web"
+    assert repository_name("bluegreen/a--b__c..d e") == "bluegreen/a--b__c-d-e"
 
 
 def test_a_repository_keeps_a_registry_port() -> None:
