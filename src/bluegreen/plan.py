@@ -132,8 +132,9 @@ class Planner:
                 cfg.registry_username
             )
             self.say(f"images: {images}, pull: {cfg.pull}{login}")
+        where = " once on the runner, shipped to the host over SSH" if cfg.build == "runner" and built else ""
         self.say(
-            f"build: {', '.join(built) or 'nothing (every service of ' + target + ' uses an image)'}; "
+            f"build{where}: {', '.join(built) or 'nothing (every service of ' + target + ' uses an image)'}; "
             f"start {', '.join(current[target].services)}"
         )
         if cfg.base_compose_file:

@@ -28,15 +28,16 @@ import shutil
 import tarfile
 import tempfile
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
 from .errors import DeployError, describe
 
+_T = TypeVar("_T")
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
@@ -432,6 +433,32 @@ class Registry:
 # -- the runner's side ----------------------------------------------------------------------------
 
 
+async def in_daemon_thread(function: Callable[..., _T], *args: object) -> _T:
+    """`function(*args)` in a daemon thread: a cancelled run does not wait for it (a build step
+    silent for minutes) to exit; the thread dies with the process."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[_T] = loop.create_future()
+
+    def settle(result: _T | None, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]
+
+    def target() -> None:
+        try:
+            result, error = function(*args), None
+        except BaseException as err:  # handed to the awaiting task
+            result, error = None, err
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody awaits it any more
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=target, daemon=True).start()
+    return await future
+
+
 @dataclass
 class Built:
     image_id: str
@@ -490,13 +517,13 @@ class Runner:
             if spec not in self.builds:
                 started = asyncio.get_running_loop().time()
                 try:
-                    image_id = await asyncio.to_thread(self._build, spec, tag, service)
+                    image_id = await in_daemon_thread(self._build, spec, tag, service)
                     if self.folder is None:
                         self.folder = Path(tempfile.mkdtemp(prefix="bluegreen-images."))
                     folder = self.folder / image_id.removeprefix("sha256:")
-                    saved = await asyncio.to_thread(self._save, image_id, folder)
-                except asyncio.CancelledError:  # the thread stops at its next chunk; closing the stream
-                    self.stop.set()  # ends the build in the runner's docker
+                    saved = await in_daemon_thread(self._save, image_id, folder)
+                except asyncio.CancelledError:  # the thread stops at its next chunk, or dies with the
+                    self.stop.set()  # process: its connection closes, which ends the build in docker
                     raise
                 self.builds[spec] = Built(saved.image_id, saved, asyncio.get_running_loop().time() - started)
             return self.builds[spec]

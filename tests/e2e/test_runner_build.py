@@ -121,3 +121,30 @@ def test_compose_v1_runner_build_and_a_workspace_at_another_commit_refused(
         assert host_image(host, f"{app.name}-app:blue") == runner_image(app, "backend_blue", new)
     finally:
         app.teardown()
+
+
+def test_a_cancel_during_the_runner_build_leaves_the_host_serving_and_the_action_ends_at_once(
+    ship_hosts: tuple[list[hosts.Host], str],
+) -> None:
+    targets, key = ship_hosts
+    host = targets[0]
+    app = hosts.fresh_fleet_app([host], "v2", also_reset=targets)
+    try:
+        dockerfile = (app.work / "app/Dockerfile").read_text() + "RUN sleep 120\n"
+        sha = app.commit("a build that takes minutes", {"app/Dockerfile": dockerfile})
+        before = host.exec("docker", "image", "ls", "-q", "--no-trunc")
+        with Load(host.url("/")) as load:
+            running = lab.RunningAction(hosts.fleet_inputs([host], app, sha, key, build="runner"), workspace=app.work)
+            running.wait_for_step("Get blue's images")
+            running.cancel_like_the_runner()
+            run = running.wait(90)  # the build's thread does not hold the action's exit
+        assert run.status != 0
+        assert "the run was cancelled (SIGINT/SIGTERM)" in run.summary
+        assert load.failures == []
+        assert hosts.served(host)["color"] == "green"
+        assert host.exec("docker", "image", "ls", "-q", "--no-trunc") == before  # nothing reached the host
+        assert not any(
+            c.startswith("blue") or "_blue" in c for c in host.exec("docker", "ps", "--format", "{{.Names}}").split()
+        )
+    finally:
+        app.teardown()
