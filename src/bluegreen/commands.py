@@ -691,6 +691,16 @@ def parse_pulled(stdout: str) -> dict[str, str]:
     return out
 
 
+def untag(names: Sequence[str]) -> Argv:
+    """Remove image names; an image that keeps another name stays."""
+    return ["docker", "image", "rm", *names]
+
+
+def server_platform() -> Argv:
+    """The host's dockerd's os/architecture, as an image's config names it (linux/amd64)."""
+    return ["docker", "version", "--format", "{{.Server.Os}}/{{.Server.Arch}}"]
+
+
 IMAGE_RECORD_FORMAT = "{{.Id}}\t{{.Size}}\t{{json .RepoDigests}}"
 
 

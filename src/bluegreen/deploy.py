@@ -50,6 +50,7 @@ from .sync import Checkout, relative_to
 LOG_TAIL = 50
 PRE_SWITCH_TAIL = 20  # lines of pre-switch-command's output in the job summary
 JOURNAL_LOOKBACK = 200  # entries read: what each color last served, and the summary's recent deploys
+Part = Nginx | Switch | DeployLock | Journal | Stacks | Checkout | Preflight | Balancer | Images  # on the connection
 RETIRE_TITLE = {"stopped": "Stop", "running": "Keep running:", "none": "Stop and remove"}
 
 
@@ -146,24 +147,12 @@ class Deployer:
         self.git = Checkout(remote, cfg)
         self.preflight = Preflight(remote, cfg, self.proxy, self.out.info, self.warn)
         self.lb = Balancer(remote, cfg, self.out.host_output, self.fleet.lb_slots if self.fleet else None)
-        self.images = Images(
-            remote, cfg, self.stacks, self.out.info, self.fleet.shared if self.fleet else Shared.of(cfg)
-        )
+        shared = self.fleet.shared if self.fleet else Shared.of(cfg)
+        self.images = Images(remote, cfg, self.stacks, self.out.info, shared, self.report.images)
 
-    def parts(
-        self,
-    ) -> tuple[Nginx | Switch | DeployLock | Journal | Stacks | Checkout | Preflight | Balancer | Images, ...]:
-        return (
-            self.proxy,
-            self.switch,
-            self.lock,
-            self.journal,
-            self.stacks,
-            self.git,
-            self.preflight,
-            self.lb,
-            self.images,
-        )
+    def parts(self) -> tuple[Part, ...]:
+        return (self.proxy, self.switch, self.lock, self.journal, self.stacks, self.git, self.preflight, self.lb,
+                self.images)  # fmt: skip
 
     @property
     def host(self) -> Remote:
@@ -325,15 +314,14 @@ class Deployer:
             return
         if self.images.wanted(target):
             async with self.step("images", f"Get {target}'s images") as s:
-                await self.write_env(target)
+                await self.stacks.write_env(target, self.warn)
                 s.detail = await self.images.get(target, self.report.sha)
-                self.report.images = self.images.records
         if cfg.base_compose_file:
             async with self.step("base", "Bring up the base stack") as s:
                 s.detail = await self.stacks.base_up()
         async with self.step("build", f"Build and start {target}"):
             self.target_touched = True
-            await self.write_env(target)
+            await self.stacks.write_env(target, self.warn)
             await self.stacks.build(target, here=cfg.build == "host")
             self.target_ids = [c.id for c in await self.stacks.of(target, refresh=True)]
         async with self.step("health", f"Health-check {target}") as s:
@@ -344,16 +332,6 @@ class Deployer:
             async with self.step("pre-switch", f"Run pre-switch-command in {service}") as s:
                 await self.pre_switch(target, s)
         await self.switch_and_retire(target)
-
-    async def write_env(self, target: Color) -> None:
-        """The env input as the target's files, once (the images step may have written them)."""
-        if self.cfg.env and target not in self.stacks.environ and (left_out := await self.stacks.write_env(target)):
-            self.warn(
-                f"Compose v1 cannot hold the values of {', '.join(left_out)} in an env_file (a carriage return, "
-                f"'${{', or a trailing backslash): .bluegreen/{target}.env leaves them out; they reach {target} "
-                "only through ${NAME} in its compose file",
-                "env values left out of the env_file",
-            )
 
     async def switch_and_retire(self, target: Color) -> None:
         """Switch, drain, then treat the color that served before as keep-previous says, and record."""
@@ -477,10 +455,8 @@ class Deployer:
         before), once checked. Changes nothing on the host."""
         target = self.report.target
         assert target is not None
-        await use_commit(self.git, self.stacks, self.preflight, sha, target, self.earlier_commits(sha))
-
-    def earlier_commits(self, sha: str) -> list[str]:
-        return earlier_commits(self.head, self.journal_tail or [], sha)
+        earlier = earlier_commits(self.head, self.journal_tail or [], sha)
+        await use_commit(self.git, self.stacks, self.preflight, sha, target, earlier)
 
     async def checkout(self, sha: str) -> None:
         """Check `sha` out, once nothing the host owns is in its way; the live upstream file is set
@@ -493,7 +469,8 @@ class Deployer:
         """The host's changes to tracked files dealt with as host-changes says (refused: DeployError,
         nothing changed), then the checkout, with the live upstream file set aside. A stash is noted
         at once (it exists whatever follows); a discard once the checkout has done it."""
-        kept = await self.git.keep_changes(sha, self.own_files(), self.run_info.url)
+        own = own_files(self.cfg.app_dir, self.proxy.target)
+        kept = await self.git.keep_changes(sha, own, self.run_info.url)
         stashed = bool(kept) and self.cfg.host_changes == "stash"
         if stashed:
             self.note_host_changes(kept)
@@ -510,9 +487,6 @@ class Deployer:
     def note_host_changes(self, what: str) -> None:
         self.report.host_changes.append(what)
         self.out.info(what)
-
-    def own_files(self) -> set[str]:
-        return own_files(self.cfg.app_dir, self.proxy.target)
 
     async def already_live(self) -> bool:
         """A rerun of a deploy that got as far as the switch: the live color already runs this commit.

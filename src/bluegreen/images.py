@@ -207,7 +207,13 @@ class Images:
     """The images step of one host (see the module's docstring)."""
 
     def __init__(
-        self, host: ShipHost, config: Config, stacks: Stacks, info: Callable[[str], None], shared: Shared
+        self,
+        host: ShipHost,
+        config: Config,
+        stacks: Stacks,
+        info: Callable[[str], None],
+        shared: Shared,
+        records: list[ImageRecord] | None = None,
     ) -> None:
         self.host = host
         self.cfg = config
@@ -215,7 +221,7 @@ class Images:
         self.info = info
         self.shared = shared
         self.pins = shared.pins
-        self.records: list[ImageRecord] = []
+        self.records = records if records is not None else []  # the report's: each image the step got
 
     def wanted(self, color: Color) -> bool:
         """Whether `color` has images the host does not build (only then is there a step)."""
@@ -278,7 +284,7 @@ class Images:
                         )
                     finally:  # the transit names, whatever the pull did
                         transit = list(dict.fromkeys(p[0] for p in pairs))
-                        await self.host.run(["docker", "image", "rm", *transit], check=False)
+                        await self.host.run(commands.untag(transit), check=False)
                     if not result.ok:
                         raise DeployError(
                             f"the host could not pull the runner's images: {last_line(result.stderr)}",
@@ -306,7 +312,7 @@ class Images:
 
     async def check_platform(self, built: Mapping[str, Built]) -> None:
         """Refuse, before anything is sent, an image built for another CPU than the host's."""
-        answer = await self.host.run(["docker", "version", "--format", "{{.Server.Os}}/{{.Server.Arch}}"], check=False)
+        answer = await self.host.run(commands.server_platform(), check=False)
         host = answer.stdout.strip()
         for service, one in built.items():
             if host and one.saved.platform and one.saved.platform != host:

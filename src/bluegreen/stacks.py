@@ -295,9 +295,22 @@ class Stacks:
         environ = self.environ.get(stack, "") if stack != "base" else ""
         return Compose(self.variant, self.layout.project_of(stack), file, posixpath.dirname(file), environ)
 
-    async def write_env(self, color: Color) -> list[str]:
-        """The `env` input as `color`'s files (envfile): before its build, mode 0600, from stdin.
-        Returns the names its env_file leaves out (Compose v1 cannot hold their values)."""
+    async def write_env(self, color: Color, warn: Callable[[str, str], None]) -> None:
+        """The `env` input as `color`'s files (envfile), once: before compose first reads the color,
+        mode 0600, from stdin. What its env_file leaves out (Compose v1 cannot hold the values) is
+        warned of."""
+        if not self.cfg.env or color in self.environ:
+            return
+        if left_out := await self.env_files(color):
+            warn(
+                f"Compose v1 cannot hold the values of {', '.join(left_out)} in an env_file (a carriage return, "
+                f"'${{', or a trailing backslash): .bluegreen/{color}.env leaves them out; they reach {color} "
+                "only through ${NAME} in its compose file",
+                "env values left out of the env_file",
+            )
+
+    async def env_files(self, color: Color) -> list[str]:
+        """Write `color`'s env files; returns the names its env_file leaves out."""
         state = self.cfg.app_path(STATE_DIR)
         dotenv, left_out = envfile.dotenv_text(self.cfg.env, self.variant)
         environ = posixpath.join(state, f"{color}.environ")
