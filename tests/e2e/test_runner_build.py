@@ -39,6 +39,13 @@ def runner_image(app: lab.LabApp, service: str, sha: str) -> str:
     return lab.sh("docker", "image", "inspect", "--format", "{{.Id}}", tag).strip()
 
 
+def forget_runner_images(app: lab.LabApp) -> None:
+    """The images the action built on this machine (the runner) for `app`: removed with it."""
+    found = lab.sh("docker", "images", "--filter", f"reference=bluegreen/{app.name}-*", "-q").split()
+    if found:
+        lab.sh("docker", "image", "rm", "--force", *dict.fromkeys(found))
+
+
 def host_image(host: hosts.Host, image: str) -> str:
     return host.exec("docker", "image", "inspect", "--format", "{{.Id}}", image).strip()
 
@@ -97,6 +104,7 @@ def test_three_hosts_get_one_runner_build_and_a_one_line_change_sends_only_its_l
     finally:
         balancer.stop()
         app.teardown()
+        forget_runner_images(app)
 
 
 def test_compose_v1_runner_build_and_a_workspace_at_another_commit_refused(
@@ -121,6 +129,7 @@ def test_compose_v1_runner_build_and_a_workspace_at_another_commit_refused(
         assert host_image(host, f"{app.name}-app:blue") == runner_image(app, "backend_blue", new)
     finally:
         app.teardown()
+        forget_runner_images(app)
 
 
 def test_a_cancel_during_the_runner_build_leaves_the_host_serving_and_the_action_ends_at_once(
@@ -148,3 +157,4 @@ def test_a_cancel_during_the_runner_build_leaves_the_host_serving_and_the_action
         )
     finally:
         app.teardown()
+        forget_runner_images(app)
