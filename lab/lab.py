@@ -485,9 +485,11 @@ class LabApp:
         )
 
     def wait_ready(self, color: str) -> None:
-        wait_port(self.ports["PUBLIC_PORT"])
+        """Until nginx and the color listen (polled; a machine busy with two workers and separate
+        hosts can take longer than 15 s to start a color's python)."""
+        wait_port(self.ports["PUBLIC_PORT"], 60)
         for port in (self.ports[f"{color.upper()}_BACKEND"], self.ports[f"{color.upper()}_FRONTEND"]):
-            wait_port(port)
+            wait_port(port, 60)
 
     def nginx(self, *args: str) -> str:
         return sh("docker", "exec", self.nginx_container, "nginx", *args)

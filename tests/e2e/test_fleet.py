@@ -99,6 +99,7 @@ def test_one_separate_host_deploys_with_zero_failed_requests(fleet: Fleet) -> No
             "deployed-ref": sha,
             "switched": True,
             "rolled-back": False,
+            "images": {},  # built on the host: no image pulled or shipped
         }
     ]
 
