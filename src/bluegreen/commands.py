@@ -658,7 +658,9 @@ PULL_SCRIPT = (
     '--password-stdin "$registry" 2>&1); else out=$(printf "%s" "$pw" | docker --config "$cfg" login '
     '--username "$user" --password-stdin 2>&1); fi || '
     f'{{ printf "%s\\n" "$out" >&2; echo "{PULL_LOGIN_FAILED}" >&2; exit 4; }}; }}; '
-    "main() { cfg=; trap '' PIPE; trap 'rm -rf -- \"$cfg\"' EXIT; trap 'exit 143' HUP INT TERM; "
+    # the cleanup ignores further signals (timeout sends its own TERM too), so rm is never cut short
+    "main() { cfg=; trap '' PIPE; trap 'trap \"\" HUP INT TERM; rm -rf -- \"$cfg\"' EXIT; "
+    "trap 'trap \"\" HUP INT TERM; exit 143' HUP INT TERM; "
     'while [ "$#" -ge 2 ]; do ref=$1; tag=$2; shift 2; '
     'if [ "$policy" != always ] && docker image inspect -- "$tag" >/dev/null 2>&1; then continue; fi; '
     f'if [ "$policy" = never ]; then echo "{PULL_MISSING} $tag" >&2; exit 6; fi; '

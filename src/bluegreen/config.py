@@ -1011,6 +1011,9 @@ _REGISTRY_USER = re.compile(r"^[A-Za-z0-9_$][A-Za-z0-9_.@+=$-]{0,255}$")  # _jso
 def _registry(registry: str, username: str, password: str) -> dict[str, str]:
     """registry, registry-username and registry-password: a login needs a user and a password
     together; a registry without a user is an error rather than a silent anonymous pull."""
+    registry = registry.lower()
+    if registry in ("docker.io", "index.docker.io", "registry-1.docker.io"):  # Docker Hub, as docker names it
+        registry = ""
     if registry and not _REGISTRY.match(registry):
         raise ConfigError(
             "registry",

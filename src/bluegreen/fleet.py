@@ -183,18 +183,20 @@ class Fleet:
         """Every host healthy, none switched yet: each image must be the same on every host that got
         it (a tag that moved between two hosts' pulls, with pull: missing or never, gives two). Keyed
         by the image as the compose files name it; compared by the digest the registry served when
-        every host has one (an image id differs between docker's image stores), else by id. What
-        differs, in words; "" if nothing does. A host that was already live got no images."""
-        seen: dict[str, dict[str, list[str]]] = {}  # image -> (digest, else id) -> hosts
-        records = [(m.label, r) for m in self.members for r in m.deployer.report.images]
-        by_digest = {r.image for _, r in records if r.digest} - {r.image for _, r in records if not r.digest}
-        for host, record in records:
-            key = record.digest.rpartition("@")[2] if record.image in by_digest else record.id
-            seen.setdefault(record.image, {}).setdefault(key, []).append(host)
+        every host has one (an image id differs between docker's image stores), or by id (one image
+        may be known by two digests). What differs, in words; "" if nothing does. A host that was
+        already live got no images."""
+        seen: dict[str, dict[str, list[str]]] = {}  # image -> id -> hosts
+        digests: dict[str, list[str]] = {}  # image -> each host's digest ("" for none)
+        for m in self.members:
+            for record in m.deployer.report.images:
+                seen.setdefault(record.image, {}).setdefault(record.id, []).append(m.label)
+                digests.setdefault(record.image, []).append(record.digest.rpartition("@")[2])
+        same_digest = {image for image, found in digests.items() if "" not in found and len(set(found)) == 1}
         problems = [
             f"{image}: " + ", ".join(f"{'/'.join(hosts)} {key.rpartition(':')[2][:12]}" for key, hosts in found.items())
             for image, found in seen.items()
-            if len(found) > 1
+            if len(found) > 1 and image not in same_digest
         ]
         if not problems:
             return ""

@@ -22,6 +22,7 @@ checks it before any switch (fleet.Fleet.check_images).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -282,9 +283,10 @@ class Images:
                             timeout=COMPOSE_SECONDS,
                             check=False,
                         )
-                    finally:  # the transit names, whatever the pull did
+                    finally:  # the transit names, whatever the pull did (never hiding why it ended)
                         transit = list(dict.fromkeys(p[0] for p in pairs))
-                        await self.host.run(commands.untag(transit), check=False)
+                        with contextlib.suppress(Exception):
+                            await self.host.run(commands.untag(transit), check=False)
                     if not result.ok:
                         raise DeployError(
                             f"the host could not pull the runner's images: {last_line(result.stderr)}",
@@ -352,15 +354,15 @@ class Images:
             got = await self.fetch([(image, image) for image in images])
         else:
             async with self.pins.lock:  # the first host pulls the tags; the others wait for its digests
-                first = [i for i in images if "@" in i or i not in self.pins.digests]
+                first = [i for i in images if "@" not in i and i not in self.pins.digests]
                 if first:
                     got = await self.fetch([(image, image) for image in first])
                     for image in first:
                         digest = got[image][1] if image in got else ""
                         self.pins.digests.setdefault(image, f"{repository(image)}@{digest}" if digest else "")
-            rest = [i for i in images if i not in first]
+            rest = [i for i in images if i not in first]  # pinned, or named by digest: pulled as named
             if rest:
-                got |= await self.fetch([(self.pins.digests[image] or image, image) for image in rest])
+                got |= await self.fetch([(self.pins.digests.get(image) or image, image) for image in rest])
         facts = dict(zip(images, await self.facts(images), strict=True))
         for service, image in wanted.items():
             image_id, digest, size = facts[image]

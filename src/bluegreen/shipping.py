@@ -123,6 +123,16 @@ def interpolate(text: str, env: Mapping[str, str], where: str = "") -> str:
     return _VARIABLE.sub(one, text)
 
 
+class _TextLoader(yaml.SafeLoader):
+    """YAML as compose reads a build: every scalar text (false, 1.10), but for null and merge keys."""
+
+
+_TextLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag.endswith((":merge", ":null"))]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
 def build_specs(
     compose_text: str, compose_dir: Path, services: list[str], env: Mapping[str, str], file: str, workspace: Path
 ) -> tuple[dict[str, BuildSpec], list[str]]:
@@ -130,7 +140,7 @@ def build_specs(
     the text it is, as compose reads it), and the build keys a runner build does not honour (a
     warning). A remote context, a context or Dockerfile outside the workspace, and keys a runner
     build would get wrong without a word are refused."""
-    data = yaml.load(compose_text, Loader=yaml.BaseLoader) or {}  # BaseLoader: every scalar is text
+    data = yaml.load(compose_text, Loader=_TextLoader) or {}
     specs, ignored = {}, set()
     root = workspace.resolve()
     for service in services:
@@ -161,7 +171,7 @@ def build_specs(
             args = dict((item.partition("=")[0], item.partition("=")[2] if "=" in item else None) for item in args)
         values = {}
         for name, value in args.items():  # one with no value takes env's, or is left to the Dockerfile
-            if value in (None, ""):
+            if value is None:
                 if name not in env:
                     continue
                 value = env[name]

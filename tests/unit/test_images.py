@@ -353,3 +353,13 @@ def test_a_repository_keeps_a_registry_port() -> None:
     assert repository("registry.lab:5443/lab/web:latest") == "registry.lab:5443/lab/web"
     assert repository("registry.lab:5443/lab/web") == "registry.lab:5443/lab/web"
     assert repository("nginx") == "nginx"
+
+
+def test_docker_hub_named_as_a_registry_is_docker_hub() -> None:
+    for name in ("docker.io", "Index.Docker.io", "registry-1.docker.io"):
+        config = load_config(raw(registry=name, **{"registry-username": "ci", "registry-password": PASSWORD}))
+        assert config.registry == ""
+    assert (
+        load_config(raw(registry="GHCR.io", **{"registry-username": "ci", "registry-password": PASSWORD})).registry
+        == "ghcr.io"
+    )

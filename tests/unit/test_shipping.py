@@ -235,3 +235,14 @@ def test_the_registry_serves_only_its_pull_with_the_password_and_only_blobs_of_t
     assert head_404.startswith(b"HTTP/1.1 404") and head_404.endswith(b"\r\n\r\n")
     assert two.count(b"HTTP/1.1 200") == 2 and LAYER_B in two  # keep-alive: two answers on one connection
     assert tls.startswith(b"HTTP/1.1 400")
+
+
+def test_a_build_merged_in_with_a_yaml_anchor_is_the_one_built(tmp_path: Path) -> None:
+    (tmp_path / "app").mkdir()
+    text = (
+        "x-common: &common\n  build: {context: app, args: {DEBUG: false, EMPTY: ''}}\n"
+        "services:\n  web:\n    <<: *common\n"
+    )
+    found, ignored = build_specs(text, tmp_path, ["web"], ENV, "compose.yml", tmp_path)
+    assert found["web"].context == (tmp_path / "app").resolve() and ignored == []
+    assert found["web"].args == (("DEBUG", "false"), ("EMPTY", ""))  # an explicit empty value stays empty
