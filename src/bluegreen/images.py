@@ -221,7 +221,6 @@ class Images:
         self.stacks = stacks
         self.info = info
         self.shared = shared
-        self.pins = shared.pins
         self.records = records if records is not None else []  # the report's: each image the step got
 
     def wanted(self, color: Color) -> bool:
@@ -353,16 +352,16 @@ class Images:
         if self.cfg.pull != "always":
             got = await self.fetch([(image, image) for image in images])
         else:
-            async with self.pins.lock:  # the first host pulls the tags; the others wait for its digests
-                first = [i for i in images if "@" not in i and i not in self.pins.digests]
+            async with self.shared.pins.lock:  # the first host pulls the tags; the others wait for its digests
+                first = [i for i in images if "@" not in i and i not in self.shared.pins.digests]
                 if first:
                     got = await self.fetch([(image, image) for image in first])
                     for image in first:
                         digest = got[image][1] if image in got else ""
-                        self.pins.digests.setdefault(image, f"{repository(image)}@{digest}" if digest else "")
+                        self.shared.pins.digests.setdefault(image, f"{repository(image)}@{digest}" if digest else "")
             rest = [i for i in images if i not in first]  # pinned, or named by digest: pulled as named
             if rest:
-                got |= await self.fetch([(self.pins.digests.get(image) or image, image) for image in rest])
+                got |= await self.fetch([(self.shared.pins.digests.get(image) or image, image) for image in rest])
         facts = dict(zip(images, await self.facts(images), strict=True))
         for service, image in wanted.items():
             image_id, digest, size = facts[image]
