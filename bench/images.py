@@ -18,9 +18,7 @@ Prints Markdown tables: medians with min-max over the rounds."""
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import tempfile
 import threading
 import time
 import urllib.error
@@ -28,11 +26,9 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import docker
 from lab import hosts, lab
 
 from bench.fleet import step_seconds
-from bluegreen.shipping import read_saved
 
 
 @dataclass
@@ -90,28 +86,6 @@ def deploy(inputs: dict[str, str], app: lab.LabApp, what: str) -> tuple[lab.Acti
     return run, wall
 
 
-def journal_images(host: hosts.Host, app: lab.LabApp) -> dict[str, dict[str, object]]:
-    text = host.deploy("cat", f"{app.app_dir}/.bluegreen/journal.jsonl")
-    images: dict[str, dict[str, object]] = json.loads(text.strip().splitlines()[-1])["images"]
-    return images
-
-
-def image_sizes(old: str, new: str) -> tuple[int, int]:
-    """The bytes of `new`'s layers that `old` lacks, and of all of `new`'s layers (as docker save
-    gives them, uncompressed)."""
-    client = docker.from_env()
-    with tempfile.TemporaryDirectory() as folder:
-        before = read_saved(iter(client.api.get_image(old)), Path(folder) / "old")
-        after = read_saved(iter(client.api.get_image(new)), Path(folder) / "new")
-    layers = json.loads(after.manifest)["layers"]
-    return sum(layer["size"] for layer in layers if layer["digest"] not in before.blobs), after.size
-
-
-def runner_image(app: lab.LabApp, service: str, sha: str) -> str:
-    tag = f"bluegreen/{app.name}-{service}:{sha[:12]}".lower()
-    return lab.sh("docker", "image", "inspect", "--format", "{{.Id}}", tag).strip()
-
-
 def one_line_change(host: hosts.Host, key: str, rounds: int) -> list[str]:
     sent, seconds, changed, whole = [], [], [], []
     for n in range(rounds):
@@ -121,14 +95,14 @@ def one_line_change(host: hosts.Host, key: str, rounds: int) -> list[str]:
             deploy(hosts.fleet_inputs([host], app, first, key, build="runner"), app, "the first runner build")
             second = app.version(f"b{n}")
             run, _ = deploy(hosts.fleet_inputs([host], app, second, key, build="runner"), app, "the one-line change")
-            images = journal_images(host, app)
+            images = hosts.journal_images(host, app)
             sent.append(float(str(images["backend_green"]["sent"])) / 1000)
             seconds += step_seconds(run.summary, "Get green's images")
-            layer, size = image_sizes(
-                runner_image(app, "backend_blue", first), runner_image(app, "backend_green", second)
+            change = hosts.layer_change(
+                hosts.runner_image(app, "backend_blue", first), hosts.runner_image(app, "backend_green", second)
             )
-            changed.append(layer / 1000)
-            whole.append(size / 1e6)
+            changed.append(change.changed / 1000)
+            whole.append(change.size / 1e6)
         finally:
             app.teardown()
     return [
@@ -200,14 +174,8 @@ def fleet(targets: list[hosts.Host], key: str, rounds: int) -> list[str]:
             try:
                 sha = app.version(f"f{n}{mode}")
                 run, wall = deploy(hosts.fleet_inputs(targets, app, sha, key, build=mode), app, f"fleet, build: {mode}")
-                if mode == "host":  # each host built its own: its image differs from every other's
-                    ids = {
-                        h.exec("docker", "image", "inspect", "--format", "{{.Id}}", f"{app.name}-app:blue")
-                        for h in targets
-                    }
-                    builds = float(len(ids))
-                else:
-                    builds = float(len({runner_image(app, "backend_blue", sha)}))
+                # each host's image: with build: host each host built its own, with runner one for all
+                builds = float(len({hosts.image_id(h, f"{app.name}-app:blue") for h in targets}))
                 figures = rows.setdefault(mode, {})
                 figures.setdefault("wall", []).append(wall)
                 figures.setdefault("builds", []).append(builds)

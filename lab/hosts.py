@@ -15,11 +15,15 @@ import json
 import secrets
 import shlex
 import subprocess
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import docker
+
 from bluegreen.config import INPUTS
+from bluegreen.shipping import read_saved
 from lab import lab
 
 HOST_IMAGE = "bluegreen-lab/host:bookworm"
@@ -339,3 +343,48 @@ def start_load_balancer(hosts: list[Host]) -> LoadBalancer:
     )  # fmt: skip
     lab.wait_port(port)
     return LoadBalancer(container, port)
+
+
+# -- images the runner built (build: runner), for the e2e tests and the benchmark -----------------
+
+
+def runner_image(app: lab.LabApp, service: str, sha: str) -> str:
+    """The image id the runner (this machine) built for `service` at `sha`: tagged by commit."""
+    tag = f"bluegreen/{app.name}-{service}:{sha[:12]}".lower()
+    return lab.sh("docker", "image", "inspect", "--format", "{{.Id}}", tag).strip()
+
+
+def forget_runner_images(app: lab.LabApp) -> None:
+    """The images the action built on this machine (the runner) for `app`: removed with it."""
+    found = lab.sh("docker", "images", "--filter", f"reference=bluegreen/{app.name}-*", "-q").split()
+    if found:
+        lab.sh("docker", "image", "rm", "--force", *dict.fromkeys(found))
+
+
+def image_id(host: Host, image: str) -> str:
+    return host.exec("docker", "image", "inspect", "--format", "{{.Id}}", image).strip()
+
+
+def journal_images(host: Host, app: lab.LabApp) -> dict[str, dict[str, object]]:
+    """The images the host's journal's last entry records."""
+    text = host.deploy("cat", f"{app.app_dir}/.bluegreen/journal.jsonl")
+    images: dict[str, dict[str, object]] = json.loads(text.strip().splitlines()[-1])["images"]
+    return images
+
+
+@dataclass
+class LayerChange:
+    changed: int  # bytes of the new image's layers the old one lacks (uncompressed, as docker save gives them)
+    overhead: int  # the new image's manifest and config, as the action serves them
+    size: int  # all of the new image's layers
+
+
+def layer_change(old: str, new: str) -> LayerChange:
+    """What a host that has `old` lacks of `new`, both images of this machine's docker."""
+    client = docker.from_env()
+    with tempfile.TemporaryDirectory() as folder:
+        before = read_saved(iter(client.api.get_image(old)), Path(folder) / "old")
+        after = read_saved(iter(client.api.get_image(new)), Path(folder) / "new")
+    layers = json.loads(after.manifest)["layers"]
+    changed = sum(layer["size"] for layer in layers if layer["digest"] not in before.blobs)
+    return LayerChange(changed, len(after.manifest) + after.blobs[after.image_id].size, after.size)

@@ -17,11 +17,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import docker
 import pytest
 from lab import hosts, lab, registry
-
-from bluegreen.shipping import Saved, read_saved
 
 from .conftest import Load
 
@@ -201,34 +198,6 @@ def test_a_fleet_serves_one_image_everywhere_or_refuses_before_any_switch(pull_l
 # -- build: runner --------------------------------------------------------------------------------
 
 
-def runner_image(app: lab.LabApp, service: str, sha: str) -> str:
-    """The image id the runner built for `service` at `sha` (tagged by commit on the runner)."""
-    tag = f"bluegreen/{app.name}-{service}:{sha[:12]}".lower()
-    return lab.sh("docker", "image", "inspect", "--format", "{{.Id}}", tag).strip()
-
-
-def forget_runner_images(app: lab.LabApp) -> None:
-    """The images the action built on this machine (the runner) for `app`: removed with it."""
-    found = lab.sh("docker", "images", "--filter", f"reference=bluegreen/{app.name}-*", "-q").split()
-    if found:
-        lab.sh("docker", "image", "rm", "--force", *dict.fromkeys(found))
-
-
-def host_image(host: hosts.Host, image: str) -> str:
-    return host.exec("docker", "image", "inspect", "--format", "{{.Id}}", image).strip()
-
-
-def saved(image_id: str, folder: Path) -> Saved:
-    return read_saved(iter(docker.from_env().api.get_image(image_id)), folder)
-
-
-def last_images(host: hosts.Host, app: lab.LabApp) -> dict[str, dict[str, object]]:
-    """The images the journal's last entry records."""
-    text = host.deploy("cat", f"{app.app_dir}/.bluegreen/journal.jsonl")
-    images: dict[str, dict[str, object]] = json.loads(text.strip().splitlines()[-1])["images"]
-    return images
-
-
 def test_three_hosts_get_one_runner_build_and_a_one_line_change_sends_only_its_layer(
     image_hosts: tuple[list[hosts.Host], str],
 ) -> None:
@@ -242,9 +211,9 @@ def test_three_hosts_get_one_runner_build_and_a_one_line_change_sends_only_its_l
         assert run.status == 0, run.log
         assert load.failures == [] and len(load.statuses) > 10
         assert [hosts.served(h)["version"] for h in targets] == ["v2"] * 3
-        built = runner_image(app, "backend_blue", sha)
+        built = hosts.runner_image(app, "backend_blue", sha)
         # every host runs the runner's very image (a build of its own would have an id of its own)
-        assert [host_image(h, f"{app.name}-app:blue") for h in targets] == [built] * 3
+        assert [hosts.image_id(h, f"{app.name}-app:blue") for h in targets] == [built] * 3
         assert all(r["images"] == {"backend_blue": built} for r in json.loads(run.outputs["hosts-json"]))
         assert "the runner (" in run.summary
         assert all("127.0.0.1:" not in h.exec("docker", "image", "ls", "--format", "{{.Repository}}") for h in targets)
@@ -257,22 +226,19 @@ def test_three_hosts_get_one_runner_build_and_a_one_line_change_sends_only_its_l
         assert run.status == 0, run.log
         assert load.failures == []
         assert [(hosts.served(h)["color"], hosts.served(h)["version"]) for h in targets] == [("green", "v3")] * 3
-        new = runner_image(app, "backend_green", second)
-        with tempfile.TemporaryDirectory() as folder:
-            before, after = saved(built, Path(folder) / "old"), saved(new, Path(folder) / "new")
-        layers = json.loads(after.manifest)["layers"]
-        changed = sum(layer["size"] for layer in layers if layer["digest"] not in before.blobs)
-        overhead = len(after.manifest) + after.blobs[after.image_id].size  # the manifest and the config
+        new = hosts.runner_image(app, "backend_green", second)
+        change = hosts.layer_change(built, new)
+        changed, overhead = change.changed, change.overhead  # overhead: the manifest and the config
         assert changed > 0
         for host in targets:
-            assert host_image(host, f"{app.name}-app:green") == new
-            sent = last_images(host, app)["backend_green"]["sent"]
+            assert hosts.image_id(host, f"{app.name}-app:green") == new
+            sent = hosts.journal_images(host, app)["backend_green"]["sent"]
             assert isinstance(sent, int)
             assert changed <= sent - overhead <= changed * 1.1, (host.name, sent, changed, overhead)
     finally:
         balancer.stop()
         app.teardown()
-        forget_runner_images(app)
+        hosts.forget_runner_images(app)
 
 
 def test_compose_v1_runner_build_and_a_workspace_at_another_commit_refused(
@@ -294,10 +260,10 @@ def test_compose_v1_runner_build_and_a_workspace_at_another_commit_refused(
         assert run.status == 0, run.log
         assert load.failures == []
         assert hosts.served(host)["version"] == "v3"
-        assert host_image(host, f"{app.name}-app:blue") == runner_image(app, "backend_blue", new)
+        assert hosts.image_id(host, f"{app.name}-app:blue") == hosts.runner_image(app, "backend_blue", new)
     finally:
         app.teardown()
-        forget_runner_images(app)
+        hosts.forget_runner_images(app)
 
 
 def test_a_cancel_during_the_runner_build_leaves_the_host_serving_and_the_action_ends_at_once(
@@ -325,4 +291,4 @@ def test_a_cancel_during_the_runner_build_leaves_the_host_serving_and_the_action
         )
     finally:
         app.teardown()
-        forget_runner_images(app)
+        hosts.forget_runner_images(app)
