@@ -12,6 +12,7 @@ import asyncio
 import getpass
 import json
 import os
+import posixpath
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from importlib import metadata
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import TextIO
 
 from . import commands
+from .canary import HELD, Held
 from .config import (
     INPUTS,
     Config,
@@ -32,7 +34,7 @@ from .config import (
 from .fleet import Fleet, deploy_with_signals
 from .journal import STATE_DIR, Journal
 from .lock import RunInfo, lock_status
-from .nginx import Nginx, NginxError, live_color
+from .nginx import Nginx, NginxError, config_sections, live_color
 from .plan import plan_fleet
 from .remote import Remote, RemoteError, encrypted
 from .report import EXIT_FAILED, EXIT_USAGE, ConsoleReporter
@@ -57,6 +59,7 @@ HELP_GROUPS = {
     ),
     "images": ("build", "pull", "registry", "registry-username", "registry-password"),
     "the switch and after": ("drain-timeout", "keep-previous", "prune"),
+    "canary": ("strategy", "canary-steps", "canary-hold", "canary-sticky", "canary-max-5xx", "canary-min-requests"),
     "several hosts": ("batch-size", "on-host-failure", "lb-detach-command", "lb-attach-command", "lb-timeout"),
 }  # fmt: skip
 
@@ -86,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in (
         ("deploy", "deploy a ref to the idle color and switch nginx to it"),
         ("rollback", "switch back to the previous color, at the commit it last ran, with no build"),
+        ("promote", "finish a held canary: switch every request to its new color, drain and retire the old"),
+        ("abort", "end a held canary: switch every request back to the old color and remove the new one"),
         ("plan", "show what a deploy of a ref would do; nothing on the host changes (not the lock, not the journal)"),
         ("status", "show the live color, the stacks and the last deploys"),
     ):
@@ -122,7 +127,7 @@ def raw_inputs(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[str
     for spec in INPUTS:
         value = values.get(spec.name)
         raw[spec.name] = value if value is not None else environ.get(env_name(spec.name), spec.default)
-    raw["command"] = args.command if args.command in ("deploy", "rollback") else "deploy"
+    raw["command"] = args.command if args.command in ("deploy", "rollback", "promote", "abort") else "deploy"
     if args.command == "plan":
         raw["plan"] = "true"
     raw["ref"] = raw["ref"] or environ.get("GITHUB_SHA", "")  # as the action's ref does, in any CI that sets it
@@ -169,8 +174,13 @@ async def host_status(config: Config) -> dict[str, object]:
         await proxy.check_available()
         stacks = Stacks(remote, config, lambda _: None)
         names = {stack: config.stack_file(stack) for stack in STACKS}
-        paths = (config.upstream_path("blue"), config.upstream_path("green"), config.app_path(".active_env"))
-        dump, (blue, green, active_env), texts, containers, recent = await asyncio.gather(
+        paths = (
+            config.upstream_path("blue"),
+            config.upstream_path("green"),
+            config.app_path(".active_env"),
+            config.app_path(posixpath.join(STATE_DIR, HELD)),
+        )
+        dump, (blue, green, active_env, held_text), texts, containers, recent = await asyncio.gather(
             proxy.dump(),
             asyncio.gather(*(remote.run(commands.read_file(path), check=False) for path in paths)),
             Checkout(remote, config).read_disk(list(names.values())),
@@ -181,8 +191,25 @@ async def host_status(config: Config) -> dict[str, object]:
     finally:
         await remote.close()
     stacks.use_files(read_files(by_stack(texts, names), names, strict=False))
+    held = Held.parse(held_text.stdout)
+    if held is not None and not held.serves(config_sections(dump)):
+        held = None  # a record a dead promote or abort left: nginx no longer serves the split
+    canary = (
+        {
+            "canary": {
+                "held": f"{held.share}%",
+                "from": held.live,
+                "to": held.target,
+                "ref": held.ref,
+                "since": held.since,
+            }
+        }
+        if held
+        else {}
+    )
     return {
-        "live-color": live_color(dump, {"blue": blue.stdout, "green": green.stdout}) or "",
+        "live-color": held.live if held else live_color(dump, {"blue": blue.stdout, "green": green.stdout}) or "",
+        **canary,
         "active-env": active_env.stdout.strip(),
         "containers": {
             stack: sorted(

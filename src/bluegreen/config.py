@@ -13,8 +13,8 @@ import math
 import posixpath
 import re
 import shlex
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, TypeVar
 from urllib.parse import urlsplit
@@ -24,8 +24,10 @@ import yaml
 
 Color = Literal["blue", "green"]
 COLORS: tuple[Color, Color] = ("blue", "green")
-Command = Literal["deploy", "rollback"]
-COMMANDS: tuple[Command, ...] = ("deploy", "rollback")
+Command = Literal["deploy", "rollback", "promote", "abort"]
+COMMANDS: tuple[Command, ...] = ("deploy", "rollback", "promote", "abort")
+Strategy = Literal["switch", "canary"]
+STRATEGIES: tuple[Strategy, ...] = ("switch", "canary")
 KeepPrevious = Literal["stopped", "running", "none"]
 KEEP_PREVIOUS: tuple[KeepPrevious, ...] = ("stopped", "running", "none")
 HostChanges = Literal["refuse", "stash", "discard"]
@@ -129,7 +131,8 @@ INPUTS: tuple[InputSpec, ...] = (
     InputSpec(
         "command",
         "deploy: build ref into the idle color and switch to it. rollback: switch back to the previous color, at the "
-        "commit it last ran, with no build.",
+        "commit it last ran, with no build. promote or abort: finish a canary that canary-steps left held: switch to "
+        "its new color, or back to the old one and remove the new.",
         "deploy",
     ),
     InputSpec(
@@ -333,6 +336,38 @@ INPUTS: tuple[InputSpec, ...] = (
         "true",
     ),
     InputSpec("lock-timeout", "How long to wait for another deploy of the same app-dir to finish (a time).", "600"),
+    InputSpec(
+        "strategy",
+        "switch: all requests move to the healthy new color at once. canary: nginx first sends it canary-steps shares "
+        "of the requests, each judged by nginx's own counts of 5xx, then all of them; a bad step switches back.",
+        "switch",
+    ),
+    InputSpec(
+        "canary-steps",
+        "With strategy: canary, the percentages of requests the new color gets before the full switch, rising, from "
+        "1 to 99, each for canary-hold. End with hold to stop at the last one: the job succeeds with the split in "
+        "place, and a later command: promote or abort finishes it.",
+        "10,50",
+    ),
+    InputSpec("canary-hold", "How long each canary step lasts (a time).", "60"),
+    InputSpec(
+        "canary-sticky",
+        "Keep a user on one color during a canary: cookie:NAME or header:NAME, whose value nginx hashes (a request "
+        "without it is split on its own). Empty means each request is split on its own.",
+        "",
+    ),
+    InputSpec(
+        "canary-max-5xx",
+        "The largest share of the new color's responses in a canary step that may be 5xx (e.g. 1% or 0.5%): above "
+        "it, and worse than the old color's share, the canary is aborted.",
+        "1%",
+    ),
+    InputSpec(
+        "canary-min-requests",
+        "Responses the new color must give in a canary step for a verdict: with fewer, the step is held once more, "
+        "then the canary is aborted as inconclusive. 0 judges whatever came.",
+        "20",
+    ),
 )
 
 _SPEC = {spec.name: spec for spec in INPUTS}
@@ -346,6 +381,18 @@ class ConfigError(ValueError):
         self.problem = problem
         self.fix = fix
         super().__init__(f"input '{name}': {problem}. Fix: {fix}")
+
+
+@dataclass(frozen=True)
+class CanaryPlan:
+    """strategy: canary's inputs: the shares, each step's length, and the verdict's limits."""
+
+    steps: tuple[int, ...] = (10, 50)  # percent of requests to the new color, rising
+    hold: bool = False  # canary-steps ends in hold: the run ends with the last split in place
+    seconds: int = 60  # canary-hold
+    sticky: str = ""  # the nginx variable whose value keeps a user on one color ("" for none)
+    max_5xx: float = 1.0  # percent
+    min_requests: int = 20
 
 
 @dataclass(frozen=True)
@@ -400,6 +447,8 @@ class Config:
     lb_detach_command: tuple[str, ...] = ()  # run on the host, as argv, around each reload of its nginx
     lb_attach_command: tuple[str, ...] = ()
     lb_timeout: int = 300
+    strategy: Strategy = "switch"
+    canary: CanaryPlan = field(default_factory=lambda: CanaryPlan())
     key_input: str = "key"  # the input `key` came from, for messages ("proxy-key" on the way to the bastion)
     agent_path: str = ""  # the CLI's --ssh-agent: sign with the keys of the ssh-agent listening here, not `key`
 
@@ -1008,6 +1057,50 @@ _REGISTRY = re.compile(
 _REGISTRY_USER = re.compile(r"^[A-Za-z0-9_$][A-Za-z0-9_.@+=$-]{0,255}$")  # _json_key, robot$name; no blank
 
 
+_STICKY = re.compile(r"^(cookie:[A-Za-z0-9_]{1,64}|header:[A-Za-z0-9_-]{1,64})$")
+
+
+def _canary(get: Callable[[str], str]) -> CanaryPlan:
+    """canary-steps, canary-hold, canary-sticky, canary-max-5xx and canary-min-requests."""
+    words = [w for w in re.split(r"[\s,]+", get("canary-steps").strip().lower()) if w]
+    hold = bool(words) and words[-1] == "hold"
+    steps: list[int] = []
+    for word in words[:-1] if hold else words:
+        if not word.rstrip("%").isdigit() or not 1 <= int(word.rstrip("%")) <= 99:
+            raise ConfigError(
+                "canary-steps", f"{word!r} is not a percentage from 1 to 99", "give rising percentages, e.g. 10,50"
+            )
+        if steps and int(word.rstrip("%")) <= steps[-1]:
+            raise ConfigError("canary-steps", f"{word} does not rise after {steps[-1]}", "give rising percentages")
+        steps.append(int(word.rstrip("%")))
+    if not steps:
+        raise ConfigError("canary-steps", "has no percentage", "give at least one, e.g. 10,50 or 10,hold")
+    sticky = get("canary-sticky")
+    if sticky and not _STICKY.match(sticky):
+        raise ConfigError(
+            "canary-sticky",
+            f"{sticky!r} is not cookie:NAME or header:NAME",
+            "give e.g. cookie:session or header:X-User (a cookie's name in letters, digits and _)",
+        )
+    kind, _, name = sticky.partition(":")
+    variable = f"$cookie_{name}" if kind == "cookie" else f"$http_{name.lower().replace('-', '_')}" if name else ""
+    limit = get("canary-max-5xx")
+    try:
+        max_5xx = float(limit.removesuffix("%"))
+    except ValueError:
+        max_5xx = -1.0
+    if not 0 <= max_5xx <= 100:
+        raise ConfigError("canary-max-5xx", f"{limit!r} is not a percentage from 0 to 100", "give e.g. 1% or 0.5%")
+    return CanaryPlan(
+        steps=tuple(steps),
+        hold=hold,
+        seconds=_seconds("canary-hold", get("canary-hold"), 1, 86400),
+        sticky=variable,
+        max_5xx=max_5xx,
+        min_requests=_int("canary-min-requests", get("canary-min-requests"), 0, 1_000_000),
+    )
+
+
 def _registry(registry: str, username: str, password: str) -> dict[str, str]:
     """registry, registry-username and registry-password: a login needs a user and a password
     together; a registry without a user is an error rather than a silent anonymous pull."""
@@ -1162,10 +1255,18 @@ def load_config(raw: Mapping[str, str], *, for_deploy: bool = True, agent_path: 
     health_timeout = _seconds("health-timeout", get("health-timeout"), 1, 3600)
     health_interval = _seconds("health-interval", get("health-interval"), 1, 600)
     check_timeouts(health_timeout=health_timeout, health_interval=health_interval)
+    strategy = _choice("strategy", get("strategy"), STRATEGIES)
+    canary = _canary(get)
     detach = _host_command("lb-detach-command", get("lb-detach-command"))
     attach = _host_command("lb-attach-command", get("lb-attach-command"))
     batch_size = _batch_size(get("batch-size"))
     _check_lb_hooks(detach, attach, hosts, batch_size)
+    if strategy == "canary" and canary.hold and batch_of(len(hosts), batch_size) < len(hosts):
+        raise ConfigError(
+            "canary-steps",
+            "ends in hold, and batch-size switches the fleet in more than one batch",
+            "set batch-size: 100% (a held canary holds every host), or drop hold",
+        )
     return Config(
         host=hosts[0][0],
         port=hosts[0][1],
@@ -1218,6 +1319,8 @@ def load_config(raw: Mapping[str, str], *, for_deploy: bool = True, agent_path: 
         pull=_choice("pull", get("pull"), PULL_POLICIES),
         build=_choice("build", get("build"), BUILD_WHERE),
         **_registry(get("registry"), get("registry-username"), raw.get("registry-password", "").strip("\r\n")),
+        strategy=strategy,
+        canary=canary,
         agent_path=agent_path,
     )
 

@@ -25,7 +25,7 @@ def table(text: str, heading: str) -> dict[str, list[str]]:
     section = text.split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
     rows = {}
     for line in section.splitlines():
-        match = re.match(r"^\| `([a-z-]+)` \| (.*) \|$", line)
+        match = re.match(r"^\| `([a-z0-9-]+)` \| (.*) \|$", line)
         if match:
             rows[match.group(1)] = [cell.strip() for cell in match.group(2).split(" | ")]
     return rows
