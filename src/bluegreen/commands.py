@@ -432,8 +432,38 @@ PROBE_SERVERS_SCRIPT = (
 
 def probe_servers(container: str, targets: Sequence[tuple[str, str]]) -> Argv:
     """Whether nginx could connect to each (host, port), from its own network view."""
-    argv = ["sh", "-c", PROBE_SERVERS_SCRIPT, "sh", *(value for target in targets for value in target)]
+    return _in_nginx(container, ["sh", "-c", PROBE_SERVERS_SCRIPT, "sh", *(v for target in targets for v in target)])
+
+
+def _in_nginx(container: str, argv: Argv) -> Argv:
+    """`argv` where nginx is: in its container, or on the host."""
     return ["docker", "exec", container, *argv] if container else argv
+
+
+# Each name's addresses as nginx's resolver (the libc's) gives them, "name address" per line; "no-tool"
+# if there is no getent. A constant: the names come as "$@".
+RESOLVE_NAMES_SCRIPT = (
+    "command -v getent >/dev/null 2>&1 || { echo no-tool; exit 0; }; "
+    'for n do getent ahosts "$n" | while read -r a rest; do echo "$n $a"; done; done'
+)
+
+
+def resolve_names(container: str, names: Sequence[str]) -> Argv:
+    """The addresses each upstream server name resolves to, from nginx's own view (the canary's count)."""
+    return _in_nginx(container, ["sh", "-c", RESOLVE_NAMES_SCRIPT, "sh", *names])
+
+
+def file_size(container: str, path: str) -> Argv:
+    return _in_nginx(container, ["sh", "-c", 'wc -c < "$1" 2>/dev/null || echo 0', "sh", path])
+
+
+def read_from(container: str, path: str, offset: int) -> Argv:
+    """A file from byte `offset` on (nothing if it does not exist yet)."""
+    return _in_nginx(container, ["tail", "-c", f"+{offset + 1}", "--", path])
+
+
+def remove_in_nginx(container: str, path: str) -> Argv:
+    return _in_nginx(container, remove_file(path))
 
 
 def container_exists(container: str) -> Argv:

@@ -1,9 +1,11 @@
 """The deploy orchestrator: the seed's steps, in its order, with the failure path beside them.
 
     deploy:   connect → preflight → lock → live color → sync → images → base → build → health → pre-switch
-              → switch → drain → retire old → record
+              → [canary] → switch → drain → retire old → record
     rollback: connect → preflight → lock → live color → plan → checkout → start kept → health → switch
               → drain → retire old → record
+    promote:  connect → preflight → lock → live color (a held canary) → switch → drain → retire old → record
+    abort:    connect → preflight → lock → live color (a held canary) → switch back → drain → remove new → record
 
 Each family of work lives in its own module: `preflight` (what the host has, the live color),
 `sync` (refs and the checkout), `images` (pulled from a registry), `stacks` (the base and the
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import posixpath
 import shlex
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -25,6 +28,7 @@ from typing import Protocol
 
 from . import commands, rollback
 from .balancer import Balancer
+from .canary import HELD, Canary, CanaryLog, Held, Judge
 from .config import (
     CANCEL_DRAIN_SECONDS,
     RECONNECT_LOCK_SECONDS,
@@ -50,7 +54,7 @@ from .sync import Checkout, relative_to
 LOG_TAIL = 50
 PRE_SWITCH_TAIL = 20  # lines of pre-switch-command's output in the job summary
 JOURNAL_LOOKBACK = 200  # entries read: what each color last served, and the summary's recent deploys
-Part = Nginx | Switch | DeployLock | Journal | Stacks | Checkout | Preflight | Balancer | Images  # on the connection
+Part = Nginx | Switch | DeployLock | Journal | Stacks | Checkout | Preflight | Balancer | Images | CanaryLog
 RETIRE_TITLE = {"stopped": "Stop", "running": "Keep running:", "none": "Stop and remove"}
 
 
@@ -108,6 +112,8 @@ class Gate(Protocol):
     @property
     def shared(self) -> Shared: ...
 
+    def judge(self, deployer: Deployer) -> Judge | None: ...
+
 
 class Deployer:
     def __init__(self, config: Config, out: Reporter, run: RunInfo, fleet: Gate | None = None) -> None:
@@ -134,6 +140,7 @@ class Deployer:
         self.lost_reason = ""  # why the lock's watcher stopped the steps: the run no longer holds the lock
         self.halted: FleetStopped | None = None  # another host failed while this one was before its gate
         self.recovery_error = ""  # why the recovery did not finish, if it did not
+        self.held: Held | None = None  # a canary that an earlier run left held on this host
 
     def attach(self, remote: Remote) -> None:
         """Make the step modules, on this connection."""
@@ -149,10 +156,12 @@ class Deployer:
         self.lb = Balancer(remote, cfg, self.out.host_output, self.fleet.lb_slots if self.fleet else None)
         shared = self.fleet.shared if self.fleet else Shared.of(cfg)
         self.images = Images(remote, cfg, self.stacks, self.out.info, shared, self.report.images)
+        self.canary: Canary | None = None  # strategy: canary, once its steps begin
+        self.canary_log = CanaryLog(remote, cfg)
 
     def parts(self) -> tuple[Part, ...]:
         return (self.proxy, self.switch, self.lock, self.journal, self.stacks, self.git, self.preflight, self.lb,
-                self.images)  # fmt: skip
+                self.images, self.canary_log)  # fmt: skip
 
     @property
     def host(self) -> Remote:
@@ -285,8 +294,9 @@ class Deployer:
             await self.lock.take(cfg.lock_timeout, now)
         async with self.step("live", "Find the live color") as s:
             left_by_a_run = await self.out_for_settling()
+            self.held = Held.parse((await self.host.run(commands.read_file(self.held_path), check=False)).stdout)
             live, self.journal_tail, self.head = await asyncio.gather(
-                self.preflight.live_color(self.switch, nginx_runs=not self.stacks.nginx_service),
+                self.preflight.live_color(self.switch, not self.stacks.nginx_service, self.held),
                 self.journal.tail(JOURNAL_LOOKBACK),
                 self.git.head(),
             )
@@ -294,12 +304,20 @@ class Deployer:
                 await self.lb.attach(live)
             if left_by_a_run:
                 self.warn(f"a previous run left {self.lb.name} out of the load balancer: put back", "Host put back")
+            if self.switch.settled_canary:  # a dead run's canary: its split is undone, its log goes
+                await self.canary_log.remove()
+            await self.forget_stale_hold()
             self.report.live = live
             self.report.target = target = other_color(live) if live else "blue"
             self.report.first_deploy = bool(self.stacks.nginx_service)
             s.detail = f"nginx serves {live}" if live else "nginx serves neither color yet"
             if self.report.first_deploy:
                 s.detail = "first deploy: nginx is not running yet"
+        if cfg.command in ("promote", "abort"):
+            await self.finish_canary()
+            return
+        if self.held is not None and self.held_by_this_run():
+            return
         if cfg.command == "rollback":
             await self.rollback_steps()
             return
@@ -337,6 +355,13 @@ class Deployer:
         """Switch, drain, then treat the color that served before as keep-previous says, and record."""
         cfg = self.cfg
         self.still_on()
+        if judge := self.canary_judge():
+            steps = " → ".join(f"{share}%" for share in cfg.canary.steps) + (" (then held)" if cfg.canary.hold else "")
+            async with self.step("canary", f"Canary {target}: {steps}") as s:
+                s.detail = await self.run_canary(target, judge)
+            if cfg.canary.hold:
+                await self.hold_canary(target)
+                return
         async with self.step("switch", f"Switch nginx to {target}") as s:
             old_workers = await self.switch_to(target, s)
         await self.hold_for_fleet()
@@ -356,6 +381,145 @@ class Deployer:
                     s.detail = self.report.pruned = await self.stacks.prune()
                 except RemoteError as err:  # the deploy stands; pruning waits for the next one
                     self.warn(f"pruning did not finish: {err}", "Prune incomplete")
+
+    # -- the canary (canary.py) --------------------------------------------------------------------
+
+    @property
+    def held_path(self) -> str:
+        return self.cfg.app_path(posixpath.join(STATE_DIR, HELD))
+
+    def canary_judge(self) -> Judge | None:
+        """strategy: canary, for a deploy that replaces a serving color (a first deploy has nothing to
+        compare with); in a fleet, only its first batch (the fleet's judge sums their counts)."""
+        cfg = self.cfg
+        if cfg.strategy != "canary" or cfg.command != "deploy" or not self.report.live or self.stacks.nginx_service:
+            return None
+        return self.fleet.judge(self) if self.fleet is not None else Judge(cfg.canary)
+
+    async def run_canary(self, target: Color, judge: Judge) -> str:
+        """The canary's steps, each through the switch's path (marker, lb hooks, nginx -t, confirmed
+        reload); DeployError if one is aborted, and recovery switches back as after a failed switch."""
+        cfg, live = self.cfg, self.report.live
+        assert live is not None
+        new, current, dump = await asyncio.gather(
+            checked(
+                self.host,
+                commands.read_file(cfg.upstream_path(target)),
+                f"reading {cfg.upstream_file}",
+                f"commit {cfg.upstream_file_for(target)}",
+            ),
+            self.proxy.read_target(),
+            self.proxy.dump(),
+        )
+        self.canary = canary = Canary(cfg, judge, self.canary_log, self.out.info)
+        await canary.check(current, new, live, dump)
+        await self.switch.check_reachable(new, cfg.upstream_file_for(target), target, self.warn)
+
+        async def mark(share: int) -> None:
+            await self.switch.begin(current, target, self.run_info.url, canary=share)
+
+        try:
+            await canary.run(current, new, self.reload, mark)
+        finally:
+            self.report.canary = judge.results
+        return f"{len(judge.results)} steps passed"
+
+    async def reload(self, content: str) -> set[int]:
+        """A reload as the switch makes it, out of the load balancer meanwhile; the workers it replaced."""
+        await self.lb.detach(self.report.target)
+        replaced, _ = await self.switch.reload(content)
+        if self.lb.detached:
+            await self.lb.attach(self.report.target)
+        return replaced
+
+    async def hold_canary(self, target: Color) -> None:
+        """canary-steps ends in hold: the last split stays (without the log), the switch is settled,
+        and a later promote or abort finishes it."""
+        assert self.canary is not None and self.report.live is not None and self.switch.previous is not None
+        share = self.cfg.canary.steps[-1]
+        async with self.step("hold", f"Hold the canary at {share}%") as s:
+            new = (await self.host.run(commands.read_file(self.cfg.upstream_path(target)))).stdout
+            split = self.canary.split(self.switch.previous, new, share, log=False)
+            await self.reload(split)
+            self.held = Held(self.report.live, target, self.report.sha, share, split, self.switch.previous,
+                             self.run_info.url, now())  # fmt: skip
+            await self.host.run(commands.write_state(self.held_path), input=self.held.record())
+            await self.switch.commit()
+            await self.canary_log.remove()
+            self.report.held = share
+            s.detail = f"{share}% of requests go to {target}: finish with command: promote or abort"
+        await self.record("held")
+
+    async def forget_stale_hold(self) -> None:
+        """A held canary whose split nginx no longer serves (promoted or aborted by a run that died
+        before it removed the record, or changed by hand) is over."""
+        if self.held is not None and not self.preflight.split_loaded:
+            await self.host.run(commands.remove_file(self.held_path))
+            self.out.info("a held canary's record was left, but nginx no longer serves its split: forgotten")
+            self.held = None
+
+    def held_by_this_run(self) -> bool:
+        """A deploy or rollback while a canary is held is refused, but a rerun of the run that held it:
+        that one is done already."""
+        assert self.held is not None
+        held = self.held
+        if held.run and held.run == self.run_info.url and self.cfg.command == "deploy":
+            self.report.target, self.report.sha, self.report.held = held.target, held.ref, held.share
+            self.out.info(f"this run already holds its canary of {held.ref[:12]} at {held.share}%; nothing to do")
+            return True
+        raise DeployError(
+            f"a canary of {held.ref[:12]} holds {held.share}% of requests on {held.target} (since {held.since}"
+            + (f", {held.run}" if held.run else "")
+            + f"), so a {self.cfg.command} would replace it unjudged",
+            "finish it first: run the action with command: promote or command: abort",
+        )
+
+    async def finish_canary(self) -> None:
+        """promote: switch to the held canary's new color as a deploy does. abort: switch back to the
+        old color's upstream, drain, and remove the new color."""
+        held, cfg = self.held, self.cfg
+        if held is None:
+            raise DeployError(
+                f"no canary is held on this host, so there is nothing to {cfg.command}",
+                "use command: promote or abort after a deploy whose canary-steps end in hold; status shows one",
+            )
+        self.report.live, self.report.target, self.report.sha = held.live, held.target, held.ref
+        await self.use_commit(self.head)
+        self.target_ids = [c.id for c in await self.stacks.of(held.target)]
+        await self.wait_turn()
+        if cfg.command == "promote":
+            await self.switch_and_retire(held.target)
+            return
+        async with self.step("switch", f"Switch nginx back to {held.live}") as s:
+            await self.switch.begin(held.split, held.live, self.run_info.url)
+            old_workers = await self.reload(held.previous)
+            await asyncio.gather(self.switch.commit(), self.host.run(commands.remove_file(self.held_path)))
+            self.report.rolled_back = True
+            s.detail = f"{held.live} serves every request again"
+        async with self.step("drain", "Drain old nginx workers") as s:
+            drained = await self.drain(old_workers, s)
+        async with self.step("stop", f"Stop and remove {held.target}") as s:
+            await self.stacks.remove(held.target, max(STOP_GRACE_MIN_SECONDS, math.ceil(cfg.drain_timeout - drained)))
+            s.detail = f"{held.live} keeps serving"
+        self.target_ids = [c.id for c in await self.stacks.of(held.live)]
+        self.report.target = held.live  # the journal: this run left the old color serving
+        async with self.step("record", "Record the abort"):
+            await self.record("aborted")
+
+    async def after_canary(self) -> None:
+        """An aborted canary, switched back: the split's workers finish their requests to the new
+        color before it stops, and the log goes."""
+        assert self.canary is not None
+        if self.canary.aborted_at:
+            back = time.monotonic() - self.canary.aborted_at
+            self.report.restored.append(f"every request went back to {self.report.live} {back:.2f}s after the verdict")
+        window = min(self.cfg.drain_timeout, CANCEL_DRAIN_SECONDS if self.cancelled else 3600)
+        drained, left = await self.proxy.drain(await self.proxy.shutting_down(), window)
+        await self.canary_log.remove()
+        self.report.restored.append(
+            f"nginx workers that sent requests to {self.report.target} drained in {drained:.1f}s"
+            + (f" ({left} still busy when the drain ended)" if left else "")
+        )
 
     async def rollback_steps(self) -> None:
         """Back to the color that served before, at the commit it ran: its kept containers, no build."""
@@ -567,12 +731,14 @@ class Deployer:
         out_since = time.monotonic()
         if not self.stacks.nginx_service:  # a reload (not a first start): its old workers close idle connections
             await self.lb.detach(target)
-        await self.switch.begin(previous, target, self.run_info.url, first=bool(self.stacks.nginx_service))
-        old_workers: set[int] = set()
+        if self.switch.previous is None:  # else a canary began the switch, from the upstream it replaced
+            await self.switch.begin(previous, target, self.run_info.url, first=bool(self.stacks.nginx_service))
+        old_workers: set[int] = set(self.canary.old_workers if self.canary else ())
         if self.stacks.nginx_service:
             s.detail = f"nginx started in {await self.switch.start_nginx(content, self.stacks.start_nginx):.1f}s"
         else:
-            old_workers, reload_seconds = await self.switch.reload(content)
+            replaced, reload_seconds = await self.switch.reload(content)
+            old_workers |= replaced
             s.detail = f"reload took {reload_seconds:.1f}s"
         if cfg.host_url and (last := await self.watch_host_url()):
             raise DeployError(
@@ -598,6 +764,10 @@ class Deployer:
         await asyncio.gather(self.switch.commit(), self.journal.record(self.switched_entry, target))
         self.committed = True
         self.report.switched = True
+        if self.canary is not None:
+            await self.canary_log.remove()
+        if self.held is not None:  # promoted
+            await self.host.run(commands.remove_file(self.held_path))
         return old_workers
 
     async def drain(self, old_workers: set[int], s: StepRecord) -> float:
@@ -676,6 +846,8 @@ class Deployer:
             entry["host-changes"] = self.report.host_changes
         if self.report.images and result in SWITCHED:
             entry["images"] = {r.service: r.journal() for r in self.report.images}
+        if self.report.canary:
+            entry["canary"] = [step.journal() for step in self.report.canary]
         return entry
 
     async def record(self, result: str) -> None:
@@ -760,6 +932,8 @@ class Deployer:
                     self.report.exposed = self.proxy.reloaded_at - switched_at
                     restored += f"; the new upstream served for {self.report.exposed:.2f}s"
                 self.report.restored.append(restored)
+                if self.canary is not None and self.canary.reloaded:
+                    await self.after_canary()
                 if self.switch.started_nginx and not self.switch.nginx_stopped:
                     self.report.unfinished = "nginx could not be stopped again: it still serves the new upstream"
             if self.lb.detached and await self.lb_in_recovery(self.lb.attach, "put it back into"):

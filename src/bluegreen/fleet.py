@@ -20,6 +20,7 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .canary import Judge
 from .config import Config, label
 from .deploy import Deployer
 from .errors import FleetStopped, describe
@@ -60,6 +61,7 @@ class Fleet:
         self.driver: asyncio.Task[None] | None = None
         self.back: dict[Member, str] = {}  # hosts that switch back whatever on-host-failure says: their own cause
         self.shared = Shared.of(config)  # one digest per tag, one build per service, for every host (images.py)
+        self.canary = Judge(config.canary, len(self.batches[0]))  # strategy: canary: the first batch's judge
 
     def member(self, deployer: Deployer) -> Member:
         return next(m for m in self.members if m.deployer is deployer)
@@ -100,6 +102,11 @@ class Fleet:
         finally:
             me.holding = False
 
+    def judge(self, deployer: Deployer) -> Judge | None:
+        """The judge of this host's canary: the first batch's, which sums its hosts' counts; the later
+        batches switch directly once the first batch was promoted."""
+        return self.canary if self.member(deployer) in self.batches[0] else None
+
     def failed(self, deployer: Deployer, error: BaseException) -> None:
         """A host failed (or was cancelled): the first failure ends the fleet."""
         if isinstance(error, asyncio.CancelledError):
@@ -108,6 +115,9 @@ class Fleet:
             me = self.member(deployer)
             self.fail(me.label, f"{me.label} failed at {deployer.report.failed_step or 'start'}: {error}")
         self.halt_before_gate()
+        if self.failure is not None and len(self.members) > 1:  # the first batch's canary ends with it
+            who, what = self.failure
+            self.canary.stop(FleetStopped(what, who, "", switched=False))
         self.notify()
 
     def fail(self, who: str, what: str) -> None:
@@ -157,6 +167,8 @@ class Fleet:
             for number, batch in enumerate(self.batches):
                 if self.failure is not None:
                     break
+                if number == 0:  # hosts that already run the commit make no canary
+                    self.canary.size = sum(not m.deployer.report.already_live for m in batch)
                 for m in batch:
                     if m.waiting and not m.go.done():
                         m.go.set_result(None)

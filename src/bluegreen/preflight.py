@@ -9,10 +9,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import commands
+from .canary import Held
 from .commands import ComposeVariant
 from .config import COLORS, Color, Config
 from .errors import DeployError
-from .nginx import Nginx, NginxError, live_color
+from .nginx import Nginx, NginxError, config_sections, live_color
 from .remote import Host, last_line
 from .stacks import ComposeFile, ComposeFileError
 from .switch import Switch
@@ -34,6 +35,7 @@ class Preflight:
         self.proxy = proxy
         self.info = info
         self.warn = warn
+        self.split_loaded = False  # nginx serves the split of the held canary given to live_color
 
     async def check_host(self) -> HostFacts:
         """Docker for the deploy user, a git checkout at app-dir, Compose, and nginx; each missing one
@@ -118,9 +120,10 @@ class Preflight:
             )
         return service
 
-    async def live_color(self, switch: Switch, nginx_runs: bool) -> Color | None:
+    async def live_color(self, switch: Switch, nginx_runs: bool, held: Held | None = None) -> Color | None:
         """The color nginx serves, after settling what a dead run left (an upstream set aside for the
-        checkout, an unsettled switch). `.active_env` is only a cache; nginx wins."""
+        checkout, an unsettled switch). `.active_env` is only a cache; nginx wins. While the canary
+        `held` is in place (nginx serves its split), its old color counts as live."""
         cfg = self.cfg
         if await switch.put_back_upstream():
             self.warn(
@@ -129,9 +132,9 @@ class Preflight:
             )
         if settled := await switch.settle_interrupted(nginx_runs):
             self.warn(settled, "Interrupted switch undone")
-        return await self.current_live(nginx_runs)
+        return await self.current_live(nginx_runs, held)
 
-    async def current_live(self, nginx_runs: bool) -> Color | None:
+    async def current_live(self, nginx_runs: bool, held: Held | None = None) -> Color | None:
         """The color nginx serves now, read only (`live_color` settles what a dead run left first)."""
         cfg = self.cfg
         reads = (cfg.upstream_path("blue"), cfg.upstream_path("green"), cfg.app_path(".active_env"))
@@ -139,6 +142,9 @@ class Preflight:
             self.proxy.dump() if nginx_runs else _nothing(),
             asyncio.gather(*(self.host.run(commands.read_file(path), check=False) for path in reads)),
         )
+        if held is not None and held.serves(config_sections(dump)):
+            self.split_loaded = True
+            return held.live
         live = live_color(dump, {"blue": blue.stdout, "green": green.stdout})
         cached = active_env.stdout.strip()
         if cached in COLORS and live and cached != live:

@@ -21,6 +21,7 @@ from .config import Color
 from .health import HealthReport
 
 if TYPE_CHECKING:
+    from .canary import StepResult
     from .images import ImageRecord
 
 
@@ -65,6 +66,8 @@ class Report:
     uncertain: str = ""  # why this run cannot tell what nginx serves (the lock was lost mid-switch)
     unfinished: str = ""  # why the recovery did not finish, or did not run (the lock was lost)
     images: list[ImageRecord] = field(default_factory=list)  # the target's pulled images (images.py)
+    canary: list[StepResult] = field(default_factory=list)  # strategy: canary's steps, as judged
+    held: int = 0  # the share a canary was left held at (canary-steps ends in hold)
 
     @property
     def ok(self) -> bool:
@@ -108,6 +111,18 @@ class Report:
             return f"### ✅ `{short}` is already live on {self.live}: " + (
                 "finished the earlier switch" if finished else "nothing to redeploy"
             )
+        if self.ok and self.held:
+            return (
+                f"### ⏸️ Canary of `{short}` held at {self.held}%: {arrow} not completed; finish it with command: "
+                "promote or command: abort"
+            )
+        if self.command in ("promote", "abort"):
+            what = "Promoted" if self.command == "promote" else "Aborted"
+            if self.ok:
+                done = arrow if self.command == "promote" else f"{self.live} serves again, the new color is removed"
+                return f"### ✅ {what} the canary of `{short}`: {done}"
+            failed = self.failed_step or "start"
+            return f"### ❌ {self.command.capitalize()} of the canary of `{short}` failed at {failed}"
         if self.ok and self.first_deploy:
             return f"### ✅ First deploy of `{short}`: {self.target} serves, nginx started"
         if self.command == "rollback":
@@ -163,6 +178,8 @@ class Report:
                     f"| `{item.url}` | {'✅' if item.healthy else '❌'} {item.last} | {item.attempts} | {after} |"
                 )
             lines += [*[f"> {note}" for note in self.health.notes], ""]
+        if self.canary:
+            lines += canary_table(self.canary, self.live, self.target)
         if self.images:
             lines += [
                 f"**Images of {self.target}**",
@@ -215,6 +232,27 @@ class Report:
                 )
             lines.append("")
         return "\n".join(lines)
+
+
+def canary_table(steps: list[StepResult], live: Color | None, target: Color | None) -> list[str]:
+    """The canary's steps: share, duration, each color's responses and 5xx (p99 where logged), verdict."""
+
+    def p99(value: float | None) -> str:
+        return f"{value * 1000:.0f} ms" if value is not None else "—"
+
+    lines = [
+        f"**Canary of {target}** (nginx's counts)",
+        "",
+        f"| share | duration | {target}: responses / 5xx | {live}: responses / 5xx | p99 {target} / {live} | verdict |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for step in steps:
+        verdict = "✅ passed" if step.verdict == "passed" else f"❌ {step.verdict}"
+        lines.append(
+            f"| {step.share}% | {step.seconds:.0f}s | {step.new.responses} / {step.new.errors} | "
+            f"{step.old.responses} / {step.old.errors} | {p99(step.new.p99)} / {p99(step.old.p99)} | {verdict} |"
+        )
+    return [*lines, ""]
 
 
 def got(record: ImageRecord) -> str:

@@ -34,6 +34,7 @@ class Switch:
         self.reloaded = False  # from here on nginx may serve the new upstream
         self.started_nginx = False  # a first deploy: nginx was started with the new upstream
         self.nginx_stopped = False  # ...and stopped again by undo
+        self.settled_canary = False  # the switch a dead run left was a canary's: its log is left to remove
 
     # -- the upstream file during the checkout ----------------------------------------------------
 
@@ -81,14 +82,20 @@ class Switch:
             await self.proxy.write_target(previous)
             done = "the upstream it replaced was put back (nginx is not running)"
         await self.host.run(commands.remove_file(self.marker))
+        if share := record.get("canary"):
+            self.settled_canary = True
+            return f"a previous run died during its canary at {share}%; {done}" if done else ""
         return f"a previous run died during the nginx switch; {done}" if done else ""
 
     # -- the switch -------------------------------------------------------------------------------
 
-    async def begin(self, previous: str, to: str, run_url: str, *, first: bool = False) -> None:
+    async def begin(self, previous: str, to: str, run_url: str, *, first: bool = False, canary: int = 0) -> None:
         """Note the upstream being replaced (`previous`, the target's content), on the host first: from
-        here a dead run can be undone. `first`: a first deploy, which starts nginx instead of a reload."""
-        record = {"previous": previous, "to": to, "run": run_url, **({"first": True} if first else {})}
+        here a dead run can be undone. `first`: a first deploy, which starts nginx instead of a reload;
+        `canary`: the share of a canary's step (noted again at each step)."""
+        record: dict[str, object] = {"previous": previous, "to": to, "run": run_url}
+        record |= {"first": True} if first else {}
+        record |= {"canary": canary} if canary else {}
         await self.host.run(commands.write_state(self.marker), input=json.dumps(record))
         self.previous = previous
 

@@ -8,7 +8,9 @@ answers 503 if the db is unreachable) and STATIC_DIR (the backend writes version
 as collectstatic would). Once /tmp/migrated exists in the container (a pre-switch-command makes it),
 answers say "migrated": true. A host can make its own copy fail (the separate-host lab does, through
 an untracked .env in app-dir): STATUS_OVERRIDE replaces STATUS, and PROXIED_STATUS is the answer to
-requests that came through nginx (Host: backend or frontend, as proxy_pass sends it)."""
+requests that came through nginx (Host: backend or frontend, as proxy_pass sends it).
+A partly broken version: the committed file FLAKY (or the variable FLAKY), "PATH N", makes every Nth
+request to PATH answer 500 while every other path, the health URLs too, answers as usual."""
 
 import json
 import os
@@ -28,6 +30,20 @@ VERSION = Path(HERE, "VERSION").read_text().strip()
 STATUS = int(os.environ.get("STATUS_OVERRIDE") or Path(HERE, "STATUS").read_text().strip())
 PROXIED_STATUS = os.environ.get("PROXIED_STATUS", "")
 DB_URL = os.environ.get("DB_URL", "")
+_flaky = (os.environ.get("FLAKY") or (Path(HERE, "FLAKY").read_text() if Path(HERE, "FLAKY").exists() else "")).split()
+FLAKY_PATH, FLAKY_EVERY = (_flaky[0], int(_flaky[1])) if len(_flaky) == 2 else ("", 0)
+flaky_count = 0
+flaky_lock = threading.Lock()
+
+
+def flaky(path: str) -> bool:
+    """Whether this request to `path` is one FLAKY fails."""
+    global flaky_count
+    if not FLAKY_EVERY or path != FLAKY_PATH:
+        return False
+    with flaky_lock:
+        flaky_count += 1
+        return flaky_count % FLAKY_EVERY == 0
 
 
 def db_status() -> tuple[int, dict[str, str]]:
@@ -50,6 +66,8 @@ class Handler(BaseHTTPRequestHandler):
         status, db = db_status() if url.path.startswith("/api/") else (STATUS, {})
         if PROXIED_STATUS and self.headers.get("Host") in ("backend", "frontend"):
             status = int(PROXIED_STATUS)
+        if flaky(url.path):
+            status = 500
         migrated = {"migrated": True} if os.path.exists("/tmp/migrated") else {}
         body = json.dumps({"role": ROLE, "color": COLOR, "version": VERSION, **db, **migrated}).encode()
         self.send_response(status)
