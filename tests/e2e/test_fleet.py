@@ -342,3 +342,34 @@ def test_behind_a_keepalive_load_balancer_the_hosts_leave_it_around_each_reload(
         assert "out of the load balancer for" in run.stdout
     finally:
         balancer.stop()
+
+
+def test_a_canary_judges_the_first_batch_on_the_sum_of_its_hosts_counts(fleet: Fleet) -> None:
+    """batch-size 2 of 3: web-1 and web-2 run each step together. web-2's copy of v2 fails every 3rd
+    request to one endpoint, web-1's does not: the sum aborts both, and web-3 never switches. Fixed,
+    the same canary promotes web-1 and web-2, and web-3 then switches directly."""
+    canary = {"strategy": "canary", "canary_hold": "3", "canary_min_requests": "10", "batch_size": "2"}
+    hosts.set_dotenv(fleet.hosts[1], fleet.app, "LAB_FLAKY=/api/v1/orders 3\n")
+    sha = fleet.app.version("v2")
+    with Load(fleet.lb.url("/api/v1/")) as fine, Load(fleet.lb.url("/api/v1/orders"), clients=2) as orders:
+        run = lab.run_action(fleet.inputs(sha, **canary), timeout=900)
+    assert run.status != 0
+    served_everywhere(fleet, "green", "v1")
+    assert fine.failures == [] and 0 < len(orders.failures) < 0.1 * len(orders.statuses)
+    errors = [e.replace("%25", "%") for e in run.commands("error")]
+    assert any("the canary at 10% failed: the new color answered" in e for e in errors), errors
+    # the same verdict on both, web-1's own counts clean: their sum was judged
+    steps = [
+        json.loads(h.exec("cat", f"{fleet.app.app_dir}/.bluegreen/journal.jsonl").splitlines()[-1]) for h in fleet.hosts
+    ]
+    assert steps[0]["canary"] == steps[1]["canary"] and "canary" not in steps[2]
+    assert "Switch nginx to blue" not in run.stdout
+
+    hosts.set_dotenv(fleet.hosts[1], fleet.app, "")
+    run, load = fleet.run(sha, **canary)
+    assert run.status == 0, run.log
+    assert load.failures == []
+    served_everywhere(fleet, "blue", "v2")
+    log = run.stdout
+    assert all(f"[{h.address}] Canary blue: 10% → 50%: ok" in log for h in fleet.hosts[:2])
+    assert f"[{fleet.hosts[2].address}] Canary" not in log
