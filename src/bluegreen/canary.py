@@ -28,7 +28,7 @@ from . import commands
 from .config import CanaryPlan, Color, Config, other_color
 from .errors import DeployError
 from .journal import STATE_DIR, Entry, parse_json
-from .nginx import normalize, server_targets, show_target
+from .nginx import normalize, server_targets, servers, show_target
 from .remote import Host
 
 POLL_SECONDS = 0.5  # how often each host reads its log during a step: an abort comes within about this
@@ -108,12 +108,21 @@ def _server(directive: str, weight: int) -> str:
 
 
 def split_config(
-    live: str, new: str, share: int, sticky: str = "", log: tuple[str, str] | None = None, names: str = ""
+    live: str,
+    new: str,
+    share: int,
+    sticky: str = "",
+    log: tuple[str, str] | None = None,
+    names: str = "",
+    peers: Mapping[str, int] | None = None,
 ) -> str:
     """The upstream text that sends `share`% of requests to the servers of `new` (the new color's
     upstream file) and the rest to those of `live`, block by block; with `sticky` (an nginx variable),
     by a consistent hash of its value; with `log` (path, format name), nginx logs each proxied
-    response's upstream address, status and time there. `names`: the two files, for messages."""
+    response's upstream address, status and time there. `names`: the two files, for messages.
+    `peers`: how many addresses a server's name resolves to (nginx makes each one a peer with the
+    server's weight); 1 for any not given."""
+    peers = peers or {}
     live_blocks, new_blocks = upstream_blocks(live), upstream_blocks(new)
     if not new_blocks:
         raise CanaryError(
@@ -141,7 +150,11 @@ def split_config(
                 f"upstream {block} has no server in one of the upstream files ({names})",
                 "give each upstream block a server in both files",
             )
-        w_new, w_old = weights(share, len(new_servers), len(old_servers))
+        w_new, w_old = weights(
+            share,
+            sum(peers.get(d.split()[1], 1) for d in new_servers),
+            sum(peers.get(d.split()[1], 1) for d in old_servers),
+        )
         rest = [d for d in directives if d.split()[0] != "server"]
         others = [d for d in rest if d.split()[0] not in _BALANCING]
         # the new file's balancing method, or canary-sticky's hash; it must come before keepalive
@@ -192,7 +205,8 @@ class CanaryLog:
             else cfg.app_path(posixpath.join(STATE_DIR, "canary.log"))
         )
         self.offset = 0
-        self.colors: dict[str, Color] = {}
+        self.colors: dict[str, Color] = {}  # each address nginx may log, by the color it serves
+        self.peers: dict[str, int] = {}  # each server as the upstream files write it: its addresses
 
     async def resolve(self, upstreams: Mapping[Color, str]) -> None:
         """Map each server address of both colors to its color, as nginx resolved the names."""
@@ -220,6 +234,10 @@ class CanaryLog:
                             "point each color's upstream file at its own servers",
                         )
                     self.colors[key] = color
+        for text in upstreams.values():
+            for written in servers(text):
+                ((host, _),) = server_targets(f"server {written};")
+                self.peers[written] = len(found.get(host, ())) or 1
         missing = [n for n in names if n not in found]
         if missing:
             raise CanaryError(
@@ -444,7 +462,7 @@ class Canary:
     def split(self, live: str, new: str, share: int, *, log: bool = True) -> str:
         names = f"{self.cfg.upstream_file_for('blue')}, {self.cfg.upstream_file_for('green')}"
         where = (self.log.path, self.log.format) if log else None
-        return split_config(live, new, share, self.cfg.canary.sticky, where, names)
+        return split_config(live, new, share, self.cfg.canary.sticky, where, names, self.log.peers)
 
     async def check(self, live: str, new: str, live_color: Color, dump: str) -> None:
         """Before any change: the split can be written, nginx's log will see it, and each server's

@@ -424,12 +424,14 @@ class Deployer:
             self.report.canary = judge.results
         return f"{len(judge.results)} steps passed"
 
-    async def reload(self, content: str) -> set[int]:
-        """A reload as the switch makes it, out of the load balancer meanwhile; the workers it replaced."""
-        await self.lb.detach(self.report.target)
+    async def reload(self, content: str, color: Color | None = None) -> set[int]:
+        """A reload as the switch makes it, out of the load balancer meanwhile (its hooks are told
+        `color`, the color nginx goes to: the target's unless given); the workers it replaced."""
+        color = color or self.report.target
+        await self.lb.detach(color)
         replaced, _ = await self.switch.reload(content)
         if self.lb.detached:
-            await self.lb.attach(self.report.target)
+            await self.lb.attach(color)
         return replaced
 
     async def hold_canary(self, target: Color) -> None:
@@ -492,7 +494,7 @@ class Deployer:
             return
         async with self.step("switch", f"Switch nginx back to {held.live}") as s:
             await self.switch.begin(held.split, held.live, self.run_info.url)
-            old_workers = await self.reload(held.previous)
+            old_workers = await self.reload(held.previous, held.live)
             await asyncio.gather(self.switch.commit(), self.host.run(commands.remove_file(self.held_path)))
             self.report.rolled_back = True
             s.detail = f"{held.live} serves every request again"

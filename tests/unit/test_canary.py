@@ -221,3 +221,11 @@ def test_the_canary_inputs_are_read_and_checked() -> None:
     with pytest.raises(ConfigError, match="more than one batch"):
         load_config({**BASE, "host": "a b", "strategy": "canary", "canary-steps": "10,hold"})
     assert load_config({**BASE, "host": "a b", "batch-size": "100%", "strategy": "canary", "canary-steps": "10,hold"})
+
+
+def test_a_name_with_several_addresses_counts_as_as_many_peers() -> None:
+    """nginx makes each address of a server's name a peer with the server's weight (a scaled compose
+    service): the weights make the share come out right all the same."""
+    text = split_config(BLUE, GREEN, 10, peers={"backend_blue:8000": 3})
+    w_green, w_blue = (int(d.rsplit("weight=", 1)[1].split()[0]) for d in upstream_blocks(text)["backend"][1:4:2])
+    assert 2 * w_green / (2 * w_green + 3 * w_blue) == pytest.approx(0.10)
