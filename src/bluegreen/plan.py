@@ -14,6 +14,7 @@ import asyncio
 from dataclasses import dataclass, field
 
 from . import commands
+from .canary import HELD, Held
 from .config import Config, label, other_color
 from .deploy import JOURNAL_LOOKBACK, RETIRE_TITLE, earlier_commits, own_files, use_commit, use_host
 from .errors import DeployError
@@ -104,7 +105,16 @@ class Planner:
             self.say("a dead run left " + ("an unsettled switch" if interrupted else "the upstream file set aside")
                      + "; a deploy settles it first, so the live color below may change")  # fmt: skip
 
-        live = await preflight.current_live(nginx_runs=not facts.nginx_service)
+        held = Held.parse(
+            (await remote.run(commands.read_file(cfg.app_path(f"{STATE_DIR}/{HELD}")), check=False)).stdout
+        )
+        live = await preflight.current_live(not facts.nginx_service, held)
+        if held is not None and preflight.split_loaded:
+            self.say(f"canary: {held.ref[:12]} holds {held.share}% on {held.target} since {held.since}")
+            raise DeployError(
+                f"a canary of {held.ref[:12]} is held at {held.share}%: a deploy would be refused",
+                "finish it first: run the action with command: promote or command: abort",
+            )
         target = other_color(live) if live else "blue"
         if facts.nginx_service:
             self.say(f"first deploy: nginx is not running; a deploy builds {target} and starts nginx on it")
@@ -145,6 +155,13 @@ class Planner:
         if cfg.pre_switch_command:
             service, argv = cfg.pre_switch_for(target)
             self.say(f"pre-switch-command: {' '.join(argv)} in {service}")
+        if cfg.strategy == "canary" and live and not facts.nginx_service:
+            plan = cfg.canary
+            steps = ", ".join(f"{share}%" for share in plan.steps) + (", then held" if plan.hold else "")
+            self.say(
+                f"canary: {steps} of requests to {target}, {plan.seconds}s each; aborted over {plan.max_5xx:g}% 5xx "
+                f"(and worse than {live}) or under {plan.min_requests} responses"
+            )
         self.say(
             f"switch: {cfg.upstream_file_for(target)} becomes {cfg.upstream_target} once nginx reaches its servers "
             f"(checked when {target} runs), then nginx reloads"
