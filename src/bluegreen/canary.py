@@ -135,34 +135,45 @@ def split_config(
             f"{', '.join(sorted(new_blocks))}), so no share of each can be sent to the new color",
             "give both colors' upstream files the same upstream names, or use strategy: switch for this deploy",
         )
-    out = [f"# written by bluegreen-action: {share}% of requests to the new color, during a canary"]
+    head = [f"# written by bluegreen-action: {share}% of requests to the new color, during a canary"]
     if log:
         path, name = log
-        out += [
+        head += [
             f"log_format {name} '$upstream_addr|$upstream_status|$upstream_response_time';",
             f"access_log {path} {name} if=$upstream_addr;",
         ]
-    for block, directives in new_blocks.items():
+
+    def counted(directive: str) -> int:  # peers that take requests: not a backup, not down
+        words = directive.split()
+        return 0 if {"backup", "down"} & set(words[2:]) else peers.get(words[1], 1)
+
+    def merged(match: re.Match[str]) -> str:
+        block = match.group(1)
+        directives = new_blocks[block]
         new_servers = [d for d in directives if d.split()[0] == "server"]
         old_servers = [d for d in live_blocks[block] if d.split()[0] == "server"]
-        if not new_servers or not old_servers:
+        new_peers, old_peers = sum(map(counted, new_servers)), sum(map(counted, old_servers))
+        if not new_peers or not old_peers:
             raise CanaryError(
-                f"upstream {block} has no server in one of the upstream files ({names})",
-                "give each upstream block a server in both files",
+                f"upstream {block} has no server that takes requests in one of the upstream files ({names})",
+                "give each upstream block a server (not backup, not down) in both files",
             )
-        w_new, w_old = weights(
-            share,
-            sum(peers.get(d.split()[1], 1) for d in new_servers),
-            sum(peers.get(d.split()[1], 1) for d in old_servers),
-        )
+        if sticky and any("backup" in d.split()[2:] for d in [*new_servers, *old_servers]):
+            raise CanaryError(
+                f"upstream {block} has a backup server, which nginx refuses with canary-sticky's hash",
+                "clear canary-sticky, or drop the backup server",
+            )
+        w_new, w_old = weights(share, new_peers, old_peers)
         rest = [d for d in directives if d.split()[0] != "server"]
         others = [d for d in rest if d.split()[0] not in _BALANCING]
         # the new file's balancing method, or canary-sticky's hash; it must come before keepalive
         balancing = [f"hash {sticky} consistent"] if sticky else [d for d in rest if d.split()[0] in _BALANCING]
         servers = [*(_server(d, w_new) for d in new_servers), *(_server(d, w_old) for d in old_servers)]
         lines = [*balancing, *servers, *others]
-        out.append(f"upstream {block} {{\n" + "".join(f"    {line};\n" for line in lines) + "}")
-    return "\n".join(out) + "\n"
+        return f"\nupstream {block} {{\n" + "".join(f"    {line};\n" for line in lines) + "}\n"
+
+    # the new file as it is (a map, a second server block), but for its upstream blocks
+    return "\n".join(head) + "\n" + _BLOCK.sub(merged, normalize(new)).strip() + "\n"
 
 
 # -- the count ------------------------------------------------------------------------------------
@@ -207,6 +218,7 @@ class CanaryLog:
         self.offset = 0
         self.colors: dict[str, Color] = {}  # each address nginx may log, by the color it serves
         self.peers: dict[str, int] = {}  # each server as the upstream files write it: its addresses
+        self.counts: dict[Color, Counts] = {"blue": Counts(), "green": Counts()}  # since `mark`
 
     async def resolve(self, upstreams: Mapping[Color, str]) -> None:
         """Map each server address of both colors to its color, as nginx resolved the names."""
@@ -249,12 +261,16 @@ class CanaryLog:
         """The counts start here: the log's present end."""
         result = await self.host.run(commands.file_size(self.container, self.path), check=False)
         self.offset = int(result.stdout.strip()) if result.stdout.strip().isdigit() else 0
+        self.counts = {"blue": Counts(), "green": Counts()}
 
     async def read(self) -> dict[Color, Counts]:
-        """Each color's responses since `mark` (whole lines only)."""
+        """Each color's responses since `mark`: the whole lines logged since the last read, added up."""
         result = await self.host.run(commands.read_from(self.container, self.path, self.offset), check=False)
-        text = result.stdout
-        return parse_log(text[: text.rfind("\n") + 1], self.colors)
+        text = result.stdout[: result.stdout.rfind("\n") + 1]  # the log is ASCII: a character is a byte
+        self.offset += len(text)
+        for color, more in parse_log(text, self.colors).items():
+            self.counts[color] = self.counts[color].add(more)
+        return self.counts
 
     async def remove(self) -> None:
         await self.host.run(commands.remove_in_nginx(self.container, self.path), check=False)
@@ -298,13 +314,23 @@ class Judge:
             self.pending[key] = ([], asyncio.get_running_loop().create_future())
         samples, future = self.pending[key]
         samples.append((new, old))
-        if len(samples) >= self.size:
-            del self.pending[key]
-            total_new, total_old = Counts(), Counts()
-            for one_new, one_old in samples:
-                total_new, total_old = total_new.add(one_new), total_old.add(one_old)
-            future.set_result(self.decide(step, total_new, total_old))
+        self.settle()
         return await asyncio.shield(future)
+
+    def leave(self) -> None:
+        """A host the fleet counted makes no canary (a first deploy there): the rest go on without it."""
+        self.size -= 1
+        self.settle()
+
+    def settle(self) -> None:
+        """Decide every tick that every host of the canary has reported."""
+        for key, (samples, future) in list(self.pending.items()):
+            if len(samples) >= self.size and not future.done():
+                del self.pending[key]
+                total_new, total_old = Counts(), Counts()
+                for one_new, one_old in samples:
+                    total_new, total_old = total_new.add(one_new), total_old.add(one_old)
+                future.set_result(self.decide(key[0], total_new, total_old))
 
     def stop(self, error: BaseException) -> None:
         """The canary ends elsewhere (another host failed): every host waiting gets `error`."""
@@ -323,12 +349,16 @@ class Judge:
         worse = new.rate > plan.max_5xx and new.rate > old.rate
         enough = new.responses >= max(1, plan.min_requests)
         verdict = WAIT
-        if worse and enough:
-            verdict = Verdict(
-                "abort",
-                f"the canary at {share}% failed: the new color answered {new.text()}, over canary-max-5xx "
-                f"({plan.max_5xx:g}%) and worse than the old color's {old.text()}",
-            )
+        # before the step's end, only a rate that is over both with 95% confidence: judged again every
+        # half second, a point estimate would blame a healthy release for its noise
+        surely = lower_bound(new.errors, new.responses)
+        failed = Verdict(
+            "abort",
+            f"the canary at {share}% failed: the new color answered {new.text()}, over canary-max-5xx "
+            f"({plan.max_5xx:g}%) and worse than the old color's {old.text()}",
+        )
+        if enough and surely > plan.max_5xx and surely > old.rate:
+            verdict = failed
         elif seconds < plan.seconds * (2 if step in self.extended else 1):
             return WAIT
         elif new.responses < plan.min_requests and step not in self.extended:
@@ -340,14 +370,24 @@ class Judge:
                 f"the canary at {share}% was inconclusive: the new color gave {new.responses} responses in "
                 f"{seconds:.0f}s (the step held twice), fewer than canary-min-requests ({plan.min_requests})",
             )
-        elif worse:  # canary-min-requests: 0, and what came was bad
-            verdict = Verdict("abort", f"the canary at {share}% failed: the new color answered {new.text()}")
+        elif worse:  # the step's end: its whole window, judged as canary-max-5xx says
+            verdict = failed
         else:
             verdict = Verdict("next")
         if verdict.kind != "extend":
             result = "passed" if verdict.kind == "next" else verdict.why
             self.results.append(StepResult(share, seconds, new, old, result))
         return verdict
+
+
+def lower_bound(errors: int, responses: int, z: float = 1.96) -> float:
+    """The Wilson score interval's lower end for a 5xx share, in percent."""
+    if not responses:
+        return 0.0
+    p, n = errors / responses, responses
+    centre = p + z * z / (2 * n)
+    spread = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, 100 * (centre - spread) / (1 + z * z / n))
 
 
 # -- a held canary --------------------------------------------------------------------------------
@@ -365,6 +405,7 @@ class Held:
     previous: str  # the live color's upstream text, put back by abort
     run: str
     since: str
+    asked: str = ""  # the ref as the run gave it (a branch, say), for a rerun of that run
 
     def record(self) -> str:
         return json.dumps(self.__dict__)
@@ -385,6 +426,7 @@ class Held:
                 previous=str(entry["previous"]),
                 run=str(entry.get("run", "")),
                 since=str(entry.get("since", "")),
+                asked=str(entry.get("asked", "")),
             )
         except (KeyError, ValueError):
             return None
@@ -398,48 +440,50 @@ class Held:
 
 _SECTION = re.compile(r"^# configuration file (.+):$", re.MULTILINE)
 _TOKEN = re.compile(r"\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*'|#[^\n]*|[{};]|[^\s{};]+")
-_PROXIED = re.compile(r"^https?://([^/:$]+)")
+_PROXIED = re.compile(r"^(?:[a-z]+://)?([^/:$\s]+)")  # the upstream a proxy_pass (grpc_pass, ...) names
+_LOGGED = ("server", "location", "if", "limit_except")  # blocks that may set an access_log of their own
 
 
 def log_blocked(dump: str, upstreams: set[str]) -> str:
     """Why the access log the canary adds at http level would miss requests nginx proxies to
-    `upstreams` ("" if nothing stops it): `access_log off` in http {} cancels every log there, and a
-    server that sets its own access_log does not inherit it."""
+    `upstreams` ("" if nothing found stops it): `access_log off` in http {} cancels every log there,
+    and a server or location that sets its own access_log does not inherit it. Read file by file, as
+    `nginx -T` shows them (a snippet's place in an include is not followed)."""
     parts = _SECTION.split(dump)
     problems: list[str] = []
     for name, text in zip(parts[1::2], parts[2::2], strict=False):
         stack: list[str] = []
-        servers: list[list[bool]] = []  # per open server block: [proxies to ours, sets access_log]
+        frames: list[list[bool]] = []  # per open server, location or if: [proxies to ours within, own log]
         words: list[str] = []
         for token in _TOKEN.findall(text):
             if token.startswith("#"):
                 continue
             if token == "{":
                 stack.append(words[0] if words else "")
-                if stack[-1] == "server" and not {"upstream", "stream", "mail"} & set(stack[:-1]):
-                    servers.append([False, False])
+                if stack[-1] in _LOGGED and not {"upstream", "stream", "mail"} & set(stack[:-1]):
+                    frames.append([False, False])
                 words = []
             elif token == "}":
-                if stack and stack.pop() == "server" and servers:
-                    proxies, logs = servers.pop()
+                if stack and stack.pop() in _LOGGED and frames:
+                    proxies, logs = frames.pop()
                     if proxies and logs:
-                        problems.append(f"a server in {name} sets its own access_log")
+                        problems.append(f"a server or location in {name} sets its own access_log")
+                    if proxies and frames:
+                        frames[-1][0] = True
                 words = []
             elif token == ";":
                 if words and words[0] == "access_log":
-                    if servers:
-                        servers[-1][1] = True
-                    elif (stack[-1:] == ["http"] or not stack) and "off" in words[1:2]:
+                    if frames:
+                        frames[-1][1] = True
+                    elif stack[-1:] == ["http"] and "off" in words[1:2]:
                         problems.append(f"{name} has access_log off in http {{}}")
-                if words and words[0] == "proxy_pass" and servers and len(words) > 1:
+                if words and words[0].endswith("_pass") and frames and len(words) > 1:
                     match = _PROXIED.match(words[1].strip("\"'"))
                     if match and match.group(1) in upstreams:
-                        servers[-1][0] = True
+                        frames[-1][0] = True
                 words = []
             else:
                 words.append(token)
-    if not problems:
-        return ""
     return "; ".join(dict.fromkeys(problems))
 
 
@@ -449,10 +493,13 @@ def log_blocked(dump: str, upstreams: set[str]) -> str:
 class Canary:
     """The canary's steps on one host: each split reloaded as a switch is, then counted and judged."""
 
-    def __init__(self, cfg: Config, judge: Judge, log: CanaryLog, info: Callable[[str], None]) -> None:
+    def __init__(
+        self, cfg: Config, judge: Judge, log: CanaryLog, info: Callable[[str], None], warn: Callable[[str, str], None]
+    ) -> None:
         self.cfg = cfg
         self.judge = judge
         self.info = info
+        self.warn = warn
         self.log = log
         self.old_workers: set[int] = set()  # every generation of nginx workers the steps replaced
         self.reloaded = False  # a split was loaded: the log exists, and the split's workers must drain
@@ -506,4 +553,11 @@ class Canary:
                 if verdict.kind == "extend":
                     self.info(f"canary at {share}%: {verdict.why}; the step is held once more")
                 if verdict.kind == "next":
+                    if not counts["blue"].responses and not counts["green"].responses:
+                        self.warn(
+                            f"nginx logged no request to either color during the canary at {share}%: with no "
+                            "traffic it was not judged (a server or location with an access_log of its own, in a "
+                            "file the check could not place, would hide the requests too: docs/canary.md)",
+                            "Canary step unjudged",
+                        )
                     break

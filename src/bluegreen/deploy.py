@@ -375,6 +375,8 @@ class Deployer:
                 s.detail = await self.retire(old, cfg.drain_timeout - drained)
         async with self.step("record", "Record the deploy"):
             await self.record("success")
+            if self.held is not None:  # promoted: kept until now, so a fleet that switches back holds again
+                await self.host.run(commands.remove_file(self.held_path))
         if cfg.prune:
             async with self.step("prune", "Prune what this run replaced") as s:
                 try:
@@ -392,9 +394,13 @@ class Deployer:
         """strategy: canary, for a deploy that replaces a serving color (a first deploy has nothing to
         compare with); in a fleet, only its first batch (the fleet's judge sums their counts)."""
         cfg = self.cfg
-        if cfg.strategy != "canary" or cfg.command != "deploy" or not self.report.live or self.stacks.nginx_service:
+        if cfg.strategy != "canary" or cfg.command != "deploy":
             return None
-        return self.fleet.judge(self) if self.fleet is not None else Judge(cfg.canary)
+        judge = self.fleet.judge(self) if self.fleet is not None else Judge(cfg.canary)
+        if judge is not None and (not self.report.live or self.stacks.nginx_service):
+            judge.leave()  # the rest of its batch must not wait for this host's counts
+            return None
+        return judge
 
     async def run_canary(self, target: Color, judge: Judge) -> str:
         """The canary's steps, each through the switch's path (marker, lb hooks, nginx -t, confirmed
@@ -411,7 +417,7 @@ class Deployer:
             self.proxy.read_target(),
             self.proxy.dump(),
         )
-        self.canary = canary = Canary(cfg, judge, self.canary_log, self.out.info)
+        self.canary = canary = Canary(cfg, judge, self.canary_log, self.out.info, self.warn)
         await canary.check(current, new, live, dump)
         await self.switch.check_reachable(new, cfg.upstream_file_for(target), target, self.warn)
 
@@ -439,23 +445,24 @@ class Deployer:
         and a later promote or abort finishes it."""
         assert self.canary is not None and self.report.live is not None and self.switch.previous is not None
         share = self.cfg.canary.steps[-1]
-        async with self.step("hold", f"Hold the canary at {share}%") as s:
+        async with self.step("canary-hold", f"Hold the canary at {share}%") as s:
             new = (await self.host.run(commands.read_file(self.cfg.upstream_path(target)))).stdout
             split = self.canary.split(self.switch.previous, new, share, log=False)
             await self.reload(split)
-            self.held = Held(self.report.live, target, self.report.sha, share, split, self.switch.previous,
-                             self.run_info.url, now())  # fmt: skip
-            await self.host.run(commands.write_state(self.held_path), input=self.held.record())
-            await self.switch.commit()
             await self.canary_log.remove()
-            self.report.held = share
             s.detail = f"{share}% of requests go to {target}: finish with command: promote or abort"
+        await self.hold_for_fleet()  # a fleet holds on every host, or every host goes back
+        self.held = Held(self.report.live, target, self.report.sha, share, split, self.switch.previous,
+                         self.run_info.url, now(), self.cfg.ref)  # fmt: skip
+        await self.host.run(commands.write_state(self.held_path), input=self.held.record())
+        await self.switch.commit()  # from here a dead run leaves the canary held, as recorded
+        self.report.held = share
         await self.record("held")
 
     async def forget_stale_hold(self) -> None:
         """A held canary whose split nginx no longer serves (promoted or aborted by a run that died
         before it removed the record, or changed by hand) is over."""
-        if self.held is not None and not self.preflight.split_loaded:
+        if self.held is not None and not self.preflight.split_loaded and not self.stacks.nginx_service:
             await self.host.run(commands.remove_file(self.held_path))
             self.out.info("a held canary's record was left, but nginx no longer serves its split: forgotten")
             self.held = None
@@ -465,7 +472,7 @@ class Deployer:
         that one is done already."""
         assert self.held is not None
         held = self.held
-        if held.run and held.run == self.run_info.url and self.cfg.command == "deploy":
+        if held.run and held.run == self.run_info.url and self.cfg.command == "deploy" and self.cfg.ref == held.asked:
             self.report.target, self.report.sha, self.report.held = held.target, held.ref, held.share
             self.out.info(f"this run already holds its canary of {held.ref[:12]} at {held.share}%; nothing to do")
             return True
@@ -480,6 +487,13 @@ class Deployer:
         """promote: switch to the held canary's new color as a deploy does. abort: switch back to the
         old color's upstream, drain, and remove the new color."""
         held, cfg = self.held, self.cfg
+        if held is None and cfg.command == "promote" and self.report.live and self.switch_unended():
+            # a promote that died once its switch was committed: finish it, as a rerun of a deploy does
+            self.report.sha = str((last_switch(self.journal_tail or []) or {}).get("ref", ""))
+            self.report.target, self.report.already_live = self.report.live, True
+            await self.use_commit(self.head)
+            await self.finish_earlier_switch(self.report.live)
+            return
         if held is None:
             raise DeployError(
                 f"no canary is held on this host, so there is nothing to {cfg.command}",
@@ -768,8 +782,6 @@ class Deployer:
         self.report.switched = True
         if self.canary is not None:
             await self.canary_log.remove()
-        if self.held is not None:  # promoted
-            await self.host.run(commands.remove_file(self.held_path))
         return old_workers
 
     async def drain(self, old_workers: set[int], s: StepRecord) -> float:

@@ -168,7 +168,7 @@ class Fleet:
                 if self.failure is not None:
                     break
                 if number == 0:  # hosts that already run the commit make no canary
-                    self.canary.size = sum(not m.deployer.report.already_live for m in batch)
+                    self.canary.size = sum(m.waiting and not m.deployer.report.already_live for m in batch)
                 for m in batch:
                     if m.waiting and not m.go.done():
                         m.go.set_result(None)
