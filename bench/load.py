@@ -97,8 +97,10 @@ class Load:
         connections: int = 4,
         long_in_flight: int = 4,
         long_path: str = "/slow?s=3",
+        path: str = "/api/v1/",
     ) -> None:
         self.port = port
+        self.path = path
         self.interval = connections / rate
         self.connections = connections
         self.long_in_flight = long_in_flight
@@ -137,7 +139,7 @@ class Load:
         while not self._stop.is_set():
             started = time.monotonic()
             try:
-                status, body = await self._request(conn, "/api/v1/")
+                status, body = await self._request(conn, self.path)
                 if 200 <= status < 300:
                     self.counts.ok += 1
                     self.counts.saw(body)
