@@ -105,3 +105,53 @@ def test_pip_installed_cli_deploys_and_reports_status(
         timeout=60,
     )
     assert bad.returncode == 2 and "--health-timeout: 'soon' is not a duration" in bad.stderr
+
+
+def test_the_cli_holds_a_canary_shows_it_in_status_and_aborts_it(
+    bluegreen_cli: Path, ssh_host: lab.SshHost, app: lab.LabApp, tmp_path: Path
+) -> None:
+    app.bootstrap("green")
+    sha = app.version("v2")
+    key_file = tmp_path / "key"
+    key_file.write_text(ssh_host.key)
+    key_file.chmod(0o600)
+    inputs = lab.lab_inputs(ssh_host, app, sha)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "BLUEGREEN_"))}
+    names = (
+        "port",
+        "known-hosts",
+        "app-dir",
+        "project-name",
+        "blue-health-urls",
+        "green-health-urls",
+        "nginx-container",
+    )
+    env |= {f"BLUEGREEN_{name.upper().replace('-', '_')}": inputs[name] for name in names}
+    flags = ["--host", "127.0.0.1", "--username", "deploy", "--key-file", str(key_file)]
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(bluegreen_cli), *args, *flags], env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+            timeout=300,
+        )  # fmt: skip
+
+    canary = ["--strategy", "canary", "--canary-steps", "30,hold", "--canary-hold", "2", "--canary-min-requests", "0"]
+    held = cli("deploy", "--ref", sha, *canary)
+    assert held.returncode == 0, held.stdout + held.stderr
+    assert "held at 30%" in held.stdout and "Canary step unjudged" in held.stderr  # no traffic: said so
+    status = json.loads(cli("status").stdout)
+    assert status["live-color"] == "green"
+    assert status["canary"] == {
+        "held": "30%",
+        "from": "green",
+        "to": "blue",
+        "ref": sha,
+        "since": status["canary"]["since"],
+    }
+    aborted = cli("abort")
+    assert aborted.returncode == 0, aborted.stdout + aborted.stderr
+    assert "Aborted the canary" in aborted.stdout
+    assert served(app) == {"role": "backend", "color": "green", "version": "v1"}
+    assert "canary" not in json.loads(cli("status").stdout)
+    again = cli("abort")
+    assert again.returncode == 1 and "no canary is held on this host" in again.stderr
