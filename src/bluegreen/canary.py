@@ -28,14 +28,21 @@ from . import commands
 from .config import CanaryPlan, Color, Config, other_color
 from .errors import DeployError
 from .journal import STATE_DIR, Entry, parse_json
-from .nginx import normalize, server_targets, servers, show_target
+from .nginx import SECTION, normalize, server_targets, servers, show_target
 from .remote import Host
 
 POLL_SECONDS = 0.5  # how often each host reads its log during a step: an abort comes within about this
 HELD = "canary-held"  # .bluegreen/canary-held: a canary that canary-steps left held, until promote or abort
+
+
+def held_path(cfg: Config) -> str:
+    return cfg.app_path(posixpath.join(STATE_DIR, HELD))
+
+
 _BLOCK = re.compile(r"\bupstream\s+([^\s{}]+)\s*\{([^{}]*)\}")
 _BALANCING = ("ip_hash", "hash", "least_conn", "random", "least_time", "sticky")
 _ADDRESS_SPLIT = re.compile(r", | : ")
+_QUOTED_HASH = re.compile(r"\"[^\"\n]*#[^\"\n]*\"|'[^'\n]*#[^'\n]*'")  # normalize() would cut it short
 
 
 class CanaryError(DeployError):
@@ -124,6 +131,11 @@ def split_config(
     server's weight); 1 for any not given."""
     peers = peers or {}
     live_blocks, new_blocks = upstream_blocks(live), upstream_blocks(new)
+    if _QUOTED_HASH.search(new):
+        raise CanaryError(
+            f"the new color's upstream file has a # inside quotes ({names}), which the split cannot carry",
+            "drop the quoted #, or use strategy: switch for this deploy",
+        )
     if not new_blocks:
         raise CanaryError(
             f"the new color's upstream file has no upstream block to split ({names})",
@@ -438,7 +450,6 @@ class Held:
 
 # -- nginx's log must see the canary ---------------------------------------------------------------
 
-_SECTION = re.compile(r"^# configuration file (.+):$", re.MULTILINE)
 _TOKEN = re.compile(r"\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*'|#[^\n]*|[{};]|[^\s{};]+")
 _PROXIED = re.compile(r"^(?:[a-z]+://)?([^/:$\s]+)")  # the upstream a proxy_pass (grpc_pass, ...) names
 _LOGGED = ("server", "location", "if", "limit_except")  # blocks that may set an access_log of their own
@@ -449,7 +460,7 @@ def log_blocked(dump: str, upstreams: set[str]) -> str:
     `upstreams` ("" if nothing found stops it): `access_log off` in http {} cancels every log there,
     and a server or location that sets its own access_log does not inherit it. Read file by file, as
     `nginx -T` shows them (a snippet's place in an include is not followed)."""
-    parts = _SECTION.split(dump)
+    parts = SECTION.split(dump)
     problems: list[str] = []
     for name, text in zip(parts[1::2], parts[2::2], strict=False):
         stack: list[str] = []

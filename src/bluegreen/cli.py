@@ -12,7 +12,6 @@ import asyncio
 import getpass
 import json
 import os
-import posixpath
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from importlib import metadata
@@ -20,7 +19,7 @@ from pathlib import Path
 from typing import TextIO
 
 from . import commands
-from .canary import HELD, Held
+from .canary import Held, held_path
 from .config import (
     INPUTS,
     Config,
@@ -178,7 +177,7 @@ async def host_status(config: Config) -> dict[str, object]:
             config.upstream_path("blue"),
             config.upstream_path("green"),
             config.app_path(".active_env"),
-            config.app_path(posixpath.join(STATE_DIR, HELD)),
+            held_path(config),
         )
         dump, (blue, green, active_env, held_text), texts, containers, recent = await asyncio.gather(
             proxy.dump(),

@@ -1261,6 +1261,13 @@ def load_config(raw: Mapping[str, str], *, for_deploy: bool = True, agent_path: 
     attach = _host_command("lb-attach-command", get("lb-attach-command"))
     batch_size = _batch_size(get("batch-size"))
     _check_lb_hooks(detach, attach, hosts, batch_size)
+    on_host_failure = _choice("on-host-failure", get("on-host-failure"), ON_HOST_FAILURE)
+    if strategy == "canary" and canary.hold and len(hosts) > 1 and on_host_failure == "stop":
+        raise ConfigError(
+            "canary-steps",
+            "ends in hold, and on-host-failure: stop would leave some hosts held and others not",
+            "set on-host-failure: rollback-all (every host holds, or none), or drop hold",
+        )
     if strategy == "canary" and canary.hold and batch_of(len(hosts), batch_size) < len(hosts):
         raise ConfigError(
             "canary-steps",
@@ -1307,7 +1314,7 @@ def load_config(raw: Mapping[str, str], *, for_deploy: bool = True, agent_path: 
         lock_timeout=_seconds("lock-timeout", get("lock-timeout"), 0, 86400),
         hosts=hosts,
         batch_size=batch_size,
-        on_host_failure=_choice("on-host-failure", get("on-host-failure"), ON_HOST_FAILURE),
+        on_host_failure=on_host_failure,
         host_url=_url("host-url", host_url) if host_url else "",
         plan=_plan(get("plan"), command),
         site_statuses=_statuses(get("public-url-status")),

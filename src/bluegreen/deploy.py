@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import posixpath
 import shlex
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -28,7 +27,7 @@ from typing import Protocol
 
 from . import commands, rollback
 from .balancer import Balancer
-from .canary import HELD, Canary, CanaryLog, Held, Judge
+from .canary import Canary, CanaryLog, Held, Judge, held_path
 from .config import (
     CANCEL_DRAIN_SECONDS,
     RECONNECT_LOCK_SECONDS,
@@ -294,7 +293,7 @@ class Deployer:
             await self.lock.take(cfg.lock_timeout, now)
         async with self.step("live", "Find the live color") as s:
             left_by_a_run = await self.out_for_settling()
-            self.held = Held.parse((await self.host.run(commands.read_file(self.held_path), check=False)).stdout)
+            self.held = Held.parse((await self.host.run(commands.read_file(held_path(self.cfg)), check=False)).stdout)
             live, self.journal_tail, self.head = await asyncio.gather(
                 self.preflight.live_color(self.switch, not self.stacks.nginx_service, self.held),
                 self.journal.tail(JOURNAL_LOOKBACK),
@@ -304,8 +303,8 @@ class Deployer:
                 await self.lb.attach(live)
             if left_by_a_run:
                 self.warn(f"a previous run left {self.lb.name} out of the load balancer: put back", "Host put back")
-            if self.switch.settled_canary:  # a dead run's canary: its split is undone, its log goes
-                await self.canary_log.remove()
+            if self.switch.settled_canary or cfg.strategy == "canary" or cfg.command in ("promote", "abort"):
+                await self.canary_log.remove()  # one a dead run left: no canary runs while this run holds the lock
             await self.forget_stale_hold()
             self.report.live = live
             self.report.target = target = other_color(live) if live else "blue"
@@ -376,7 +375,7 @@ class Deployer:
         async with self.step("record", "Record the deploy"):
             await self.record("success")
             if self.held is not None:  # promoted: kept until now, so a fleet that switches back holds again
-                await self.host.run(commands.remove_file(self.held_path))
+                await self.host.run(commands.remove_file(held_path(self.cfg)))
         if cfg.prune:
             async with self.step("prune", "Prune what this run replaced") as s:
                 try:
@@ -385,10 +384,6 @@ class Deployer:
                     self.warn(f"pruning did not finish: {err}", "Prune incomplete")
 
     # -- the canary (canary.py) --------------------------------------------------------------------
-
-    @property
-    def held_path(self) -> str:
-        return self.cfg.app_path(posixpath.join(STATE_DIR, HELD))
 
     def canary_judge(self) -> Judge | None:
         """strategy: canary, for a deploy that replaces a serving color (a first deploy has nothing to
@@ -451,10 +446,10 @@ class Deployer:
             await self.reload(split)
             await self.canary_log.remove()
             s.detail = f"{share}% of requests go to {target}: finish with command: promote or abort"
-        await self.hold_for_fleet()  # a fleet holds on every host, or every host goes back
+        await self.hold_for_fleet(switched=False)  # a fleet holds on every host, or every host goes back
         self.held = Held(self.report.live, target, self.report.sha, share, split, self.switch.previous,
                          self.run_info.url, now(), self.cfg.ref)  # fmt: skip
-        await self.host.run(commands.write_state(self.held_path), input=self.held.record())
+        await self.host.run(commands.write_state(held_path(self.cfg)), input=self.held.record())
         await self.switch.commit()  # from here a dead run leaves the canary held, as recorded
         self.report.held = share
         await self.record("held")
@@ -463,7 +458,7 @@ class Deployer:
         """A held canary whose split nginx no longer serves (promoted or aborted by a run that died
         before it removed the record, or changed by hand) is over."""
         if self.held is not None and not self.preflight.split_loaded and not self.stacks.nginx_service:
-            await self.host.run(commands.remove_file(self.held_path))
+            await self.host.run(commands.remove_file(held_path(self.cfg)))
             self.out.info("a held canary's record was left, but nginx no longer serves its split: forgotten")
             self.held = None
 
@@ -487,9 +482,10 @@ class Deployer:
         """promote: switch to the held canary's new color as a deploy does. abort: switch back to the
         old color's upstream, drain, and remove the new color."""
         held, cfg = self.held, self.cfg
-        if held is None and cfg.command == "promote" and self.report.live and self.switch_unended():
-            # a promote that died once its switch was committed: finish it, as a rerun of a deploy does
-            self.report.sha = str((last_switch(self.journal_tail or []) or {}).get("ref", ""))
+        promoted = last_switch(self.journal_tail or []) or {}
+        if held is None and cfg.command == "promote" and self.report.live and promoted.get("command") == "promote":
+            # a promote that died once its switch was committed, or is run again: finish what is left
+            self.report.sha = str(promoted.get("ref", ""))
             self.report.target, self.report.already_live = self.report.live, True
             await self.use_commit(self.head)
             await self.finish_earlier_switch(self.report.live)
@@ -503,13 +499,16 @@ class Deployer:
         await self.use_commit(self.head)
         self.target_ids = [c.id for c in await self.stacks.of(held.target)]
         await self.wait_turn()
-        if cfg.command == "promote":
+        if cfg.command == "promote":  # the held color may have been held for hours: healthy still?
+            async with self.step("health", f"Health-check {held.target}") as s:
+                await self.health_gate(held.target, s)
             await self.switch_and_retire(held.target)
             return
         async with self.step("switch", f"Switch nginx back to {held.live}") as s:
             await self.switch.begin(held.split, held.live, self.run_info.url)
             old_workers = await self.reload(held.previous, held.live)
-            await asyncio.gather(self.switch.commit(), self.host.run(commands.remove_file(self.held_path)))
+            await self.switch.commit()  # then the record: a dead run between the two leaves it stale, never lost
+            await self.host.run(commands.remove_file(held_path(cfg)))
             self.report.rolled_back = True
             s.detail = f"{held.live} serves every request again"
         async with self.step("drain", "Drain old nginx workers") as s:
@@ -529,11 +528,16 @@ class Deployer:
         if self.canary.aborted_at:
             back = time.monotonic() - self.canary.aborted_at
             self.report.restored.append(f"every request went back to {self.report.live} {back:.2f}s after the verdict")
+        await self.canary_log.remove()
+        await self.drain_in_recovery()
+
+    async def drain_in_recovery(self) -> None:
+        """The workers that sent requests to the target finish them (inside the runner's cancel window
+        if cancelled), before the target stops."""
         window = min(self.cfg.drain_timeout, CANCEL_DRAIN_SECONDS if self.cancelled else 3600)
         drained, left = await self.proxy.drain(await self.proxy.shutting_down(), window)
-        await self.canary_log.remove()
         self.report.restored.append(
-            f"nginx workers that sent requests to {self.report.target} drained in {drained:.1f}s"
+            f"nginx workers that served {self.report.target} drained in {drained:.1f}s"
             + (f" ({left} still busy when the drain ended)" if left else "")
         )
 
@@ -772,6 +776,8 @@ class Deployer:
                 f"public-url {cfg.public_url} did not answer {cfg.site_answers} after the switch (last: {last})",
                 "check the new upstream file: it must point at the new color's ports",
             )
+        if self.canary is not None:  # before the marker goes: a dead run's marker still names the log
+            await self.canary_log.remove()
         # Committed: the marker goes, and the journal says what now serves, at once, so a rerun after
         # a hard kill from here on finishes this switch instead of making another.
         self.switched_entry = self.journal_entry("switched")
@@ -780,8 +786,6 @@ class Deployer:
         await asyncio.gather(self.switch.commit(), self.journal.record(self.switched_entry, target))
         self.committed = True
         self.report.switched = True
-        if self.canary is not None:
-            await self.canary_log.remove()
         return old_workers
 
     async def drain(self, old_workers: set[int], s: StepRecord) -> float:
@@ -956,12 +960,7 @@ class Deployer:
                 self.report.switched, self.report.rolled_back = False, True
                 await self.record_switched_back()
                 if not self.switch.started_nginx:  # a first deploy's nginx is stopped: nothing to drain
-                    window = min(self.cfg.drain_timeout, CANCEL_DRAIN_SECONDS if self.cancelled else 3600)
-                    drained, left = await self.proxy.drain(await self.proxy.shutting_down(), window)
-                    self.report.restored.append(
-                        f"nginx workers that served {target} drained in {drained:.1f}s"
-                        + (f" ({left} still busy when the drain ended)" if left else "")
-                    )
+                    await self.drain_in_recovery()
             if target and (self.target_touched or self.target_ids):
                 logs = await self.stacks.logs(target, LOG_TAIL)
                 self.report.logs = self.out.scrub(logs)

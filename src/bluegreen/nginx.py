@@ -13,7 +13,7 @@ from .config import COLORS, RELOAD_CONFIRM_SECONDS, Color
 from .remote import Host, last_line
 
 POLL = 0.05
-_SECTION = re.compile(r"^# configuration file (.+):$", re.MULTILINE)
+SECTION = re.compile(r"^# configuration file (.+):$", re.MULTILINE)  # a file in `nginx -T`
 _PID = re.compile(r"^\s*pid\s+([^;#]+);", re.MULTILINE)
 DEFAULT_PID_PATH = "/run/nginx.pid"
 _SERVER = re.compile(r"(?:^|[;{}\s])server\s+([^\s;{}]+)")
@@ -39,7 +39,7 @@ def normalize(text: str) -> str:
 
 def config_sections(dump: str) -> list[str]:
     """The files of an `nginx -T` dump, each as normalized text."""
-    parts = _SECTION.split(dump)
+    parts = SECTION.split(dump)
     return [normalize(parts[i + 1]) for i in range(1, len(parts) - 1, 2)]
 
 

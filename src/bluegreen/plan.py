@@ -14,7 +14,7 @@ import asyncio
 from dataclasses import dataclass, field
 
 from . import commands
-from .canary import HELD, Held
+from .canary import Held, held_path
 from .config import Config, label, other_color
 from .deploy import JOURNAL_LOOKBACK, RETIRE_TITLE, earlier_commits, own_files, use_commit, use_host
 from .errors import DeployError
@@ -105,9 +105,7 @@ class Planner:
             self.say("a dead run left " + ("an unsettled switch" if interrupted else "the upstream file set aside")
                      + "; a deploy settles it first, so the live color below may change")  # fmt: skip
 
-        held = Held.parse(
-            (await remote.run(commands.read_file(cfg.app_path(f"{STATE_DIR}/{HELD}")), check=False)).stdout
-        )
+        held = Held.parse((await remote.run(commands.read_file(held_path(cfg)), check=False)).stdout)
         live = await preflight.current_live(not facts.nginx_service, held)
         if held is not None and preflight.split_loaded:
             self.say(f"canary: {held.ref[:12]} holds {held.share}% on {held.target} since {held.since}")

@@ -98,7 +98,7 @@ class Report:
         return {
             "active-color": self.active_color or "",
             "previous-color": self.live or "",
-            "deployed-ref": self.sha if self.ok else "",
+            "deployed-ref": self.sha if self.ok and not self.held else "",
             "switched": str(self.serves_new).lower(),
             "rolled-back": str(self.rolled_back).lower(),
         }
@@ -331,8 +331,16 @@ class FleetReport:
         reports = [report for _, report in self.hosts]
         first = reports[0]
         short = next((r.sha for r in reports if r.sha), "")[:12] or first.ref
-        what = "Rollback" if first.command == "rollback" else "Deploy"
+        what = {"rollback": "Rollback", "promote": "Promote", "abort": "Abort"}.get(first.command, "Deploy")
         count = f"{len(self.hosts)} hosts"
+        if self.ok and any(r.held for r in reports):
+            return (
+                f"### ⏸️ Canary of `{short}` held at {first.held}% on {count}: finish it with command: promote or abort"
+            )
+        if self.ok and first.command in ("promote", "abort"):
+            done = "Promoted" if first.command == "promote" else "Aborted"
+            arrows = {f"{r.live or 'none'} → {r.active_color or '?'}" for r in reports}
+            return f"### ✅ {done} the canary of `{short}` on {count}: {', '.join(sorted(arrows))}"
         if self.ok:
             arrows = {f"{r.live or 'none'} → {r.active_color or '?'}" for r in reports}
             done = "Rolled back" if first.command == "rollback" else "Deployed"

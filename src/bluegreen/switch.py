@@ -109,10 +109,11 @@ class Switch:
     async def reload(self, content: str) -> tuple[set[int], float]:
         """Write the target, nginx -t, reload, confirm; returns the old workers and the reload time."""
         await self.proxy.write_target(content)
+        earlier = self.reloaded  # a canary's earlier step may have loaded a split already
         try:
             return await self.proxy.test_and_reload(content, on_reload=self._mark_reloaded)
         except ConfigRejected:
-            self.reloaded = False  # nginx -t failed before the reload: nginx never loaded it
+            self.reloaded = earlier  # nginx -t failed before this reload: nginx never loaded this one
             raise
 
     async def start_nginx(self, content: str, start: Callable[[], Awaitable[None]]) -> float:

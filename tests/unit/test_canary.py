@@ -261,7 +261,15 @@ def test_the_canary_inputs_are_read_and_checked() -> None:
             load_config({**BASE, "canary-steps": steps})
     with pytest.raises(ConfigError, match="more than one batch"):
         load_config({**BASE, "host": "a b", "strategy": "canary", "canary-steps": "10,hold"})
-    assert load_config({**BASE, "host": "a b", "batch-size": "100%", "strategy": "canary", "canary-steps": "10,hold"})
+    held = {"host": "a b", "batch-size": "100%", "strategy": "canary", "canary-steps": "10,hold"}
+    assert load_config({**BASE, **held})
+    with pytest.raises(ConfigError, match="on-host-failure: stop would leave some hosts held"):
+        load_config({**BASE, **held, "on-host-failure": "stop"})
+
+
+def test_a_quoted_hash_in_the_upstream_file_is_refused_rather_than_cut() -> None:
+    with pytest.raises(CanaryError, match="# inside quotes"):
+        split_config(BLUE, 'map $uri $x { "~#a" 1; }\n' + GREEN, 10)
 
 
 def test_a_name_with_several_addresses_counts_as_as_many_peers() -> None:

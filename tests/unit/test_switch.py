@@ -75,6 +75,23 @@ def test_undo_after_the_reload_switches_back_and_confirms() -> None:
     assert host.files[TARGET] == GREEN and nginx.reloads == 2 and MARKER not in host.files
 
 
+def test_a_canary_step_rejected_after_an_earlier_one_loaded_is_still_switched_back_with_a_reload() -> None:
+    """A canary's first split was loaded; the next one fails nginx -t: nginx still serves the first,
+    so the undo must reload the old upstream, not only write it back."""
+    host, nginx, switch = setup()
+    split = "upstream backend { server backend_blue:8000 weight=1; server backend_green:8000 weight=9; }\n"
+
+    async def go() -> str:
+        await switch.begin(GREEN, "blue", "", canary=10)
+        await switch.reload(split)
+        with pytest.raises(NginxError, match="nginx -t rejected the config"):
+            await switch.reload("upstream backend { server ; }\n")
+        return await switch.undo("green", never)
+
+    assert asyncio.run(go()) == "nginx upstream switched back to green, reloaded and confirmed"
+    assert host.files[TARGET] == GREEN and nginx.reloads == 2 and MARKER not in host.files
+
+
 def test_undo_before_anything_was_written_does_nothing() -> None:
     host, _, switch = setup()
     assert asyncio.run(switch.undo("green", never)) == ""
