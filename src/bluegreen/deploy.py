@@ -402,16 +402,7 @@ class Deployer:
         reload); DeployError if one is aborted, and recovery switches back as after a failed switch."""
         cfg, live = self.cfg, self.report.live
         assert live is not None
-        new, current, dump = await asyncio.gather(
-            checked(
-                self.host,
-                commands.read_file(cfg.upstream_path(target)),
-                f"reading {cfg.upstream_file}",
-                f"commit {cfg.upstream_file_for(target)}",
-            ),
-            self.proxy.read_target(),
-            self.proxy.dump(),
-        )
+        new, current, dump = await asyncio.gather(self.upstream_of(target), self.proxy.read_target(), self.proxy.dump())
         self.canary = canary = Canary(cfg, judge, self.canary_log, self.out.info, self.warn)
         await canary.check(current, new, live, dump)
         await self.switch.check_reachable(new, cfg.upstream_file_for(target), target, self.warn)
@@ -441,7 +432,7 @@ class Deployer:
         assert self.canary is not None and self.report.live is not None and self.switch.previous is not None
         share = self.cfg.canary.steps[-1]
         async with self.step("canary-hold", f"Hold the canary at {share}%") as s:
-            new = (await self.host.run(commands.read_file(self.cfg.upstream_path(target)))).stdout
+            new = await self.upstream_of(target)
             split = self.canary.split(self.switch.previous, new, share, log=False)
             await self.reload(split)
             await self.canary_log.remove()
@@ -737,15 +728,7 @@ class Deployer:
         """Point nginx at `target` (on a first deploy: start it), confirm, check public-url, commit.
         Returns the nginx workers that served before, for the drain."""
         cfg = self.cfg
-        content, previous = await asyncio.gather(
-            checked(
-                self.host,
-                commands.read_file(cfg.upstream_path(target)),
-                f"reading {cfg.upstream_file}",
-                f"commit {cfg.upstream_file_for(target)}",
-            ),
-            self.proxy.read_target(),
-        )
+        content, previous = await asyncio.gather(self.upstream_of(target), self.proxy.read_target())
         if not self.stacks.nginx_service:
             await self.switch.check_reachable(content, cfg.upstream_file_for(target), target, self.warn)
         out_since = time.monotonic()
@@ -787,6 +770,16 @@ class Deployer:
         self.committed = True
         self.report.switched = True
         return old_workers
+
+    async def upstream_of(self, color: Color) -> str:
+        """`color`'s upstream file as the checkout has it."""
+        cfg = self.cfg
+        return await checked(
+            self.host,
+            commands.read_file(cfg.upstream_path(color)),
+            f"reading {cfg.upstream_file}",
+            f"commit {cfg.upstream_file_for(color)}",
+        )
 
     async def drain(self, old_workers: set[int], s: StepRecord) -> float:
         timeout = self.cfg.drain_timeout

@@ -96,13 +96,19 @@ def test_an_inconclusive_step_under_low_traffic_is_held_once_more_then_aborted(
     no_canary_left(app)
 
 
+def mid_canary(ssh_host: lab.SshHost, app: lab.LabApp, sha: str, load: Load) -> lab.RunningAction:
+    """A deploy of `sha` with a long canary, once nginx has sent the canary a request of `load`."""
+    running = lab.RunningAction(lab.lab_inputs(ssh_host, app, sha, strategy="canary", canary_hold="120"))
+    running.wait_for_line("canary: 10% of requests")
+    lab.wait_for(lambda: "blue" in colors(load), "a request served by the canary", 30)
+    return running
+
+
 def test_a_cancel_mid_canary_is_an_abort(action_image: str, ssh_host: lab.SshHost, app: lab.LabApp) -> None:
     app.bootstrap("green")
     sha = app.version("v2")
     with Load(app.public_url("/api/v1/"), clients=2) as load:
-        running = lab.RunningAction(lab.lab_inputs(ssh_host, app, sha, strategy="canary", canary_hold="120"))
-        running.wait_for_line("canary: 10% of requests")
-        lab.wait_for(lambda: "blue" in colors(load), "a request served by the canary", 30)
+        running = mid_canary(ssh_host, app, sha, load)
         running.cancel_like_the_runner()
         run = running.wait()
     assert run.status != 0
@@ -118,8 +124,7 @@ def test_a_kill_mid_canary_leaves_no_split_after_the_rerun(
     app.bootstrap("green")
     sha = app.version("v2")
     with Load(app.public_url("/api/v1/"), clients=2) as load:
-        running = lab.RunningAction(lab.lab_inputs(ssh_host, app, sha, strategy="canary", canary_hold="120"))
-        running.wait_for_line("canary: 10% of requests")
+        running = mid_canary(ssh_host, app, sha, load)
         subprocess.run(["docker", "kill", running.name], check=True, capture_output=True)
         running.process.wait(30)
         shutil.rmtree(running.workdir, ignore_errors=True)

@@ -28,16 +28,21 @@ def bluegreen_cli(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return env_dir / "bin/bluegreen"
 
 
+def key_and_env(ssh_host: lab.SshHost, tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """The lab's deploy key in a file, and an environment with no GITHUB_* or BLUEGREEN_* of its own."""
+    key_file = tmp_path / "key"
+    key_file.write_text(ssh_host.key)
+    key_file.chmod(0o600)
+    return key_file, {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "BLUEGREEN_"))}
+
+
 def test_pip_installed_cli_deploys_and_reports_status(
     bluegreen_cli: Path, ssh_host: lab.SshHost, app: lab.LabApp, tmp_path: Path
 ) -> None:
     app.bootstrap("green")
     sha = app.version("v2")
-    key_file = tmp_path / "key"
-    key_file.write_text(ssh_host.key)
-    key_file.chmod(0o600)
+    key_file, env = key_and_env(ssh_host, tmp_path)
     inputs = lab.lab_inputs(ssh_host, app, sha)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "BLUEGREEN_"))}
     # Flags for some inputs, BLUEGREEN_* variables for the others.
     flags = [
         "--host",
@@ -112,11 +117,8 @@ def test_the_cli_holds_a_canary_shows_it_in_status_and_aborts_it(
 ) -> None:
     app.bootstrap("green")
     sha = app.version("v2")
-    key_file = tmp_path / "key"
-    key_file.write_text(ssh_host.key)
-    key_file.chmod(0o600)
+    key_file, env = key_and_env(ssh_host, tmp_path)
     inputs = lab.lab_inputs(ssh_host, app, sha)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "BLUEGREEN_"))}
     names = (
         "port",
         "known-hosts",
