@@ -348,7 +348,7 @@ def test_a_canary_judges_the_first_batch_on_the_sum_of_its_hosts_counts(fleet: F
     """batch-size 2 of 3: web-1 and web-2 run each step together. web-2's copy of v2 fails every 3rd
     request to one endpoint, web-1's does not: the sum aborts both, and web-3 never switches. Fixed,
     the same canary promotes web-1 and web-2, and web-3 then switches directly."""
-    canary = {"strategy": "canary", "canary_hold": "3", "canary_min_requests": "10", "batch_size": "2"}
+    canary = {"strategy": "canary", "canary_hold": "2", "canary_min_requests": "10", "batch_size": "2"}
     hosts.set_dotenv(fleet.hosts[1], fleet.app, "LAB_FLAKY=/api/v1/orders 3\n")
     sha = fleet.app.version("v2")
     with Load(fleet.lb.url("/api/v1/")) as fine, Load(fleet.lb.url("/api/v1/orders"), clients=2) as orders:
