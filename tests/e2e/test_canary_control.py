@@ -64,7 +64,7 @@ def test_a_cancel_mid_canary_is_an_abort_and_a_kill_is_settled_by_the_rerun(
     no_canary_left(app)
 
 
-@pytest.mark.parametrize("app", [("v2", "bridge")], indirect=True, ids=["v2"])
+@pytest.mark.parametrize("app", [("v2", "host")], indirect=True, ids=["v2"])
 def test_a_held_canary_is_promoted_and_another_aborted(
     action_image: str, ssh_host: lab.SshHost, app: lab.LabApp
 ) -> None:
