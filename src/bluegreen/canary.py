@@ -28,7 +28,7 @@ from . import commands
 from .config import CanaryPlan, Color, Config, other_color
 from .errors import DeployError
 from .journal import STATE_DIR, Entry, parse_json
-from .nginx import SECTION, normalize, server_targets, servers, show_target
+from .nginx import SECTION, normalize, server_target, server_targets, servers, show_target
 from .remote import Host
 
 POLL_SECONDS = 0.5  # how often each host reads its log during a step: an abort comes within about this
@@ -57,8 +57,11 @@ class Counts:
     errors: int = 0  # 5xx
     times: list[float] = field(default_factory=list)  # upstream response times, seconds
 
-    def add(self, other: Counts) -> Counts:
-        return Counts(self.responses + other.responses, self.errors + other.errors, self.times + other.times)
+    def include(self, other: Counts) -> None:
+        """Add `other` in place (a step's running count: no copy of its times at each read)."""
+        self.responses += other.responses
+        self.errors += other.errors
+        self.times.extend(other.times)
 
     @property
     def rate(self) -> float:
@@ -247,10 +250,15 @@ class CanaryLog:
             for line in result.stdout.splitlines():
                 name, _, address = line.partition(" ")
                 found.setdefault(name, set()).add(address.strip())
+        if missing := [n for n in names if n not in found]:
+            raise CanaryError(
+                f"nginx's view cannot resolve {', '.join(missing)}, named in the upstream files",
+                "check the upstream files' server names: nginx must reach the colors by them",
+            )
         self.colors = {}
         for color, pairs in targets.items():
             for host, port in pairs:
-                for address in found.get(host, set()) if host in found else {host}:
+                for address in found.get(host, {host}):
                     key = show_target((address, port)) if host != "unix" else f"unix:{port}"
                     if self.colors.get(key, color) != color:
                         raise CanaryError(
@@ -260,14 +268,7 @@ class CanaryLog:
                     self.colors[key] = color
         for text in upstreams.values():
             for written in servers(text):
-                ((host, _),) = server_targets(f"server {written};")
-                self.peers[written] = len(found.get(host, ())) or 1
-        missing = [n for n in names if n not in found]
-        if missing:
-            raise CanaryError(
-                f"nginx's view cannot resolve {', '.join(missing)}, named in the upstream files",
-                "check the upstream files' server names: nginx must reach the colors by them",
-            )
+                self.peers[written] = len(found.get(server_target(written)[0], ())) or 1
 
     async def mark(self) -> None:
         """The counts start here: the log's present end."""
@@ -281,7 +282,7 @@ class CanaryLog:
         text = result.stdout[: result.stdout.rfind("\n") + 1]  # the log is ASCII: a character is a byte
         self.offset += len(text)
         for color, more in parse_log(text, self.colors).items():
-            self.counts[color] = self.counts[color].add(more)
+            self.counts[color].include(more)
         return self.counts
 
     async def remove(self) -> None:
@@ -341,7 +342,8 @@ class Judge:
                 del self.pending[key]
                 total_new, total_old = Counts(), Counts()
                 for one_new, one_old in samples:
-                    total_new, total_old = total_new.add(one_new), total_old.add(one_old)
+                    total_new.include(one_new)
+                    total_old.include(one_old)
                 future.set_result(self.decide(key[0], total_new, total_old))
 
     def stop(self, error: BaseException) -> None:

@@ -35,6 +35,7 @@ from .config import (
     TEARDOWN_STOP_SECONDS,
     Color,
     Config,
+    KeepPrevious,
     other_color,
 )
 from .errors import DeployError, FleetStopped, LockLost, describe
@@ -505,8 +506,9 @@ class Deployer:
         async with self.step("drain", "Drain old nginx workers") as s:
             drained = await self.drain(old_workers, s)
         async with self.step("stop", f"Stop and remove {held.target}") as s:
-            await self.stacks.remove(held.target, max(STOP_GRACE_MIN_SECONDS, math.ceil(cfg.drain_timeout - drained)))
-            s.detail = f"{held.live} keeps serving"
+            s.detail = (
+                f"{await self.retire(held.target, cfg.drain_timeout - drained, 'none')}; {held.live} keeps serving"
+            )
         self.target_ids = [c.id for c in await self.stacks.of(held.live)]
         self.report.target = held.live  # the journal: this run left the old color serving
         async with self.step("record", "Record the abort"):
@@ -797,11 +799,11 @@ class Deployer:
             )
         return drained
 
-    async def retire(self, color: Color, remaining_drain: float) -> str:
-        """The color that no longer serves, as keep-previous says; requests still in flight get the rest
-        of the drain window as stop grace."""
+    async def retire(self, color: Color, remaining_drain: float, keep: KeepPrevious | None = None) -> str:
+        """The color that no longer serves, as keep-previous (or `keep`) says; requests still in flight
+        get the rest of the drain window as stop grace."""
         grace = max(STOP_GRACE_MIN_SECONDS, math.ceil(remaining_drain))
-        return await self.stacks.retire(color, grace, self.cfg.keep_previous)
+        return await self.stacks.retire(color, grace, keep or self.cfg.keep_previous)
 
     async def pre_switch(self, target: Color, s: StepRecord) -> None:
         """pre-switch-command in the healthy target, before nginx sends it a request."""

@@ -49,21 +49,21 @@ def servers(text: str) -> set[str]:
 
 
 def server_targets(text: str) -> list[tuple[str, str]]:
-    """The (host, port) each `server` of the upstream text connects to (port 80 if none), or
-    ("unix", path) for a socket; in a stable order."""
-    out = []
-    for address in sorted(servers(text)):
-        if address.startswith("unix:"):
-            out.append(("unix", address[len("unix:") :]))
-        elif address.startswith("["):
-            host, _, port = address[1:].partition("]")
-            out.append((host, port.lstrip(":") or "80"))
-        elif address.count(":") == 1:
-            host, _, port = address.partition(":")
-            out.append((host, port))
-        else:
-            out.append((address, "80"))
-    return out
+    """The (host, port) each `server` of the upstream text connects to, in a stable order."""
+    return [server_target(address) for address in sorted(servers(text))]
+
+
+def server_target(address: str) -> tuple[str, str]:
+    """The (host, port) a `server` address connects to (port 80 if none), or ("unix", path) for a socket."""
+    if address.startswith("unix:"):
+        return ("unix", address[len("unix:") :])
+    if address.startswith("["):
+        host, _, port = address[1:].partition("]")
+        return (host, port.lstrip(":") or "80")
+    if address.count(":") == 1:
+        host, _, port = address.partition(":")
+        return (host, port)
+    return (address, "80")
 
 
 def show_target(target: tuple[str, str]) -> str:

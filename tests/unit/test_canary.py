@@ -157,9 +157,9 @@ def test_a_healthy_release_is_rarely_blamed_for_noise_within_a_step() -> None:
         new, old = Counts(), Counts()
         for _ in range(120):
             for _ in range(2):
-                new = new.add(Counts(1, rng.random() < 0.005))
+                new.include(Counts(1, rng.random() < 0.005))
             for _ in range(18):
-                old = old.add(Counts(1, rng.random() < 0.005))
+                old.include(Counts(1, rng.random() < 0.005))
             if j.decide(0, new, old).kind == "abort":
                 aborted += 1
                 break
