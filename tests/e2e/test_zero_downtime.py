@@ -39,10 +39,16 @@ def test_drift_nginx_serves_blue_but_active_env_says_green(
     assert run.outputs["previous-color"] == "blue" and run.outputs["active-color"] == "green"
     assert served(app) == {"role": "backend", "color": "green", "version": "v2"}
     assert load.failures == [] and len(load.statuses) > 10
-    # blue served until the switch and green after it: blue, the live color, was never rebuilt
-    colors = [json.loads(b)["color"] for b in load.bodies]
-    assert colors[0] == "blue" and colors[-1] == "green"
-    assert colors == sorted(colors)
+    # blue, the live color, was never rebuilt: every blue answer is the release it served before the deploy,
+    # and every green answer is the new release (green's stale containers never served)
+    answers = [json.loads(b) for b in load.bodies]
+    assert answers[0]["color"] == "blue" and answers[-1]["color"] == "green"
+    assert {a["version"] for a in answers if a["color"] == "blue"} == {answers[0]["version"]} != {"v2"}
+    assert {a["version"] for a in answers if a["color"] == "green"} == {"v2"}
+    # one switch: the blue answers after the first green one are nginx's reload overlap only (an old worker
+    # accepts until it takes the signal; CI met 2), not a second flip
+    first_green = next(i for i, a in enumerate(answers) if a["color"] == "green")
+    assert sum(a["color"] == "blue" for a in answers[first_green:]) <= 10
     assert app.kept_stopped("blue")
     assert (app.app_dir / ".active_env").read_text().strip() == "green"
 
