@@ -886,6 +886,12 @@ class Deployer:
         title = title or f"{self.cfg.command.capitalize()} failed at {self.report.failed_step or 'start'}"
         self.out.error(f"{message}" + (f" Fix: {fix}" if fix else ""), title)
 
+    def served_before(self) -> str:
+        """What nginx served before this run, in words: the live color, or the split a promote started from."""
+        if self.cfg.command == "promote" and self.held is not None:
+            return f"the canary held at {self.held.share}% on {self.held.target}"
+        return self.report.live or ""
+
     def after_switch_back(self, err: FleetStopped) -> tuple[str, str, str]:
         """What a host the fleet told to switch back did, as (message, fix, title): it switched back
         and confirmed it; it could not; or it made no switch, since it served this commit before."""
@@ -908,9 +914,10 @@ class Deployer:
                 "",
             )
         if not self.report.switched:  # recover confirmed the old upstream and took the switch back
+            before = self.served_before()
             return (
-                f"{err.cause}; {err.why}{host} switched back to {live}",
-                f"{err.fix}: {host} serves {live} again, as before this run",
+                f"{err.cause}; {err.why}{host} switched back to {before}",
+                f"{err.fix}: {host} serves {before} again, as before this run",
                 "",
             )
         return (
@@ -938,7 +945,9 @@ class Deployer:
                 await self.switch.begin_back(self.report.target or "", self.run_info.url)
             if self.switch.reloaded and not self.switch.started_nginx:  # the undo reloads too: out again first
                 await self.lb_in_recovery(lambda color: self.lb.detach(color, wait=False), "take it out of")
-            if restored := await self.switch.undo(self.report.live or "its previous content", self.stacks.stop_nginx):
+            if restored := await self.switch.undo(
+                self.served_before() or "its previous content", self.stacks.stop_nginx
+            ):
                 self.report.rolled_back = self.switch.reloaded and not self.switch.started_nginx
                 if self.report.rolled_back:
                     # from the reload that loaded the new upstream to the one that put the old one back

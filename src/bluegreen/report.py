@@ -149,7 +149,11 @@ class Report:
             serving = self.active_color or "unknown" + (f" ({self.uncertain})" if self.uncertain else "")
             lines += [
                 f"**Serving now:** {serving}"
-                + (" (previous color kept)" if self.active_color and not self.serves_new else ""),
+                + (
+                    f" ({STILL_HELD if self.command == 'promote' else 'previous color kept'})"
+                    if self.active_color and not self.serves_new
+                    else ""
+                ),
                 "",
             ]
             if self.restored:
@@ -232,6 +236,9 @@ class Report:
                 )
             lines.append("")
         return "\n".join(lines)
+
+
+STILL_HELD = "the canary still held"  # what a failed promote left: the split it started from
 
 
 def canary_table(steps: list[StepResult], live: Color | None, target: Color | None) -> list[str]:
@@ -347,7 +354,8 @@ class FleetReport:
             return f"### ✅ {done} `{short}` on {count}: {', '.join(sorted(arrows))}"
         serving = {r.active_color for r in reports}
         if len(serving) == 1 and not any(r.serves_new or r.uncertain for r in reports):
-            after = f"every host serves what it served before ({serving.pop() or 'nothing'})"
+            held = f", {STILL_HELD}" if first.command == "promote" else ""
+            after = f"every host serves what it served before ({serving.pop() or 'nothing'}{held})"
         else:
             after = "the fleet is split: " + ", ".join(
                 f"{h} serves {r.active_color or ('unknown' if r.uncertain else 'nothing')}" for h, r in self.hosts

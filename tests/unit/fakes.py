@@ -163,6 +163,34 @@ class FakeNginx:
         return Result(0, "\n".join(lines) + "\n", "")
 
 
+CANARY_ADDRESSES = {"backend_blue": "10.0.0.2", "backend_green": "10.0.0.1"}
+
+
+class FakeCanaryLog:
+    """The canary's log in nginx's container `web`: each upstream name resolves to one address, and
+    every read of the log finds `per_read` new responses of each color; `failing`'s first `errors`
+    of each read are 500s."""
+
+    def __init__(self, host: FakeHost, per_read: int = 10, failing: str = "", errors: int = 0) -> None:
+        self.per_read, self.failing, self.errors = per_read, failing, errors
+        self.reads = 0
+        host.on(commands.resolve_names("web", [])[:6], self.resolve)
+        host.on(commands.file_size("web", "")[:6], lambda argv, _: Result(0, "0\n", ""))
+        host.on(commands.read_from("web", "", 0)[:4], self.read)
+
+    def resolve(self, argv: list[str], _: str | None) -> Result:
+        return Result(0, "".join(f"{name} {CANARY_ADDRESSES[name]}\n" for name in argv[7:]), "")
+
+    def read(self, argv: list[str], _: str | None) -> Result:
+        self.reads += 1
+        lines = [
+            f"{address}:8000|{500 if name == f'backend_{self.failing}' and i < self.errors else 200}|0.010\n"
+            for name, address in CANARY_ADDRESSES.items()
+            for i in range(self.per_read)
+        ]
+        return Result(0, "".join(lines), "")
+
+
 # -- a whole app on a fake host, for the orchestrator's unit tests --------------------------------
 
 

@@ -25,7 +25,7 @@ from bluegreen.remote import Remote, Result
 from bluegreen.report import EXIT_FAILED, EXIT_UNRECOVERED, Reporter
 from bluegreen.stacks import Container
 
-from .fakes import FakeDocker, FakeNginx, FakeRemote, FakeRepo
+from .fakes import FakeCanaryLog, FakeDocker, FakeNginx, FakeRemote, FakeRepo
 from .test_config import raw
 
 APP = "/srv/app"
@@ -477,3 +477,50 @@ def test_a_reload_that_fails_reports_how_long_it_may_have_served_from_its_attemp
     app.host.on(["docker", "exec", "web", "sh", "-c", commands.TEST_AND_RELOAD_SCRIPT], first_fails)
     report = app.run(ref=V2).report
     assert report.rolled_back and 0 <= report.exposed < 60  # not the machine's uptime
+
+
+CANARY = {"strategy": "canary", "canary_hold": "1"}
+
+
+def test_a_canary_promoted_through_its_steps_on_a_fake_host(app: App) -> None:
+    """Two steps, each judged on the log's counts, then the switch: the summary's table has both."""
+    log = FakeCanaryLog(app.host)
+    report = app.run(ref=V2, canary_steps="10,50", **CANARY).report
+    assert report.ok and report.outputs()["active-color"] == "blue", app.out.lines
+    assert [s.share for s in report.canary] == [10, 50] and log.reads >= 2
+    assert all(s.new.responses >= 10 and s.new.errors == 0 and s.verdict == "passed" for s in report.canary)
+    assert "| 10% |" in report.summary_markdown()
+    assert app.host.files[TARGET] == SEED["nginx/upstream.blue.conf"]  # no split and no log left
+    assert app.host.ran("docker", "exec", "web", "rm")
+
+
+def test_a_canary_whose_new_color_fails_is_aborted_at_its_first_step(app: App) -> None:
+    FakeCanaryLog(app.host, failing="blue", errors=3)
+    report = app.run(ref=V2, canary_steps="10,50", **CANARY).report
+    assert not report.ok and report.rolled_back and [s.share for s in report.canary] == [10]
+    assert "Canary" in report.error or "5xx" in report.error, report.error
+    assert app.host.files[TARGET] == SEED["nginx/upstream.green.conf"]
+    assert not any(c.running for c in app.docker.containers if c.service.endswith("_blue"))
+
+
+def test_a_held_canary_is_promoted_and_another_aborted(app: App) -> None:
+    FakeCanaryLog(app.host)
+    held = app.run(ref=V2, canary_steps="10,hold", **CANARY).report
+    assert held.ok and held.held == 10 and held.outputs()["deployed-ref"] == "", app.out.lines
+    split = app.host.files[TARGET]
+    assert "backend_blue" in split and "backend_green" in split and f"{APP}/.bluegreen/canary-held" in app.host.files
+    rerun = app.run(ref=V2).report  # the holding run again: done already
+    assert rerun.ok and rerun.held == 10 and app.host.files[TARGET] == split
+    refused = app.run(ref=V1).report  # another deploy would replace the held canary unjudged
+    assert not refused.ok and "command: promote" in refused.fix and app.host.files[TARGET] == split
+    promoted = app.run(command="promote", ref="").report
+    assert promoted.ok and promoted.outputs()["active-color"] == "blue", app.out.lines
+    assert app.host.files[TARGET] == SEED["nginx/upstream.blue.conf"]
+    assert f"{APP}/.bluegreen/canary-held" not in app.host.files
+
+    assert app.run(ref=V1, canary_steps="10,hold", **CANARY).report.held == 10  # green now gets 10%
+    aborted = app.run(command="abort", ref="").report
+    assert aborted.ok and aborted.rolled_back and aborted.outputs()["active-color"] == "blue", app.out.lines
+    assert app.host.files[TARGET] == SEED["nginx/upstream.blue.conf"]
+    assert not any(c.running for c in app.docker.containers if c.service.endswith("_green"))
+    assert f"{APP}/.bluegreen/canary-held" not in app.host.files

@@ -20,7 +20,7 @@ from bluegreen.lock import RunInfo
 from bluegreen.remote import CommandFailed, Remote, Result
 from bluegreen.report import FleetReport
 
-from .fakes import FakeRemote
+from .fakes import FakeCanaryLog, FakeRemote
 from .test_config import raw
 from .test_deployer import APP, SEED, TARGET, V1, V2, App, Collect, make_app
 
@@ -343,6 +343,29 @@ def test_two_hosts_whose_host_url_fails_in_one_recheck_each_give_their_own_cause
         assert error.startswith(f"{name}: host-url {HOST_URL} stopped answering"), error
         assert error.endswith(f"; {name} switched back to green"), error
     assert fleet.serves() == dict.fromkeys(HOSTS, "green")
+
+
+def test_a_promote_that_fails_after_a_host_switched_puts_back_the_held_split_and_says_so(fleet: Fleet3) -> None:
+    """A canary held on every host; web-2's host-url fails once web-1 has switched: web-1 goes back to
+    the split it held (not to green alone), says so, and keeps its record for another promote."""
+    for app in fleet.apps.values():
+        FakeCanaryLog(app.host)
+    held = fleet.run(strategy="canary", canary_steps="10,hold", canary_hold="1", batch_size="100%")
+    assert held.ok, fleet.out.lines
+    splits = {name: app.host.files[TARGET] for name, app in fleet.apps.items()}
+    fleet.fail_host_url("web-2")
+    report = fleet.run(command="promote", ref="", host_url=HOST_URL)
+    assert not report.ok
+    assert {name: app.host.files[TARGET] for name, app in fleet.apps.items()} == splits
+    one = dict(report.hosts)["web-1"]
+    assert one.error.endswith("web-1 switched back to the canary held at 10% on blue"), one.error
+    assert "serves the canary held at 10% on blue again" in one.fix, one.fix
+    assert "every host serves what it served before (green, the canary still held)" in report.headline()
+    assert all(f"{APP}/.bluegreen/canary-held" in app.host.files for app in fleet.apps.values())
+    fleet.apps["web-2"].host.on(["curl"], lambda argv, _: Result(0, "200", ""))
+    assert fleet.run(command="promote", ref="", host_url=HOST_URL).ok, fleet.out.lines
+    assert fleet.serves() == dict.fromkeys(HOSTS, "blue")
+    assert not any(f"{APP}/.bluegreen/canary-held" in app.host.files for app in fleet.apps.values())
 
 
 LB_HOOKS = {"lb_detach_command": "lbctl detach", "lb_attach_command": "lbctl attach"}
