@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fnmatch
 import json
 import math
 import posixpath
@@ -460,15 +461,21 @@ _LOGGED = ("server", "location", "if", "limit_except")  # blocks that may set an
 def log_blocked(dump: str, upstreams: set[str]) -> str:
     """Why the access log the canary adds at http level would miss requests nginx proxies to
     `upstreams` ("" if nothing found stops it): `access_log off` in http {} cancels every log there,
-    and a server or location that sets its own access_log does not inherit it. Read file by file, as
-    `nginx -T` shows them (a snippet's place in an include is not followed)."""
+    and a server or location that sets its own access_log does not inherit it. Read as nginx reads
+    it: from the main file (the first `nginx -T` shows), each include in its place (a snippet's
+    access_log counts for the block that includes it); a file no include reached is read alone."""
     parts = SECTION.split(dump)
+    files = dict(zip(parts[1::2], parts[2::2], strict=False))
+    prefix = posixpath.dirname(next(iter(files), ""))
     problems: list[str] = []
-    for name, text in zip(parts[1::2], parts[2::2], strict=False):
-        stack: list[str] = []
-        frames: list[list[bool]] = []  # per open server, location or if: [proxies to ours within, own log]
+    seen: set[str] = set()
+
+    def read(name: str, stack: list[str], frames: list[list[bool]], depth: int) -> None:
+        """One file's tokens, in the blocks open where it is read (frames: per open server,
+        location or if, [proxies to ours within, own log])."""
+        seen.add(name)
         words: list[str] = []
-        for token in _TOKEN.findall(text):
+        for token in _TOKEN.findall(files[name]):
             if token.startswith("#"):
                 continue
             if token == "{":
@@ -494,9 +501,17 @@ def log_blocked(dump: str, upstreams: set[str]) -> str:
                     match = _PROXIED.match(words[1].strip("\"'"))
                     if match and match.group(1) in upstreams:
                         frames[-1][0] = True
+                if words[:1] == ["include"] and len(words) > 1 and depth < 16:
+                    pattern = posixpath.join(prefix, words[1].strip("\"'"))
+                    for included in sorted(f for f in files if fnmatch.fnmatchcase(f, pattern)):
+                        read(included, stack, frames, depth + 1)
                 words = []
             else:
                 words.append(token)
+
+    for name in files:
+        if name not in seen:
+            read(name, [], [], 0)
     return "; ".join(dict.fromkeys(problems))
 
 

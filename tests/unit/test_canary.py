@@ -127,6 +127,29 @@ def test_what_keeps_nginx_from_logging_the_canary_is_found() -> None:
     assert log_blocked(quiet + stream, {"backend"}) == ""
 
 
+def test_a_snippet_counts_where_it_is_included() -> None:
+    """nginx -T shows each file once; its access_log counts for the block that includes it."""
+    main = "# configuration file /etc/nginx/nginx.conf:\nhttp { access_log /dev/null; include conf.d/*.conf; }\n"
+    server = (
+        "# configuration file /etc/nginx/conf.d/app.conf:\n"
+        "server { include snippets/quiet.conf; location / { proxy_pass http://backend; } }\n"
+    )
+    quiet = "# configuration file /etc/nginx/snippets/quiet.conf:\naccess_log off;\n"
+    assert log_blocked(main + server + quiet, {"backend"}) == (
+        "a server or location in /etc/nginx/conf.d/app.conf sets its own access_log"
+    )
+    health = server.replace(
+        "server { include snippets/quiet.conf;", "server { location /h { include /etc/nginx/s*/q*.conf; }"
+    )
+    assert log_blocked(main + health + quiet, {"backend"}) == ""  # only its own location is quiet
+    in_http = main.replace("include conf.d/*.conf;", "include snippets/quiet.conf; include conf.d/*.conf;")
+    plain = server.replace("include snippets/quiet.conf; ", "")
+    assert (
+        log_blocked(in_http + plain + quiet, {"backend"})
+        == "/etc/nginx/snippets/quiet.conf has access_log off in http {}"
+    )
+
+
 def judge(**plan: object) -> Judge:
     return Judge(CanaryPlan(**{"steps": (10, 50), "seconds": 60, "max_5xx": 1.0, "min_requests": 20, **plan}))  # type: ignore[arg-type]
 
