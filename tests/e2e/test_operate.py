@@ -315,7 +315,8 @@ def test_host_nginx_with_a_root_master_through_sudo(action_image: str, ssh_host:
 
         # A config nginx -t rejects: nothing reloaded, the upstream file put back.
         upstream = (app.app_dir / "nginx/conf.d/upstream.conf").read_text()
-        broken = (app.work / "nginx/upstream.green.conf").read_text().replace("server ", "server ;", 1)
+        good = (app.work / "nginx/upstream.green.conf").read_text()
+        broken = good.replace("server ", "server ;", 1)
         sha = app.commit("a broken green upstream", {"app/VERSION": "v3\n", "nginx/upstream.green.conf": broken})
         workers = nginx.workers()
         with Load(app.public_url("/api/v1/")) as load:
@@ -326,6 +327,16 @@ def test_host_nginx_with_a_root_master_through_sudo(action_image: str, ssh_host:
         assert nginx.workers() == workers
         assert served(app) == {"role": "backend", "color": "blue", "version": "v2"}
         assert load.failures == [] and len(load.statuses) > 10
+
+        # A canary: root's master opens its log in the app's .bluegreen; the deploy user reads and removes it.
+        fixed = app.commit("v4", {"app/VERSION": "v4\n", "nginx/upstream.green.conf": good})
+        canary = {"strategy": "canary", "canary_steps": "20", "canary_hold": "2", "canary_min_requests": "10"}
+        with Load(app.public_url("/api/v1/"), clients=2) as load:
+            run = lab.run_action(lab.lab_inputs(ssh_host, app, fixed, **inputs, **canary))
+        assert run.status == 0, run.log
+        assert served(app) == {"role": "backend", "color": "green", "version": "v4"}
+        assert load.failures == [] and "| 20% |" in run.summary and "✅ passed" in run.summary, run.summary
+        assert not (app.app_dir / ".bluegreen/canary.log").exists()
     finally:
         nginx.stop()
 
