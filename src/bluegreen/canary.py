@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fnmatch
+import functools
 import json
 import math
 import posixpath
@@ -465,17 +466,26 @@ def log_blocked(dump: str, upstreams: set[str]) -> str:
     it: from the main file (the first `nginx -T` shows), each include in its place (a snippet's
     access_log counts for the block that includes it); a file no include reached is read alone."""
     parts = SECTION.split(dump)
-    files = dict(zip(parts[1::2], parts[2::2], strict=False))
+    files = {name: _TOKEN.findall(text) for name, text in zip(parts[1::2], parts[2::2], strict=False)}
     prefix = posixpath.dirname(next(iter(files), ""))
     problems: list[str] = []
     seen: set[str] = set()
+    opened: list[str] = []  # the include chain being read (a file never includes itself again)
 
-    def read(name: str, stack: list[str], frames: list[list[bool]], depth: int) -> None:
+    @functools.cache
+    def matching(pattern: str) -> list[str]:
+        pattern = posixpath.join(prefix, pattern)
+        if not any(c in pattern for c in "*?["):
+            return [pattern] if pattern in files else []
+        return sorted(f for f in files if _glob_match(pattern, f))
+
+    def read(name: str, stack: list[str], frames: list[list[bool]]) -> None:
         """One file's tokens, in the blocks open where it is read (frames: per open server,
         location or if, [proxies to ours within, own log])."""
         seen.add(name)
+        opened.append(name)
         words: list[str] = []
-        for token in _TOKEN.findall(files[name]):
+        for token in files[name]:
             if token.startswith("#"):
                 continue
             if token == "{":
@@ -501,18 +511,29 @@ def log_blocked(dump: str, upstreams: set[str]) -> str:
                     match = _PROXIED.match(words[1].strip("\"'"))
                     if match and match.group(1) in upstreams:
                         frames[-1][0] = True
-                if words[:1] == ["include"] and len(words) > 1 and depth < 16:
-                    pattern = posixpath.join(prefix, words[1].strip("\"'"))
-                    for included in sorted(f for f in files if fnmatch.fnmatchcase(f, pattern)):
-                        read(included, stack, frames, depth + 1)
+                if words[:1] == ["include"] and len(words) > 1:
+                    for included in matching(words[1].strip("\"'")):
+                        if included not in opened:
+                            read(included, stack, frames)
                 words = []
             else:
                 words.append(token)
+        opened.pop()
 
     for name in files:
         if name not in seen:
-            read(name, [], [], 0)
+            read(name, [], [])
     return "; ".join(dict.fromkeys(problems))
+
+
+def _glob_match(pattern: str, path: str) -> bool:
+    """A path as glob(3) matches it, which nginx's include uses: part by part (`*` stops at `/`),
+    and a name starting with a dot only by a part that starts with one."""
+    want, have = pattern.split("/"), path.split("/")
+    return len(want) == len(have) and all(
+        fnmatch.fnmatchcase(h, w) and (not h.startswith(".") or w.startswith("."))
+        for w, h in zip(want, have, strict=True)
+    )
 
 
 # -- the steps on one host ------------------------------------------------------------------------

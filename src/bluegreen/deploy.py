@@ -377,6 +377,7 @@ class Deployer:
             await self.record("success")
             if self.held is not None:  # promoted: kept until now, so a fleet that switches back holds again
                 await self.host.run(commands.remove_file(held_path(self.cfg)))
+                self.report.held = 0
         if cfg.prune:
             async with self.step("prune", "Prune what this run replaced") as s:
                 try:
@@ -488,6 +489,7 @@ class Deployer:
                 "use command: promote or abort after a deploy whose canary-steps end in hold; status shows one",
             )
         self.report.live, self.report.target, self.report.sha = held.live, held.target, held.ref
+        self.report.held = held.share  # until its record goes
         await self.use_commit(self.head)
         self.target_ids = [c.id for c in await self.stacks.of(held.target)]
         await self.wait_turn()
@@ -501,7 +503,7 @@ class Deployer:
             old_workers = await self.reload(held.previous, held.live)
             await self.switch.commit()  # then the record: a dead run between the two leaves it stale, never lost
             await self.host.run(commands.remove_file(held_path(cfg)))
-            self.report.rolled_back = True
+            self.report.rolled_back, self.report.held = True, 0
             s.detail = f"{held.live} serves every request again"
         async with self.step("drain", "Drain old nginx workers") as s:
             drained = await self.drain(old_workers, s)
@@ -887,8 +889,9 @@ class Deployer:
         self.out.error(f"{message}" + (f" Fix: {fix}" if fix else ""), title)
 
     def served_before(self) -> str:
-        """What nginx served before this run, in words: the live color, or the split a promote started from."""
-        if self.cfg.command == "promote" and self.held is not None:
+        """What nginx served before this run, in words: the live color, or the held split a promote or an
+        abort started from (while its record stays)."""
+        if self.cfg.command in ("promote", "abort") and self.held is not None and self.report.held:
             return f"the canary held at {self.held.share}% on {self.held.target}"
         return self.report.live or ""
 
@@ -920,11 +923,16 @@ class Deployer:
                 f"{err.fix}: {host} serves {before} again, as before this run",
                 "",
             )
+        by_hand = (
+            f"putting the split of {held_path(self.cfg)} in place as the upstream file"
+            if self.cfg.command == "promote" and self.report.held
+            else f"putting {live}'s upstream file in place"
+        )
         return (
             f"{err.cause}; {host} could not switch back ({self.recovery_error or 'the recovery did not run'}): it "
             f"still serves {new}",
-            f"{err.fix}, or switch {host} back by hand (nginx -s reload after putting {live}'s upstream file in "
-            "place); until then it serves the new version",
+            f"{err.fix}, or switch {host} back by hand (nginx -s reload after {by_hand}); until then it serves the "
+            "new version",
             "Switch back failed",
         )
 

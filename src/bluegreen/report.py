@@ -67,7 +67,9 @@ class Report:
     unfinished: str = ""  # why the recovery did not finish, or did not run (the lock was lost)
     images: list[ImageRecord] = field(default_factory=list)  # the target's pulled images (images.py)
     canary: list[StepResult] = field(default_factory=list)  # strategy: canary's steps, as judged
-    held: int = 0  # the share a canary was left held at (canary-steps ends in hold)
+    held: int = (
+        0  # the share a canary is held at when the run ends (canary-steps ends in hold; a failed promote or abort)
+    )
 
     @property
     def ok(self) -> bool:
@@ -150,7 +152,7 @@ class Report:
             lines += [
                 f"**Serving now:** {serving}"
                 + (
-                    f" ({STILL_HELD if self.command == 'promote' else 'previous color kept'})"
+                    f" ({STILL_HELD if self.held and not self.unfinished else 'previous color kept'})"
                     if self.active_color and not self.serves_new
                     else ""
                 ),
@@ -238,7 +240,7 @@ class Report:
         return "\n".join(lines)
 
 
-STILL_HELD = "the canary still held"  # what a failed promote left: the split it started from
+STILL_HELD = "the canary still held"  # what a failed promote or abort left: the split it started from
 
 
 def canary_table(steps: list[StepResult], live: Color | None, target: Color | None) -> list[str]:
@@ -354,7 +356,7 @@ class FleetReport:
             return f"### ✅ {done} `{short}` on {count}: {', '.join(sorted(arrows))}"
         serving = {r.active_color for r in reports}
         if len(serving) == 1 and not any(r.serves_new or r.uncertain for r in reports):
-            held = f", {STILL_HELD}" if first.command == "promote" else ""
+            held = f", {STILL_HELD}" if all(r.held and not r.unfinished for r in reports) else ""
             after = f"every host serves what it served before ({serving.pop() or 'nothing'}{held})"
         else:
             after = "the fleet is split: " + ", ".join(

@@ -26,6 +26,7 @@ def test_drift_nginx_serves_blue_but_active_env_says_green(
     target.write_text((app.app_dir / "nginx/upstream.blue.conf").read_text())
     app.reload_nginx()
     assert served(app)["color"] == "blue"
+    blue_started = {c.id: started_at(c) for c in app.containers("blue")}
     sha = app.version("v2")
 
     with Load(app.public_url("/api/v1/")) as load:
@@ -50,6 +51,7 @@ def test_drift_nginx_serves_blue_but_active_env_says_green(
     first_green = next(i for i, a in enumerate(answers) if a["color"] == "green")
     assert sum(a["color"] == "blue" for a in answers[first_green:]) <= 10
     assert app.kept_stopped("blue")
+    assert {c.id: started_at(c) for c in app.containers("blue")} == blue_started  # neither recreated nor restarted
     assert (app.app_dir / ".active_env").read_text().strip() == "green"
 
 

@@ -148,6 +148,13 @@ def test_a_snippet_counts_where_it_is_included() -> None:
         log_blocked(in_http + plain + quiet, {"backend"})
         == "/etc/nginx/snippets/quiet.conf has access_log off in http {}"
     )
+    # glob(3)'s matching, as nginx's include: `*` stops at `/`, and skips names starting with a dot
+    deeper = quiet.replace("/etc/nginx/snippets/", "/etc/nginx/conf.d/snippets/")
+    hidden = quiet.replace("/etc/nginx/snippets/quiet.conf", "/etc/nginx/conf.d/.quiet.conf")
+    assert log_blocked(main + plain + deeper + hidden, {"backend"}) == ""
+    # a file that includes itself is read once in its chain
+    loop = "# configuration file /etc/nginx/conf.d/loop.conf:\ninclude conf.d/loop.conf;\n"
+    assert log_blocked(main + plain + loop, {"backend"}) == ""
 
 
 def judge(**plan: object) -> Judge:

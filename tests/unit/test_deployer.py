@@ -480,6 +480,7 @@ def test_a_reload_that_fails_reports_how_long_it_may_have_served_from_its_attemp
 
 
 CANARY = {"strategy": "canary", "canary_hold": "1"}
+LOG = "/tmp/bluegreen-app-canary.log"
 
 
 def test_a_canary_promoted_through_its_steps_on_a_fake_host(app: App) -> None:
@@ -490,8 +491,10 @@ def test_a_canary_promoted_through_its_steps_on_a_fake_host(app: App) -> None:
     assert [s.share for s in report.canary] == [10, 50] and log.reads >= 2
     assert all(s.new.responses >= 10 and s.new.errors == 0 and s.verdict == "passed" for s in report.canary)
     assert "| 10% |" in report.summary_markdown()
-    assert app.host.files[TARGET] == SEED["nginx/upstream.blue.conf"]  # no split and no log left
-    assert app.host.ran("docker", "exec", "web", "rm")
+    assert app.host.files[TARGET] == SEED["nginx/upstream.blue.conf"]  # no split left
+    reloads = [i for i, argv in enumerate(app.host.calls) if commands.TEST_AND_RELOAD_SCRIPT in argv]
+    log_removed = [i for i, argv in enumerate(app.host.calls) if argv == commands.remove_in_nginx("web", LOG)]
+    assert len(reloads) == 3 and log_removed and log_removed[-1] > reloads[-1]  # two splits, the switch; no log left
 
 
 def test_a_canary_whose_new_color_fails_is_aborted_at_its_first_step(app: App) -> None:
@@ -524,3 +527,28 @@ def test_a_held_canary_is_promoted_and_another_aborted(app: App) -> None:
     assert app.host.files[TARGET] == SEED["nginx/upstream.blue.conf"]
     assert not any(c.running for c in app.docker.containers if c.service.endswith("_green"))
     assert f"{APP}/.bluegreen/canary-held" not in app.host.files
+
+
+def test_a_failed_abort_or_promote_says_the_canary_is_still_held_and_only_then(app: App) -> None:
+    """An abort whose reload fails puts the held split back: the summary says the canary is still
+    held; a promote with nothing held says nothing of the kind."""
+    FakeCanaryLog(app.host)
+    assert app.run(ref=V2, canary_steps="10,hold", **CANARY).report.held == 10
+    split = app.host.files[TARGET]
+    tries: list[int] = []
+    test_and_reload = app.nginx.test_and_reload
+
+    def first_fails(argv: list[str], stdin: str | None) -> Result:
+        tries.append(1)
+        return Result(4, "", "nginx: [alert] kill(1, 1) failed") if len(tries) == 1 else test_and_reload(argv, stdin)
+
+    app.host.on(["docker", "exec", "web", "sh", "-c", commands.TEST_AND_RELOAD_SCRIPT], first_fails)
+    failed = app.run(command="abort", ref="").report
+    assert not failed.ok and app.host.files[TARGET] == split and len(tries) == 2
+    assert "nginx upstream switched back to the canary held at 10% on blue" in "\n".join(failed.restored)
+    assert "**Serving now:** green (the canary still held)" in failed.summary_markdown()
+    assert app.run(command="abort", ref="").report.ok  # still held: a second abort finishes it
+
+    nothing = app.run(command="promote", ref="").report
+    assert not nothing.ok and "no canary is held" in nothing.error
+    assert "still held" not in nothing.summary_markdown()
