@@ -306,7 +306,7 @@ class Deployer:
                 self.warn(f"a previous run left {self.lb.name} out of the load balancer: put back", "Host put back")
             if self.switch.settled_canary or cfg.strategy == "canary" or cfg.command in ("promote", "abort"):
                 await self.canary_log.remove()  # one a dead run left: no canary runs while this run holds the lock
-            await self.forget_stale_hold()
+            await self.forget_stale_hold(live)
             self.report.live = live
             self.report.target = target = other_color(live) if live else "blue"
             self.report.first_deploy = bool(self.stacks.nginx_service)
@@ -447,10 +447,13 @@ class Deployer:
         self.report.held = share
         await self.record("held")
 
-    async def forget_stale_hold(self) -> None:
+    async def forget_stale_hold(self, live: Color | None) -> None:
         """A held canary whose split nginx no longer serves (promoted or aborted by a run that died
-        before it removed the record, or changed by hand) is over."""
+        before it removed the record, or changed by hand) is over; an abort finishes what is left
+        of it while the old color serves alone."""
         if self.held is not None and not self.preflight.split_loaded and not self.stacks.nginx_service:
+            if self.cfg.command == "abort" and live == self.held.live:
+                return
             await self.host.run(commands.remove_file(held_path(self.cfg)))
             self.out.info("a held canary's record was left, but nginx no longer serves its split: forgotten")
             self.held = None
@@ -498,13 +501,17 @@ class Deployer:
                 await self.health_gate(held.target, s)
             await self.switch_and_retire(held.target)
             return
-        async with self.step("switch", f"Switch nginx back to {held.live}") as s:
-            await self.switch.begin(held.split, held.live, self.run_info.url)
-            old_workers = await self.reload(held.previous, held.live)
-            await self.switch.commit()  # then the record: a dead run between the two leaves it stale, never lost
-            await self.host.run(commands.remove_file(held_path(cfg)))
-            self.report.rolled_back, self.report.held = True, 0
-            s.detail = f"{held.live} serves every request again"
+        old_workers: set[int] = set()
+        if self.preflight.split_loaded:
+            async with self.step("switch", f"Switch nginx back to {held.live}") as s:
+                await self.switch.begin(held.split, held.live, self.run_info.url)
+                old_workers = await self.reload(held.previous, held.live)
+                await self.switch.commit()
+                self.switch.stands()  # the way back: a failure from here leaves it, never the split again
+                s.detail = f"{held.live} serves every request again"
+        else:  # an abort that died once it had switched back, or a switch back by hand: what is left
+            self.out.info(f"nginx serves {held.live} alone already: finishing the abort of {held.ref[:12]}")
+        self.report.rolled_back, self.report.held = True, 0
         async with self.step("drain", "Drain old nginx workers") as s:
             drained = await self.drain(old_workers, s)
         async with self.step("stop", f"Stop and remove {held.target}") as s:
@@ -514,6 +521,7 @@ class Deployer:
         self.target_ids = [c.id for c in await self.stacks.of(held.live)]
         self.report.target = held.live  # the journal: this run left the old color serving
         async with self.step("record", "Record the abort"):
+            await self.host.run(commands.remove_file(held_path(cfg)))  # last: a rerun of a dead abort finishes it
             await self.record("aborted")
 
     async def after_canary(self) -> None:

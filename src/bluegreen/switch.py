@@ -131,6 +131,10 @@ class Switch:
     async def commit(self) -> None:
         await self.host.run(commands.remove_file(self.marker))
 
+    def stands(self) -> None:
+        """A committed switch that is never undone (an abort's way back to the old color)."""
+        self.previous = None
+
     async def undo(self, back_to: str, stop_nginx: Callable[[], Awaitable[bool]]) -> str:
         """Put back what the switch replaced (nginx serving `back_to`); returns what was restored, ""
         if nothing was changed."""

@@ -552,3 +552,23 @@ def test_a_failed_abort_or_promote_says_the_canary_is_still_held_and_only_then(a
     nothing = app.run(command="promote", ref="").report
     assert not nothing.ok and "no canary is held" in nothing.error
     assert "still held" not in nothing.summary_markdown()
+
+
+def test_an_abort_that_fails_after_its_way_back_keeps_it_and_a_rerun_finishes_it(app: App) -> None:
+    """The way back to green is committed, then removing blue fails: nginx keeps serving green (never
+    the split again), and the record stays, so the rerun of the abort removes blue without a reload."""
+    FakeCanaryLog(app.host)
+    assert app.run(ref=V2, canary_steps="10,hold", **CANARY).report.held == 10
+    stops = app.host.ran("docker", "stop")
+    app.host.on(["docker", "stop"], lambda argv, _: Result(1, "", "Error response from daemon: busy"))
+    failed = app.run(command="abort", ref="").report
+    assert not failed.ok and failed.failed_step == "Stop and remove blue", app.out.lines
+    assert app.host.files[TARGET] == SEED["nginx/upstream.green.conf"]
+    assert "still held" not in failed.summary_markdown() and f"{APP}/.bluegreen/canary-held" in app.host.files
+    reloads = app.nginx.reloads
+    app.host.handlers.pop(0)  # docker stop works again
+    rerun = app.run(command="abort", ref="").report
+    assert rerun.ok, app.out.lines
+    assert app.nginx.reloads == reloads and app.host.files[TARGET] == SEED["nginx/upstream.green.conf"]
+    assert not any(c.service.endswith("_blue") for c in app.docker.containers)
+    assert f"{APP}/.bluegreen/canary-held" not in app.host.files and len(app.host.ran("docker", "stop")) > len(stops)
