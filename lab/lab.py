@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
 import json
 import os
 import pwd
@@ -93,11 +94,31 @@ def as_deploy(*argv: str | Path, cwd: Path | None = None) -> str:
     return sh("runuser", "-u", DEPLOY_USER, "--", "env", *DEPLOY_ENV, *argv, cwd=cwd)
 
 
+def _port_block() -> range:
+    """This process's ports: below the kernel's ephemeral range (from 32768), which bind(0), every
+    client socket and docker's published ports draw from, and apart from the other xdist workers'."""
+    count = max(int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1), 1)
+    index = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0) % count
+    size = 12000 // count
+    return range(20000 + index * size, 20000 + (index + 1) * size)
+
+
+_PORTS = _port_block()
+_TURN = itertools.count()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    """A loopback port nothing listens on, handed out in turn from this process's block: an app's
+    idle color's ports stay unbound for a while, and no one else picks them meanwhile."""
+    for _ in _PORTS:
+        port = _PORTS[next(_TURN) % len(_PORTS)]
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {_PORTS}")
 
 
 def urllib_open(url: str, timeout: float = 10) -> Any:
