@@ -83,6 +83,7 @@ class Load:
     statuses: list[int] = field(default_factory=list)
     failed_at: list[float] = field(default_factory=list)  # monotonic times of failed requests
     bodies: list[str] = field(default_factory=list)
+    answered: list[tuple[float, str]] = field(default_factory=list)  # (monotonic time, body) of each 2xx
     errors: list[str] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
@@ -92,7 +93,9 @@ class Load:
             try:
                 with urllib.request.urlopen(self.url, timeout=10) as response:
                     self.statuses.append(response.status)
-                    self.bodies.append(response.read().decode())
+                    body = response.read().decode()
+                    self.bodies.append(body)
+                    self.answered.append((time.monotonic(), body))
             except urllib.error.HTTPError as err:
                 self.statuses.append(err.code)
                 self.failed_at.append(time.monotonic())

@@ -67,8 +67,8 @@ class Fleet:
         """What each host's nginx serves: the backend's color and version."""
         return [{k: hosts.served(h)[k] for k in ("color", "version")} for h in self.hosts]
 
-    def run(self, sha: str, **overrides: str) -> tuple[lab.ActionRun, Load]:
-        with Load(self.lb.url("/")) as load:
+    def run(self, sha: str, clients: int = 1, **overrides: str) -> tuple[lab.ActionRun, Load]:
+        with Load(self.lb.url("/"), clients=clients) as load:
             run = lab.run_action(self.inputs(sha, **overrides), timeout=900)
         return run, load
 
@@ -345,13 +345,14 @@ def test_behind_a_keepalive_load_balancer_the_hosts_leave_it_around_each_reload(
 
 
 def test_a_canary_judges_the_first_batch_on_the_sum_of_its_hosts_counts(fleet: Fleet) -> None:
-    """batch-size 2 of 3: web-1 and web-2 run each step together. web-2's copy of v2 fails every 3rd
+    """batch-size 2 of 3: web-1 and web-2 run each step together. web-2's copy of v2 fails every 2nd
     request to one endpoint, web-1's does not: the sum aborts both, and web-3 never switches. Fixed,
-    the same canary promotes web-1 and web-2, and web-3 then switches directly."""
+    the same canary promotes web-1 and web-2, and web-3 then switches directly. (The batch gets 2/3
+    of the balancer's requests and the canary a tenth of those: enough clients for a verdict at 10%.)"""
     canary = {"strategy": "canary", "canary_hold": "2", "canary_min_requests": "10", "batch_size": "2"}
-    hosts.set_dotenv(fleet.hosts[1], fleet.app, "LAB_FLAKY=/api/v1/orders 3\n")
+    hosts.set_dotenv(fleet.hosts[1], fleet.app, "LAB_FLAKY=/api/v1/orders 2\n")
     sha = fleet.app.version("v2")
-    with Load(fleet.lb.url("/api/v1/")) as fine, Load(fleet.lb.url("/api/v1/orders"), clients=2) as orders:
+    with Load(fleet.lb.url("/api/v1/")) as fine, Load(fleet.lb.url("/api/v1/orders"), clients=3) as orders:
         run = lab.run_action(fleet.inputs(sha, **canary), timeout=900)
     assert run.status != 0
     served_everywhere(fleet, "green", "v1")
@@ -366,7 +367,7 @@ def test_a_canary_judges_the_first_batch_on_the_sum_of_its_hosts_counts(fleet: F
     assert "Switch nginx to blue" not in run.stdout
 
     hosts.set_dotenv(fleet.hosts[1], fleet.app, "")
-    run, load = fleet.run(sha, **canary)
+    run, load = fleet.run(sha, clients=4, **canary)
     assert run.status == 0, run.log
     assert load.failures == []
     served_everywhere(fleet, "blue", "v2")

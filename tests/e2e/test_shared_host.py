@@ -28,12 +28,18 @@ def test_a_runner_paused_past_the_lapse_changes_nothing_once_it_wakes(
     lock and ships v3. When the first wakes, it sends nothing more: no build over the second's live
     color, no old upstream written back. A plain nginx reload afterwards still serves v3."""
     app.bootstrap("green")
-    paused_sha, second_sha = app.version("v2"), app.version("v3")
+    dockerfile = (app.work / "app/Dockerfile").read_text()
+    # v2's build lasts 10 s: the pause surely lands in it, whatever the machine's load
+    paused_sha = app.commit(
+        "v2, slow to build", {"app/VERSION": "v2\n", "app/Dockerfile": dockerfile + "RUN sleep 10\n"}
+    )
+    second_sha = app.commit("v3", {"app/VERSION": "v3\n", "app/Dockerfile": dockerfile})
     with Load(app.public_url("/api/v1/")) as load:
         paused = lab.RunningAction(lab.lab_inputs(ssh_host, app, paused_sha))
         paused.wait_for_step("Build and start blue")
         pid = action_pid(paused)
         os.kill(pid, signal.SIGSTOP)
+        assert paused.output().split("::group::")[-1].startswith("Build and start blue"), paused.output()
         try:
             second = lab.run_action(
                 lab.lab_inputs(ssh_host, app, second_sha, lock_timeout="300"), {"GITHUB_RUN_ATTEMPT": "2"}
