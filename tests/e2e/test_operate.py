@@ -364,7 +364,7 @@ def test_a_sigkill_at_any_point_leaves_a_journal_the_rerun_and_a_rollback_can_tr
     with Load(app.public_url("/api/v1/")) as load:
         slow = [
             threading.Thread(target=long_request, args=(url,))
-            for url in (app.public_url("/slow?s=8"), f"http://127.0.0.1:{app.ports['BLUE_BACKEND']}/slow?s=12")
+            for url in (app.public_url("/slow?s=12"), f"http://127.0.0.1:{app.ports['BLUE_BACKEND']}/slow?s=16")
         ]
         for thread in slow:
             thread.start()
@@ -374,6 +374,7 @@ def test_a_sigkill_at_any_point_leaves_a_journal_the_rerun_and_a_rollback_can_tr
         running.wait_for_step(step)
         lab.sh("docker", "kill", running.name)
         running.process.wait(30)
+        assert running.output().split("::group::")[-1].startswith(step), running.output()  # killed in it
         rerun = lab.run_action(inputs, {"GITHUB_RUN_ATTEMPT": "2"})
         for thread in slow:
             thread.join(60)

@@ -466,7 +466,8 @@ def test_recovery_never_checks_out_back_over_a_file_the_host_made(app: App) -> N
     assert any("was not done" in r for r in report.restored) and report.exit_code == 3
 
 
-def test_a_reload_that_fails_reports_how_long_it_may_have_served_from_its_attempt(app: App) -> None:
+def first_reload_fails(app: App) -> list[int]:
+    """The next reload's signal fails (nginx untouched), the ones after it work; returns the tries."""
     tries: list[int] = []
     test_and_reload = app.nginx.test_and_reload
 
@@ -475,6 +476,11 @@ def test_a_reload_that_fails_reports_how_long_it_may_have_served_from_its_attemp
         return Result(4, "", "nginx: [alert] kill(1, 1) failed") if len(tries) == 1 else test_and_reload(argv, stdin)
 
     app.host.on(["docker", "exec", "web", "sh", "-c", commands.TEST_AND_RELOAD_SCRIPT], first_fails)
+    return tries
+
+
+def test_a_reload_that_fails_reports_how_long_it_may_have_served_from_its_attempt(app: App) -> None:
+    first_reload_fails(app)
     report = app.run(ref=V2).report
     assert report.rolled_back and 0 <= report.exposed < 60  # not the machine's uptime
 
@@ -535,14 +541,7 @@ def test_a_failed_abort_or_promote_says_the_canary_is_still_held_and_only_then(a
     FakeCanaryLog(app.host)
     assert app.run(ref=V2, canary_steps="10,hold", **CANARY).report.held == 10
     split = app.host.files[TARGET]
-    tries: list[int] = []
-    test_and_reload = app.nginx.test_and_reload
-
-    def first_fails(argv: list[str], stdin: str | None) -> Result:
-        tries.append(1)
-        return Result(4, "", "nginx: [alert] kill(1, 1) failed") if len(tries) == 1 else test_and_reload(argv, stdin)
-
-    app.host.on(["docker", "exec", "web", "sh", "-c", commands.TEST_AND_RELOAD_SCRIPT], first_fails)
+    tries = first_reload_fails(app)
     failed = app.run(command="abort", ref="").report
     assert not failed.ok and app.host.files[TARGET] == split and len(tries) == 2
     assert "nginx upstream switched back to the canary held at 10% on blue" in "\n".join(failed.restored)
