@@ -448,15 +448,24 @@ class Deployer:
         await self.record("held")
 
     async def forget_stale_hold(self, live: Color | None) -> None:
-        """A held canary whose split nginx no longer serves (promoted or aborted by a run that died
-        before it removed the record, or changed by hand) is over; an abort finishes what is left
-        of it while the old color serves alone."""
-        if self.held is not None and not self.preflight.split_loaded and not self.stacks.nginx_service:
-            if self.cfg.command == "abort" and live == self.held.live:
+        """A held canary whose split nginx no longer serves: promoted by a run that died before it
+        removed the record (nginx serves the new color), it is over, and so it is for a deploy,
+        which replaces the idle color anyway. Otherwise (an abort that died after its way back, the
+        split edited by hand) an abort finishes it, and a promote or rollback is refused."""
+        held = self.held
+        if held is None or self.preflight.split_loaded or self.stacks.nginx_service:
+            return
+        if live != held.target and self.cfg.command != "deploy":
+            if self.cfg.command == "abort":
                 return
-            await self.host.run(commands.remove_file(held_path(self.cfg)))
-            self.out.info("a held canary's record was left, but nginx no longer serves its split: forgotten")
-            self.held = None
+            raise DeployError(
+                f"nginx no longer serves the split of the canary of {held.ref[:12]} (an abort that did not finish, or "
+                f"an edit by hand), and its new color {held.target} may still run",
+                "finish it with command: abort (it switches nginx back to the old color and removes the new)",
+            )
+        await self.host.run(commands.remove_file(held_path(self.cfg)))
+        self.out.info("a held canary's record was left, but nginx no longer serves its split: forgotten")
+        self.held = None
 
     def held_by_this_run(self) -> bool:
         """A deploy or rollback while a canary is held is refused, but a rerun of the run that held it:
@@ -486,6 +495,23 @@ class Deployer:
             await self.use_commit(self.head)
             await self.finish_earlier_switch(self.report.live)
             return
+        last = (self.journal_tail or [{}])[-1]
+        if (
+            held is None
+            and cfg.command == "abort"
+            and last.get("result") == "aborted"
+            and last.get("to") == self.report.live
+        ):
+            # this host's abort is done (a fleet's rerun, where another host's abort failed)
+            self.report.sha, self.report.target, self.report.already_live = (
+                str(last.get("ref", "")),
+                self.report.live,
+                True,
+            )
+            self.out.info(
+                f"the canary of {self.report.sha[:12]} was aborted on this host already; {self.report.live} serves"
+            )
+            return
         if held is None:
             raise DeployError(
                 f"no canary is held on this host, so there is nothing to {cfg.command}",
@@ -501,17 +527,20 @@ class Deployer:
                 await self.health_gate(held.target, s)
             await self.switch_and_retire(held.target)
             return
-        old_workers: set[int] = set()
-        if self.preflight.split_loaded:
-            async with self.step("switch", f"Switch nginx back to {held.live}") as s:
-                await self.switch.begin(held.split, held.live, self.run_info.url)
-                old_workers = await self.reload(held.previous, held.live)
-                await self.switch.commit()
-                self.switch.stands()  # the way back: a failure from here leaves it, never the split again
-                s.detail = f"{held.live} serves every request again"
-        else:  # an abort that died once it had switched back, or a switch back by hand: what is left
-            self.out.info(f"nginx serves {held.live} alone already: finishing the abort of {held.ref[:12]}")
-        self.report.rolled_back, self.report.held = True, 0
+        if self.stacks.nginx_service:
+            raise DeployError(
+                f"nginx is not running, so the abort cannot switch it back to {held.live} and confirm it",
+                "start nginx (it serves the held split again) and rerun the abort",
+            )
+        async with self.step("switch", f"Switch nginx back to {held.live}") as s:
+            # whatever nginx serves now: the split, or (an abort that died after its way back, an edit by
+            # hand) something else; the old color's upstream is loaded and confirmed in every case
+            await self.switch.begin(await self.proxy.read_target(), held.live, self.run_info.url)
+            old_workers = await self.reload(held.previous, held.live)
+            await self.switch.commit()
+            self.switch.stands()  # the way back: a failure from here leaves it, never the split again
+            self.report.rolled_back, self.report.held = True, 0
+            s.detail = f"{held.live} serves every request again"
         async with self.step("drain", "Drain old nginx workers") as s:
             drained = await self.drain(old_workers, s)
         async with self.step("stop", f"Stop and remove {held.target}") as s:
@@ -521,8 +550,8 @@ class Deployer:
         self.target_ids = [c.id for c in await self.stacks.of(held.live)]
         self.report.target = held.live  # the journal: this run left the old color serving
         async with self.step("record", "Record the abort"):
-            await self.host.run(commands.remove_file(held_path(cfg)))  # last: a rerun of a dead abort finishes it
             await self.record("aborted")
+            await self.host.run(commands.remove_file(held_path(cfg)))  # last: a rerun of a dead abort finishes it
 
     async def after_canary(self) -> None:
         """An aborted canary, switched back: the split's workers finish their requests to the new
@@ -959,7 +988,8 @@ class Deployer:
             switched_at = self.proxy.reloaded_at  # the reload that loaded the new upstream, if any
             if self.switched_back:  # from here a dead run leaves the marker: the next run settles it
                 await self.switch.begin_back(self.report.target or "", self.run_info.url)
-            if self.switch.reloaded and not self.switch.started_nginx:  # the undo reloads too: out again first
+            if self.switch.reloaded and self.switch.previous is not None and not self.switch.started_nginx:
+                # the undo reloads too: out again first
                 await self.lb_in_recovery(lambda color: self.lb.detach(color, wait=False), "take it out of")
             if restored := await self.switch.undo(
                 self.served_before() or "its previous content", self.stacks.stop_nginx

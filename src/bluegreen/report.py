@@ -96,11 +96,17 @@ class Report:
         """The switch this run made stands: nginx serves the new color."""
         return self.switched and not self.rolled_back
 
+    @property
+    def deployed_ref(self) -> str:
+        """What now serves because of this run: nothing for a held canary or an abort (the old color
+        serves the commit it ran before)."""
+        return self.sha if self.ok and not self.held and self.command != "abort" else ""
+
     def outputs(self) -> dict[str, str]:
         return {
             "active-color": self.active_color or "",
             "previous-color": self.live or "",
-            "deployed-ref": self.sha if self.ok and not self.held else "",
+            "deployed-ref": self.deployed_ref,
             "switched": str(self.serves_new).lower(),
             "rolled-back": str(self.rolled_back).lower(),
         }
@@ -108,6 +114,8 @@ class Report:
     def headline(self) -> str:
         arrow = f"{self.live or 'none'} → {self.target or '?'}"
         short = self.sha[:12] or self.ref
+        if self.already_live and self.command == "abort":
+            return f"### ✅ The canary of `{short}` was aborted on this host already: {self.live} serves"
         if self.already_live:
             finished = any(step.name == "stop" for step in self.steps)
             return f"### ✅ `{short}` is already live on {self.live}: " + (
@@ -328,7 +336,7 @@ class FleetReport:
         return {
             "active-color": (active.pop() or "") if len(active) == 1 else "",
             "previous-color": (previous.pop() or "") if len(previous) == 1 else "",
-            "deployed-ref": reports[0].sha if self.ok and len({r.sha for r in reports}) == 1 else "",
+            "deployed-ref": reports[0].deployed_ref if self.ok and len({r.sha for r in reports}) == 1 else "",
             "switched": str(all(r.serves_new for r in reports)).lower(),
             "rolled-back": str(any(r.rolled_back for r in reports)).lower(),
             "hosts-json": hosts_json,
@@ -355,9 +363,16 @@ class FleetReport:
             done = "Rolled back" if first.command == "rollback" else "Deployed"
             return f"### ✅ {done} `{short}` on {count}: {', '.join(sorted(arrows))}"
         serving = {r.active_color for r in reports}
-        if len(serving) == 1 and not any(r.serves_new or r.uncertain for r in reports):
-            held = f", {STILL_HELD}" if all(r.held and not r.unfinished for r in reports) else ""
-            after = f"every host serves what it served before ({serving.pop() or 'nothing'}{held})"
+        holds = [bool(r.held and not r.unfinished) for r in reports]
+        if first.command in ("promote", "abort") and all(holds):
+            after = f"every host still holds the canary ({first.live} with {first.held}% to {first.target})"
+        elif first.command in ("promote", "abort"):
+            after = "the fleet is split: " + ", ".join(
+                f"{h} still holds the canary" if held else f"{h} serves {r.active_color or 'an unknown color'}"
+                for (h, r), held in zip(self.hosts, holds, strict=True)
+            )
+        elif len(serving) == 1 and not any(r.serves_new or r.uncertain for r in reports):
+            after = f"every host serves what it served before ({serving.pop() or 'nothing'})"
         else:
             after = "the fleet is split: " + ", ".join(
                 f"{h} serves {r.active_color or ('unknown' if r.uncertain else 'nothing')}" for h, r in self.hosts

@@ -555,7 +555,8 @@ def test_a_failed_abort_or_promote_says_the_canary_is_still_held_and_only_then(a
 
 def test_an_abort_that_fails_after_its_way_back_keeps_it_and_a_rerun_finishes_it(app: App) -> None:
     """The way back to green is committed, then removing blue fails: nginx keeps serving green (never
-    the split again), and the record stays, so the rerun of the abort removes blue without a reload."""
+    the split again), and the record stays: a promote is refused and keeps it, and the rerun of the
+    abort loads green's upstream again (whatever nginx serves by then) and removes blue."""
     FakeCanaryLog(app.host)
     assert app.run(ref=V2, canary_steps="10,hold", **CANARY).report.held == 10
     stops = app.host.ran("docker", "stop")
@@ -564,10 +565,28 @@ def test_an_abort_that_fails_after_its_way_back_keeps_it_and_a_rerun_finishes_it
     assert not failed.ok and failed.failed_step == "Stop and remove blue", app.out.lines
     assert app.host.files[TARGET] == SEED["nginx/upstream.green.conf"]
     assert "still held" not in failed.summary_markdown() and f"{APP}/.bluegreen/canary-held" in app.host.files
-    reloads = app.nginx.reloads
     app.host.handlers.pop(0)  # docker stop works again
+    promote = app.run(command="promote", ref="").report
+    assert not promote.ok and "command: abort" in promote.fix and f"{APP}/.bluegreen/canary-held" in app.host.files
+    assert any(c.running for c in app.docker.containers if c.service.endswith("_blue"))
     rerun = app.run(command="abort", ref="").report
-    assert rerun.ok, app.out.lines
-    assert app.nginx.reloads == reloads and app.host.files[TARGET] == SEED["nginx/upstream.green.conf"]
+    assert rerun.ok and rerun.outputs()["deployed-ref"] == "", app.out.lines
+    assert app.host.files[TARGET] == SEED["nginx/upstream.green.conf"]
     assert not any(c.service.endswith("_blue") for c in app.docker.containers)
     assert f"{APP}/.bluegreen/canary-held" not in app.host.files and len(app.host.ran("docker", "stop")) > len(stops)
+    again = app.run(command="abort", ref="").report  # a fleet's rerun, where another host's abort failed
+    assert again.ok and again.headline().startswith(
+        f"### ✅ The canary of `{V2[:12]}` was aborted on this host already"
+    )
+
+
+def test_an_abort_after_the_split_was_edited_by_hand_still_loads_the_old_upstream(app: App) -> None:
+    FakeCanaryLog(app.host)
+    assert app.run(ref=V2, canary_steps="10,hold", **CANARY).report.held == 10
+    split = app.host.files[TARGET]
+    app.host.files[TARGET] = split.replace("weight=9", "weight=5")  # and reloaded by hand
+    assert app.host.files[TARGET] != split
+    report = app.run(command="abort", ref="").report
+    assert report.ok, app.out.lines
+    assert app.host.files[TARGET] == SEED["nginx/upstream.green.conf"]
+    assert not any(c.service.endswith("_blue") for c in app.docker.containers)

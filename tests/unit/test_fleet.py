@@ -360,7 +360,7 @@ def test_a_promote_that_fails_after_a_host_switched_puts_back_the_held_split_and
     one = dict(report.hosts)["web-1"]
     assert one.error.endswith("web-1 switched back to the canary held at 10% on blue"), one.error
     assert "serves the canary held at 10% on blue again" in one.fix, one.fix
-    assert "every host serves what it served before (green, the canary still held)" in report.headline()
+    assert "every host still holds the canary (green with 10% to blue)" in report.headline(), report.headline()
     assert all(f"{APP}/.bluegreen/canary-held" in app.host.files for app in fleet.apps.values())
     fleet.apps["web-2"].host.on(["curl"], lambda argv, _: Result(0, "200", ""))
     assert fleet.run(command="promote", ref="", host_url=HOST_URL).ok, fleet.out.lines
