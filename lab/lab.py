@@ -96,15 +96,20 @@ def as_deploy(*argv: str | Path, cwd: Path | None = None) -> str:
 
 def _port_block() -> range:
     """This process's ports: below the kernel's ephemeral range (from 32768), which bind(0), every
-    client socket and docker's published ports draw from, and apart from the other xdist workers'."""
+    client socket and docker's published ports draw from; an xdist worker's apart from the other
+    workers', any other process's (a benchmark, the demo, a run without xdist) in a block of their own."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker:
+        return range(10000, 20000)
     count = max(int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1), 1)
-    index = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0) % count
+    index = int(worker.removeprefix("gw") or 0) % count
     size = 12000 // count
     return range(20000 + index * size, 20000 + (index + 1) * size)
 
 
 _PORTS = _port_block()
-_TURN = itertools.count()
+# in turn from a random place (two processes outside xdist rarely meet); bind() skips ports in use
+_TURN = itertools.count(secrets.randbelow(len(_PORTS)))
 
 
 def free_port() -> int:

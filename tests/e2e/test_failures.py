@@ -101,7 +101,7 @@ def test_post_switch_failure_switches_back_within_a_second(
     # (under a second) is the benchmark's to measure; this bound only tells 100 ms probing from the
     # 5 probes a second apart it replaced (4 s and more), and the clients saw no more than that figure.
     assert api.failures and set(api.failures) == {"HTTP 404"}
-    assert float(exposed.group(1)) < 3.5 and api.failure_window() < float(exposed.group(1)) + 1
+    assert float(exposed.group(1)) < 3.5 and api.failure_window() < min(3.5, float(exposed.group(1)) + 1)
     assert frontend.failures == [] and len(frontend.statuses) > 10
 
 

@@ -374,7 +374,8 @@ def test_a_sigkill_at_any_point_leaves_a_journal_the_rerun_and_a_rollback_can_tr
         running.wait_for_step(step)
         lab.sh("docker", "kill", running.name)
         running.process.wait(30)
-        assert running.output().split("::group::")[-1].startswith(step), running.output()  # killed in it
+        tail = running.output().split("::group::")[-1]
+        assert tail.startswith(step) and "::endgroup::" not in tail, running.output()  # killed in it
         rerun = lab.run_action(inputs, {"GITHUB_RUN_ATTEMPT": "2"})
         for thread in slow:
             thread.join(60)
