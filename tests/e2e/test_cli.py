@@ -155,5 +155,7 @@ def test_the_cli_holds_a_canary_shows_it_in_status_and_aborts_it(
     assert "Aborted the canary" in aborted.stdout
     assert served(app) == {"role": "backend", "color": "green", "version": "v1"}
     assert "canary" not in json.loads(cli("status").stdout)
-    again = cli("abort")
-    assert again.returncode == 1 and "no canary is held on this host" in again.stderr
+    again = cli("abort")  # done already: says so, changes nothing
+    assert again.returncode == 0 and "was aborted on this host already" in again.stdout, again.stdout + again.stderr
+    promoted = cli("promote")
+    assert promoted.returncode == 1 and "no canary is held on this host" in promoted.stderr
