@@ -191,24 +191,16 @@ async def host_status(config: Config) -> dict[str, object]:
         await remote.close()
     stacks.use_files(read_files(by_stack(texts, names), names, strict=False))
     held = Held.parse(held_text.stdout)
-    if held is not None and not held.serves(config_sections(dump)):
-        held = None  # a record a dead promote or abort left: nginx no longer serves the split
-    canary = (
-        {
-            "canary": {
-                "held": f"{held.share}%",
-                "from": held.live,
-                "to": held.target,
-                "ref": held.ref,
-                "since": held.since,
-            }
-        }
-        if held
-        else {}
-    )
+    live = live_color(dump, {"blue": blue.stdout, "green": green.stdout})
+    canary: dict[str, object] = {}
+    if held is not None and held.serves(config_sections(dump)):
+        live = held.live
+        canary = {"held": f"{held.share}%", "from": held.live, "to": held.target, "ref": held.ref, "since": held.since}
+    elif held is not None and live != held.target:  # not promoted: an abort that did not finish, or a hand edit
+        canary = {"unfinished": f"nginx no longer serves the split of {held.ref}: finish it with command: abort"}
     return {
-        "live-color": held.live if held else live_color(dump, {"blue": blue.stdout, "green": green.stdout}) or "",
-        **canary,
+        "live-color": live or "",
+        **({"canary": canary} if canary else {}),
         "active-env": active_env.stdout.strip(),
         "containers": {
             stack: sorted(

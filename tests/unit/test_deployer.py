@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import pytest
 
 from bluegreen import commands
+from bluegreen.cli import host_status
 from bluegreen.config import load_config
 from bluegreen.deploy import Deployer
 from bluegreen.errors import LockLost
@@ -590,3 +591,23 @@ def test_an_abort_after_the_split_was_edited_by_hand_still_loads_the_old_upstrea
     assert report.ok, app.out.lines
     assert app.host.files[TARGET] == SEED["nginx/upstream.green.conf"]
     assert not any(c.service.endswith("_blue") for c in app.docker.containers)
+
+
+def test_status_shows_a_held_canary_and_an_abort_that_did_not_finish(app: App) -> None:
+    FakeCanaryLog(app.host)
+    assert app.run(ref=V2, canary_steps="10,hold", **CANARY).report.held == 10
+    cfg = load_config(raw(project_name="app", nginx_container="web"), for_deploy=False)
+    status = asyncio.run(host_status(cfg))
+    assert status["live-color"] == "green" and status["canary"] == {
+        "held": "10%",
+        "from": "green",
+        "to": "blue",
+        "ref": V2,
+        "since": json.loads(app.host.files[f"{APP}/.bluegreen/canary-held"])["since"],
+    }
+    app.host.files[TARGET] = SEED["nginx/upstream.green.conf"]  # an abort that died after its way back
+    status = asyncio.run(host_status(cfg))
+    assert status["live-color"] == "green"
+    assert status["canary"] == {
+        "unfinished": f"nginx no longer serves the split of {V2}: finish it with command: abort"
+    }
