@@ -269,8 +269,11 @@ class Deployer:
         """The lock was lost between the upstream's write and the commit (or while undoing it): what
         nginx serves is not known, and the report says so instead of naming a color."""
         if self.remote is not None and self.switch.previous is not None and not self.committed:
+            new: str = self.report.target or ""
+            if self.cfg.command == "abort" and self.held is not None:  # an abort's switch goes the other way
+                new = f"{self.held.live} alone or still the split"
             self.report.uncertain = (
-                f"nginx may serve {self.report.target}: the lock was lost during the switch, and the next deploy "
+                f"nginx may serve {new}: the lock was lost during the switch, and the next deploy "
                 "settles it from the switch marker"
             )
 
