@@ -506,11 +506,8 @@ class Deployer:
             and last.get("to") == self.report.live
         ):
             # this host's abort is done (a fleet's rerun, where another host's abort failed)
-            self.report.sha, self.report.target, self.report.already_live = (
-                str(last.get("ref", "")),
-                self.report.live,
-                True,
-            )
+            self.report.sha = str(last.get("ref", ""))
+            self.report.target, self.report.already_live = self.report.live, True
             self.out.info(
                 f"the canary of {self.report.sha[:12]} was aborted on this host already; {self.report.live} serves"
             )

@@ -67,9 +67,7 @@ class Report:
     unfinished: str = ""  # why the recovery did not finish, or did not run (the lock was lost)
     images: list[ImageRecord] = field(default_factory=list)  # the target's pulled images (images.py)
     canary: list[StepResult] = field(default_factory=list)  # strategy: canary's steps, as judged
-    held: int = (
-        0  # the share a canary is held at when the run ends (canary-steps ends in hold; a failed promote or abort)
-    )
+    held: int = 0  # the share a canary is held at as the run ends (a hold, a failed promote or abort)
 
     @property
     def ok(self) -> bool:
